@@ -1,0 +1,165 @@
+"""The LSTM equations, written once.
+
+With z = [h_{t-1}; x_t] (hidden state first, then input)::
+
+    f = σ(Wf z + bf)        i = σ(Wi z + bi)
+    g = tanh(Wc z + bc)     o = σ(Wo z + bo)
+    c_t = f ⊙ c_{t-1} + i ⊙ g
+    h_t = o ⊙ tanh(c_t)
+
+Everything that runs an LSTM in this package (single sequences, batches,
+stacks, both directions, streaming, training) goes through
+:func:`cell_step_` for these equations and :func:`run_sequence` for the
+loop over time.  The callers only compute the pre-activations ``W z + b``.
+
+Internally the four gates are fused into one ``(4H, ...)`` weight in the
+order :data:`GATE_ORDER` = f, i, o, g: the three sigmoid gates come first so
+one contiguous slice takes the sigmoid and one the tanh.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Gate order of the fused internal arrays (sigmoid gates first).
+GATE_ORDER: tuple[str, ...] = ("f", "i", "o", "g")
+
+#: Public attribute suffix of each gate: ``W<suffix>`` / ``b<suffix>``.
+GATE_SUFFIX: dict[str, str] = {"f": "f", "i": "i", "g": "c", "o": "o"}
+
+#: Steps whose input projection is computed in one GEMM.  Bounds the extra
+#: memory of inference to O(chunk·B·H) while keeping the GEMM large.
+PROJECTION_CHUNK = 64
+
+
+def sigmoid_(a: np.ndarray) -> np.ndarray:
+    """Logistic sigmoid in place, as ``½ + ½·tanh(a/2)``.
+
+    tanh saturates instead of overflowing, so pre-activations as large as
+    ±1e300 give exactly 0 or 1 with no RuntimeWarning (``1/(1+exp(-a))``
+    overflows there).
+    """
+    np.multiply(a, 0.5, out=a)
+    np.tanh(a, out=a)
+    np.multiply(a, 0.5, out=a)
+    np.add(a, 0.5, out=a)
+    return a
+
+
+def cell_step_(gates: np.ndarray, c: np.ndarray, h: np.ndarray, scratch: np.ndarray) -> None:
+    """Advance one LSTM step in place.
+
+    Parameters
+    ----------
+    gates : (B, 4H) array
+        On entry the pre-activations ``W z + b`` in :data:`GATE_ORDER`; on
+        exit the activations f, i, o, g (kept for backward).
+    c : (B, H) array
+        ``c_{t-1}`` on entry, ``c_t`` on exit.
+    h : (B, H) array
+        Receives ``h_t``.  May not alias ``c``.
+    scratch : (B, H) array
+        Work space.
+    """
+    H = c.shape[-1]
+    sigmoid_(gates[:, : 3 * H])
+    np.tanh(gates[:, 3 * H :], out=gates[:, 3 * H :])
+    f = gates[:, :H]
+    i = gates[:, H : 2 * H]
+    o = gates[:, 2 * H : 3 * H]
+    g = gates[:, 3 * H :]
+    np.multiply(c, f, out=c)
+    np.multiply(i, g, out=scratch)
+    np.add(c, scratch, out=c)
+    np.tanh(c, out=h)
+    np.multiply(h, o, out=h)
+
+
+@dataclass
+class Trace:
+    """What a forward pass records for backward and for gate inspection.
+
+    All arrays are time-major: ``gates`` (T, B, 4H) activations in
+    :data:`GATE_ORDER`, ``c`` (T, B, H) cell states after each step and
+    ``h`` (T, B, H or P) the (projected) hidden state after each step.
+    ``h_full`` (T, B, H) is ``o ⊙ tanh(c)`` before the projection, kept
+    only when a projection is used.
+    """
+
+    gates: np.ndarray
+    c: np.ndarray
+    h: np.ndarray
+    h_full: np.ndarray | None = None
+
+
+def run_sequence(
+    x: np.ndarray,
+    W_x: np.ndarray,
+    W_h: np.ndarray,
+    b: np.ndarray,
+    h0: np.ndarray,
+    c0: np.ndarray,
+    *,
+    outputs: np.ndarray | None = None,
+    trace: Trace | None = None,
+    W_hr: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Run the LSTM over time-major ``x`` and return the final ``(h, c)``.
+
+    Parameters
+    ----------
+    x : (T, B, I) array
+        Inputs, already in the model's dtype.  Pass ``x[::-1]`` (and reversed
+        views of ``outputs``/``trace``) to run backwards in time.
+    W_x : (4H, I) array
+        Input part of the fused weight.
+    W_h : (4H, P) array
+        Recurrent part of the fused weight (P = H without projection).
+    b : (4H,) array
+        Fused bias.
+    h0 : (B, P) array
+    c0 : (B, H) array
+        Initial states; not modified.
+    outputs : (T, B, P) array, optional
+        Receives the hidden state of every step.
+    trace : Trace, optional
+        Receives what backward needs.
+    W_hr : (P, H) array, optional
+        LSTMP projection: ``h_t = W_hr (o ⊙ tanh(c_t))``.
+    """
+    T, B, _ = x.shape
+    H4 = W_h.shape[0]
+    H = H4 // 4
+    dtype = h0.dtype
+    h = np.array(h0, dtype=dtype, order="C", copy=True)
+    c = np.array(c0, dtype=dtype, order="C", copy=True)
+    gates_buf = np.empty((B, H4), dtype=dtype)
+    scratch = np.empty((B, H), dtype=dtype)
+    h_full = np.empty((B, H), dtype=dtype) if W_hr is not None else h
+    W_xT, W_hT = W_x.T, W_h.T
+    W_hrT = W_hr.T if W_hr is not None else None
+    chunk = max(1, min(T, PROJECTION_CHUNK))
+    proj = np.empty((chunk * B, H4), dtype=dtype)
+
+    for start in range(0, T, chunk):
+        stop = min(T, start + chunk)
+        n = (stop - start) * B
+        np.matmul(x[start:stop].reshape(n, -1), W_xT, out=proj[:n])
+        proj[:n] += b
+        for k, t in enumerate(range(start, stop)):
+            gates = trace.gates[t] if trace is not None else gates_buf
+            np.matmul(h, W_hT, out=gates)
+            gates += proj[k * B : (k + 1) * B]
+            cell_step_(gates, c, h_full, scratch)
+            if W_hrT is not None:
+                np.matmul(h_full, W_hrT, out=h)
+            if outputs is not None:
+                outputs[t] = h
+            if trace is not None:
+                trace.c[t] = c
+                trace.h[t] = h
+                if trace.h_full is not None:
+                    trace.h_full[t] = h_full
+    return h, c
