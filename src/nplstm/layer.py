@@ -6,13 +6,16 @@ from typing import Any
 
 import numpy as np
 
+from .backward import FusedGradients, backward_sequence
 from .cell import GATE_ORDER, GATE_SUFFIX, Trace, run_sequence
 from .shapes import (
     Orientation,
     as_real_array,
     as_time_major,
     resolve_states,
+    sequence_in,
     sequence_out,
+    state_in_rows,
     state_out,
 )
 
@@ -295,7 +298,16 @@ class LSTM:
             outputs = np.empty((T, B, self.state_size), dtype=self.dtype)
         h, c = self.run_time_major(x3, h0, c0, outputs=outputs, trace=trace)
         self._cache = (
-            {"x": x3, "h0": h0, "c0": c0, "trace": trace, "orientation": orientation} if train else None
+            {
+                "x": x3,
+                "x_shape": np.shape(x),
+                "h0": h0,
+                "c0": c0,
+                "trace": trace,
+                "orientation": orientation,
+            }
+            if train
+            else None
         )
         seq = sequence_out(outputs, orientation, self.batch_first) if return_sequences else None
         if train and seq is not None:
@@ -303,3 +315,102 @@ class LSTM:
         return seq, state_out(h, orientation), state_out(c, orientation)
 
     __call__ = forward
+
+    # ------------------------------------------------------------- backward
+    def backward_time_major(
+        self,
+        x: np.ndarray,
+        h0: np.ndarray,
+        c0: np.ndarray,
+        trace: Trace,
+        d_outputs: np.ndarray | None,
+        d_final_h: np.ndarray | None = None,
+        d_final_c: np.ndarray | None = None,
+        *,
+        reverse: bool = False,
+    ) -> FusedGradients:
+        """BPTT on time-major arrays recorded by :meth:`run_time_major`."""
+        W_x, W_h, _ = self.fused()
+        if reverse:
+            x = x[::-1]
+            d_outputs = d_outputs[::-1] if d_outputs is not None else None
+            trace = Trace(
+                trace.gates[::-1],
+                trace.c[::-1],
+                trace.h[::-1],
+                trace.h_full[::-1] if trace.h_full is not None else None,
+            )
+        grads = backward_sequence(x, W_x, W_h, self._W_hr, h0, c0, trace, d_outputs, d_final_h, d_final_c)
+        if reverse:
+            grads.x = grads.x[::-1]
+        return grads
+
+    def named_gradients(self, grads: FusedGradients) -> dict[str, np.ndarray]:
+        """Split fused parameter gradients into ``{"Wf": ..., "bf": ..., ...}``."""
+        H, P = self.hidden_size, self.state_size
+        dW = np.concatenate(
+            [grads.W_h.reshape(4, H, P), grads.W_x.reshape(4, H, self.input_size)], axis=2
+        )
+        db = grads.b.reshape(4, H, 1)
+        named = {}
+        for k, gate in enumerate(GATE_ORDER):
+            named[f"W{GATE_SUFFIX[gate]}"] = dW[k]
+            named[f"b{GATE_SUFFIX[gate]}"] = db[k]
+        if self.proj_size:
+            named["W_hr"] = grads.W_hr
+        return {name: named[name] for name in self.parameter_names()}
+
+    def backward(
+        self, d_outputs: Any = None, d_final_h: Any = None, d_final_c: Any = None
+    ) -> dict[str, np.ndarray]:
+        """Gradients of a loss through the last ``forward(..., train=True)``.
+
+        Parameters
+        ----------
+        d_outputs : array_like, optional
+            dL/d(outputs), shaped like the ``outputs`` that forward returned.
+        d_final_h, d_final_c : array_like, optional
+            dL/d(final_h) and dL/d(final_c), shaped like the states returned.
+            Omitted gradients are zero.
+
+        Returns
+        -------
+        dict
+            ``Wf, Wi, Wc, Wo, bf, bi, bc, bo`` (and ``W_hr``) shaped like the
+            parameters, plus ``x``, ``h0`` and ``c0`` shaped like the inputs
+            and initial states of that forward.
+        """
+        if self._cache is None:
+            raise RuntimeError("backward needs a preceding forward(..., train=True)")
+        cache = self._cache
+        x3, trace, orientation = cache["x"], cache["trace"], cache["orientation"]
+        B = x3.shape[1]
+        out_shape = sequence_out(trace.h, orientation, self.batch_first).shape
+        state_shapes = {"h": state_out(cache["h0"], orientation).shape, "c": state_out(cache["c0"], orientation).shape}
+
+        def given(value: Any, name: str, shape: tuple[int, ...]) -> np.ndarray | None:
+            if value is None:
+                return None
+            arr = as_real_array(value, name, self.dtype)
+            if arr.shape != shape:
+                raise ValueError(f"{name} must have the shape forward returned, {shape}; got {arr.shape}")
+            return arr
+
+        d_out = given(d_outputs, "d_outputs", out_shape)
+        d_h = given(d_final_h, "d_final_h", state_shapes["h"])
+        d_c = given(d_final_c, "d_final_c", state_shapes["c"])
+        grads = self.backward_time_major(
+            x3,
+            cache["h0"],
+            cache["c0"],
+            trace,
+            sequence_in(d_out, orientation, self.batch_first) if d_out is not None else None,
+            state_in_rows(d_h, orientation, B) if d_h is not None else None,
+            state_in_rows(d_c, orientation, B) if d_c is not None else None,
+        )
+        named = self.named_gradients(grads)
+        dx = grads.x.transpose(1, 0, 2) if (len(cache["x_shape"]) == 3 and self.batch_first) else grads.x
+        named["x"] = np.ascontiguousarray(dx).reshape(cache["x_shape"])
+        named["h0"] = state_out(grads.h0, orientation).reshape(state_shapes["h"])
+        named["c0"] = state_out(grads.c0, orientation).reshape(state_shapes["c"])
+        return named
