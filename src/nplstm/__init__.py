@@ -4,7 +4,23 @@ The equations live in :mod:`nplstm.cell`; the user-facing layer is
 :class:`nplstm.LSTM`.
 """
 
+from .head import Linear
+from .io import WeightsFileError
 from .layer import LSTM
+from .model import SequenceModel
+from .optim import SGD, Adam, clip_grad_norm
+from .training import History, fit, truncated_bptt
 
-__all__ = ["LSTM"]
+__all__ = [
+    "LSTM",
+    "Linear",
+    "SequenceModel",
+    "SGD",
+    "Adam",
+    "clip_grad_norm",
+    "fit",
+    "truncated_bptt",
+    "History",
+    "WeightsFileError",
+]
 __version__ = "0.1.0"
