@@ -1,0 +1,172 @@
+"""PyTorch: ``torch.nn.LSTM`` modules, state dicts and ``.pt`` files."""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..stack import StackedLSTM
+from .gates import InteropError, check_shape, packed, unpack
+
+TORCH_ORDER = "ifgo"
+_KEY = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)_l(\d+)(_reverse)?$")
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    if hasattr(value, "detach"):  # a torch tensor
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def _config_from_state_dict(sd: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    unknown = [k for k in sd if not _KEY.match(k)]
+    if unknown:
+        raise InteropError(f"not a torch.nn.LSTM state dict: unexpected tensor(s) {unknown[:5]}")
+    if "weight_ih_l0" not in sd or "weight_hh_l0" not in sd:
+        raise InteropError("not a torch.nn.LSTM state dict: missing tensor 'weight_ih_l0' or 'weight_hh_l0'")
+    w_ih, w_hh = sd["weight_ih_l0"], sd["weight_hh_l0"]
+    if w_ih.ndim != 2 or w_hh.ndim != 2 or w_ih.shape[0] % 4 or w_ih.shape[0] == 0:
+        raise InteropError(
+            f"tensor 'weight_ih_l0' must be (4H, I) and 'weight_hh_l0' (4H, P); got {w_ih.shape} and {w_hh.shape}"
+        )
+    layers = {int(_KEY.match(k).group(2)) for k in sd}
+    num_layers = max(layers) + 1
+    hidden = w_ih.shape[0] // 4
+    proj = sd["weight_hr_l0"].shape[0] if "weight_hr_l0" in sd else 0
+    return {
+        "input_size": w_ih.shape[1],
+        "hidden_size": hidden,
+        "num_layers": num_layers,
+        "bidirectional": "weight_ih_l0_reverse" in sd,
+        "bias": "bias_ih_l0" in sd,
+        "proj_size": proj,
+    }
+
+
+def from_torch(
+    module_or_state_dict: Any, *, batch_first: bool | None = None, dtype: Any = None
+) -> StackedLSTM:
+    """A :class:`~nplstm.stack.StackedLSTM` with the weights of a ``torch.nn.LSTM``.
+
+    Accepts the module itself or its ``state_dict()`` (tensors or arrays).
+    The two torch biases are summed.  Every tensor is checked (name, shape,
+    finiteness) before the model is returned, so nothing is half-loaded.
+    ``batch_first`` and ``dtype`` default to the module's (float32 for a
+    bare float32 state dict).
+    """
+    module = None
+    if hasattr(module_or_state_dict, "state_dict") and hasattr(module_or_state_dict, "hidden_size"):
+        module = module_or_state_dict
+        sd_raw = module.state_dict()
+    elif isinstance(module_or_state_dict, Mapping):
+        sd_raw = module_or_state_dict
+    else:
+        raise TypeError(f"expected a torch.nn.LSTM or its state dict; got {type(module_or_state_dict).__name__}")
+    sd = {k: _to_numpy(v) for k, v in sd_raw.items()}
+    cfg = _config_from_state_dict(sd)
+    if module is not None:
+        if getattr(module, "dropout", 0):
+            cfg["dropout"] = float(module.dropout)
+        if batch_first is None:
+            batch_first = bool(module.batch_first)
+    if dtype is None:
+        dtype = np.float64 if sd["weight_ih_l0"].dtype == np.float64 else np.float32
+    stack = StackedLSTM(**cfg, batch_first=bool(batch_first), seed=0, dtype=dtype)
+    H, P = stack.hidden_size, stack.state_size
+    expected = set()
+    checked = []
+    for _, l, d, cell in stack.cells():
+        sfx = f"_l{l}{'_reverse' if d else ''}"
+        names = {"w_ih": f"weight_ih{sfx}", "w_hh": f"weight_hh{sfx}"}
+        t = {
+            "w_ih": check_shape(sd, names["w_ih"], (4 * H, cell.input_size)),
+            "w_hh": check_shape(sd, names["w_hh"], (4 * H, P)),
+        }
+        if stack.bias:
+            names.update(b_ih=f"bias_ih{sfx}", b_hh=f"bias_hh{sfx}")
+            t["b"] = check_shape(sd, names["b_ih"], (4 * H,)) + check_shape(sd, names["b_hh"], (4 * H,))
+        if stack.proj_size:
+            names["w_hr"] = f"weight_hr{sfx}"
+            t["w_hr"] = check_shape(sd, names["w_hr"], (P, H))
+        expected.update(names.values())
+        checked.append((cell, t))
+    extra = sorted(set(sd) - expected)
+    if extra:
+        raise InteropError(f"state dict has tensor(s) this configuration does not use: {extra[:5]}")
+    for cell, t in checked:
+        unpack(cell, TORCH_ORDER, t["w_ih"], t["w_hh"], t.get("b"), t.get("w_hr"))
+    return stack
+
+
+def to_torch_state_dict(stack: StackedLSTM, *, as_numpy: bool = False) -> dict[str, Any]:
+    """The state dict a ``torch.nn.LSTM`` of the same configuration loads.
+
+    The bias goes to ``bias_ih`` and ``bias_hh`` is zero.  Tensors are
+    ``torch.Tensor`` (or NumPy arrays with ``as_numpy=True``, no torch needed).
+    """
+    sd: dict[str, Any] = {}
+    for _, l, d, cell in stack.cells():
+        sfx = f"_l{l}{'_reverse' if d else ''}"
+        w_ih, w_hh, b = packed(cell, TORCH_ORDER)
+        sd[f"weight_ih{sfx}"] = w_ih
+        sd[f"weight_hh{sfx}"] = w_hh
+        if stack.bias:
+            sd[f"bias_ih{sfx}"] = b
+            sd[f"bias_hh{sfx}"] = np.zeros_like(b)
+        if stack.proj_size:
+            sd[f"weight_hr{sfx}"] = cell.W_hr.copy()
+    if as_numpy:
+        return sd
+    import torch
+
+    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in sd.items()}
+
+
+def torch_module(stack: StackedLSTM) -> Any:
+    """A ``torch.nn.LSTM`` with this stack's configuration and weights."""
+    import torch
+
+    module = torch.nn.LSTM(
+        stack.input_size,
+        stack.hidden_size,
+        num_layers=stack.num_layers,
+        bias=stack.bias,
+        batch_first=stack.batch_first,
+        dropout=stack.dropout,
+        bidirectional=stack.bidirectional,
+        proj_size=stack.proj_size,
+        dtype=torch.float64 if stack.dtype == np.float64 else torch.float32,
+    )
+    module.load_state_dict(to_torch_state_dict(stack))
+    return module
+
+
+def load_torch(path: str | os.PathLike, **kwargs: Any) -> StackedLSTM:
+    """Read a ``.pt`` file holding a ``torch.nn.LSTM`` state dict.
+
+    Uses ``torch.load(..., weights_only=True)``: tensors and plain containers
+    only, never arbitrary pickled objects.
+    """
+    import pickle
+    import zipfile
+
+    import torch
+
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise InteropError(f"{path}: no such file") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError, TypeError, AttributeError, KeyError, IndexError) as exc:
+        raise InteropError(f"{path} is not a loadable weights-only torch file: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    if not isinstance(sd, Mapping):
+        raise InteropError(f"{path} holds a {type(sd).__name__}, not a state dict")
+    bad = [k for k, v in sd.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise InteropError(f"{path}: entries that are not named tensors: {bad[:5]}")
+    try:
+        return from_torch(sd, **kwargs)
+    except InteropError as exc:
+        raise InteropError(f"{path}: {exc}") from None

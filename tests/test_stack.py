@@ -1,0 +1,112 @@
+"""StackedLSTM: wiring, shapes, dropout, errors and gradients (no torch needed)."""
+
+import numpy as np
+import pytest
+
+from nplstm import LSTM
+from nplstm.stack import StackedLSTM
+from test_backward import numeric_gradient, rel_error
+
+
+def test_one_layer_stack_equals_the_layer(rng):
+    stack = StackedLSTM(3, 4, seed=0)
+    x = rng.normal(size=(6, 2, 3))
+    out, (h_n, c_n) = stack.forward(x)
+    ref_out, ref_h, ref_c = stack.layers[0][0].forward(x)
+    np.testing.assert_array_equal(out, ref_out)
+    np.testing.assert_array_equal(h_n[0], ref_h)
+    np.testing.assert_array_equal(c_n[0], ref_c)
+
+
+def test_two_layers_feed_one_into_the_other_and_reverse_reads_backwards(rng):
+    stack = StackedLSTM(2, 3, num_layers=2, bidirectional=True, seed=1)
+    x = rng.normal(size=(5, 2, 2))
+    out, (h_n, c_n) = stack.forward(x)
+    assert out.shape == (5, 2, 6) and h_n.shape == (4, 2, 3) and c_n.shape == (4, 2, 3)
+    fwd0, h0f, _ = stack.layers[0][0].forward(x)
+    bwd0_rev, h0b, _ = stack.layers[0][1].forward(x[::-1])
+    layer0 = np.concatenate([fwd0, bwd0_rev[::-1]], axis=2)
+    fwd1, _, _ = stack.layers[1][0].forward(layer0)
+    bwd1_rev, h1b, c1b = stack.layers[1][1].forward(layer0[::-1])
+    np.testing.assert_allclose(out, np.concatenate([fwd1, bwd1_rev[::-1]], axis=2), rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(h_n[1], h0b, rtol=1e-14)  # index k = layer·2 + direction
+    np.testing.assert_allclose(c_n[3], c1b, rtol=1e-14)
+
+
+def test_unbatched_and_batch_first_shapes(rng):
+    stack = StackedLSTM(3, 5, num_layers=2, proj_size=2, seed=0)
+    x = rng.normal(size=(7, 3))
+    out, (h, c) = stack.forward(x)
+    assert out.shape == (7, 2) and h.shape == (2, 2) and c.shape == (2, 5)
+    out_b, (h_b, _) = stack.forward(x[:, None])
+    np.testing.assert_array_equal(out_b[:, 0], out)
+    bf = StackedLSTM(3, 5, num_layers=2, proj_size=2, batch_first=True, seed=0)
+    out_bf, (h_bf, _) = bf.forward(x[None])
+    assert out_bf.shape == (1, 7, 2) and h_bf.shape == (2, 1, 2)
+    np.testing.assert_array_equal(out_bf[0], out)
+
+
+def test_dropout_only_in_training(rng):
+    stack = StackedLSTM(2, 8, num_layers=2, dropout=0.5, seed=0)
+    x = rng.normal(size=(4, 3, 2))
+    a, _ = stack.forward(x)
+    b, _ = stack.forward(x)
+    np.testing.assert_array_equal(a, b)
+    t1, _ = stack.forward(x, train=True)
+    assert not np.allclose(t1, a)
+    no_drop = StackedLSTM(2, 8, num_layers=2, seed=0)
+    for (_, _, _, src), (_, _, _, dst) in zip(stack.cells(), no_drop.cells()):
+        for name, value in src.parameters().items():
+            setattr(dst, name, value)
+    np.testing.assert_array_equal(no_drop.forward(x)[0], a)
+
+
+def test_bias_false_has_no_bias_parameters():
+    stack = StackedLSTM(2, 3, num_layers=2, bias=False, seed=0)
+    assert not any(name.split(".")[1].startswith("b") for name in stack.parameters())
+    assert len(stack.parameters()) == 2 * 4
+
+
+@pytest.mark.parametrize(
+    "hx, message",
+    [
+        ((np.zeros((2, 4, 3)), np.zeros((2, 4, 3))), r"h_0 must have shape \(2, 2, 3\); got \(2, 4, 3\)"),
+        ((np.zeros((2, 2, 3)), np.zeros((1, 2, 3))), r"c_0 must have shape \(2, 2, 3\); got \(1, 2, 3\)"),
+        (np.zeros((2, 2, 3)), r"hx must be a pair"),
+    ],
+)
+def test_bad_states(hx, message, rng):
+    stack = StackedLSTM(2, 3, num_layers=2, seed=0)
+    with pytest.raises((ValueError, TypeError), match=message):
+        stack.forward(rng.normal(size=(4, 2, 2)), hx)
+
+
+def test_bad_options():
+    with pytest.raises(ValueError, match="dropout must be in"):
+        StackedLSTM(1, 2, dropout=1.0)
+    with pytest.raises(ValueError, match="num_layers must be an integer >= 1"):
+        StackedLSTM(1, 2, num_layers=0)
+    with pytest.raises(ValueError, match="proj_size must be smaller than hidden_size"):
+        StackedLSTM(1, 2, proj_size=2)
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_stack_gradients_match_finite_differences(batched, rng):
+    stack = StackedLSTM(2, 3, num_layers=2, bidirectional=True, proj_size=2, seed=2, batch_first=True)
+    for p in stack.parameters().values():
+        p[...] = rng.normal(scale=0.5, size=p.shape)
+    x = rng.normal(size=(2, 4, 2)) if batched else rng.normal(size=(4, 2))
+    h0 = rng.normal(size=(4, 2, 2) if batched else (4, 2))
+    c0 = rng.normal(size=(4, 2, 3) if batched else (4, 3))
+    out, (h, c) = stack.forward(x, (h0, c0), train=True)
+    w = [rng.normal(size=a.shape) for a in (out, h, c)]
+    grads = stack.backward(*w)
+
+    def loss():
+        o, (hh, cc) = stack.forward(x, (h0, c0))
+        return float(np.sum(w[0] * o) + np.sum(w[1] * hh) + np.sum(w[2] * cc))
+
+    for name, param in stack.parameters().items():
+        assert rel_error(grads[name], numeric_gradient(loss, param)) < 1e-6, name
+    for name, arr in (("x", x), ("h_0", h0), ("c_0", c0)):
+        assert rel_error(grads[name], numeric_gradient(loss, arr)) < 1e-6, name
