@@ -9,10 +9,12 @@ from .io import WeightsFileError
 from .layer import LSTM
 from .model import SequenceModel
 from .optim import SGD, Adam, clip_grad_norm
+from .stack import StackedLSTM
 from .training import History, fit, truncated_bptt
 
 __all__ = [
     "LSTM",
+    "StackedLSTM",
     "Linear",
     "SequenceModel",
     "SGD",
