@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import kernels
+
 #: Gate order of the fused internal arrays (sigmoid gates first).
 GATE_ORDER: tuple[str, ...] = ("f", "i", "o", "g")
 
@@ -41,6 +43,12 @@ PROJECTION_CHUNK = 64
 PREACT_LIMIT = {np.dtype(np.float32): 40.0, np.dtype(np.float64): 350.0}
 
 
+def _clip_(a: np.ndarray, limit: float) -> None:
+    # two ufuncs: np.clip goes through a Python wrapper that costs more than both
+    np.minimum(a, limit, out=a)
+    np.maximum(a, -limit, out=a)
+
+
 def _sigmoid_unclipped_(a: np.ndarray) -> None:
     np.negative(a, out=a)
     np.exp(a, out=a)
@@ -54,8 +62,7 @@ def sigmoid_(a: np.ndarray) -> np.ndarray:
     ``exp`` is cheaper than ``tanh`` in NumPy, hence this form rather than
     ½ + ½·tanh(a/2); clipping to :data:`PREACT_LIMIT` keeps it warning-free.
     """
-    limit = PREACT_LIMIT[a.dtype]
-    np.clip(a, -limit, limit, out=a)
+    _clip_(a, PREACT_LIMIT[a.dtype])
     _sigmoid_unclipped_(a)
     return a
 
@@ -76,11 +83,10 @@ def cell_step_(gates: np.ndarray, c: np.ndarray, h: np.ndarray, scratch: np.ndar
         Work space.
     """
     H = c.shape[-1]
-    limit = PREACT_LIMIT[gates.dtype]
     g = gates[:, 3 * H :]
     # f, i, o = σ(·) and g = tanh(·) = 2σ(2·) − 1 in one sigmoid pass over the
     # whole contiguous buffer: NumPy's tanh is slower than its exp.
-    np.clip(gates, -limit, limit, out=gates)
+    _clip_(gates, PREACT_LIMIT[gates.dtype])
     np.multiply(g, 2, out=g)
     _sigmoid_unclipped_(gates)
     np.multiply(g, 2, out=g)
@@ -116,8 +122,8 @@ class Trace:
 
 def run_sequence(
     x: np.ndarray,
-    W_x: np.ndarray,
-    W_h: np.ndarray,
+    W_xT: np.ndarray,
+    W_hT: np.ndarray,
     b: np.ndarray,
     h0: np.ndarray,
     c0: np.ndarray,
@@ -133,10 +139,10 @@ def run_sequence(
     x : (T, B, I) array
         Inputs, already in the model's dtype.  Pass ``x[::-1]`` (and reversed
         views of ``outputs``/``trace``) to run backwards in time.
-    W_x : (4H, I) array
-        Input part of the fused weight.
-    W_h : (4H, P) array
-        Recurrent part of the fused weight (P = H without projection).
+    W_xT : (I, 4H) array
+        Input part of the fused weight, transposed.
+    W_hT : (P, 4H) array
+        Recurrent part of the fused weight, transposed (P = H without projection).
     b : (4H,) array
         Fused bias.
     h0 : (B, P) array
@@ -150,16 +156,17 @@ def run_sequence(
         LSTMP projection: ``h_t = W_hr (o ⊙ tanh(c_t))``.
     """
     T, B, _ = x.shape
-    H4 = W_h.shape[0]
+    H4 = W_hT.shape[1]
     H = H4 // 4
     dtype = h0.dtype
     h = np.array(h0, dtype=dtype, order="C", copy=True)
     c = np.array(c0, dtype=dtype, order="C", copy=True)
     gates_buf = np.empty((B, H4), dtype=dtype)
     scratch = np.empty((B, H), dtype=dtype)
+    if W_hr is None and kernels.use_kernel(B, H, W_hT.shape[0], x.shape[2]):
+        kernels.run_kernel(x, W_xT, W_hT, b, h, c, gates_buf, outputs, trace, PREACT_LIMIT[dtype])
+        return h, c
     h_full = np.empty((B, H), dtype=dtype) if W_hr is not None else h
-    # Contiguous copies, O(parameters) once per call: BLAS runs fastest on them.
-    W_xT, W_hT = np.ascontiguousarray(W_x).T, np.ascontiguousarray(W_h).T
     W_hrT = W_hr.T if W_hr is not None else None
     chunk = max(1, min(T, PROJECTION_CHUNK))
     proj = np.empty((chunk * B, H4), dtype=dtype)

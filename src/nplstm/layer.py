@@ -8,6 +8,7 @@ import numpy as np
 
 from .backward import FusedGradients, backward_sequence
 from .cell import GATE_ORDER, GATE_SUFFIX, Trace, run_sequence
+from .stream import StreamState, initial_state, step
 from .shapes import (
     Orientation,
     as_real_array,
@@ -64,7 +65,9 @@ class _GateArray:
     def __get__(self, obj: LSTM | None, owner: type | None = None) -> Any:
         if obj is None:
             return self
-        return (obj._W if self.kind == "W" else obj._b)[self.index]
+        if self.kind == "W":
+            return obj._WT[:, self.index, :].T
+        return obj._b[self.index]
 
     def __set__(self, obj: LSTM, value: Any) -> None:
         target = self.__get__(obj)
@@ -139,8 +142,12 @@ class LSTM:
         H, I, P = self.hidden_size, self.input_size, self.state_size
         rng = as_generator(seed)
         bound = 1.0 / np.sqrt(H)
-        # Fused storage: gate k of GATE_ORDER is _W[k] (H, P + I) and _b[k] (H, 1).
-        self._W = rng.uniform(-bound, bound, size=(4, H, P + I)).astype(self.dtype)
+        # Fused storage, transposed: _WT (P + I, 4, H) so that its reshape to
+        # (P + I, 4H) is the contiguous right-hand side of z @ Wᵀ (what BLAS and
+        # the compiled kernels want).  Gate k of GATE_ORDER is _WT[:, k, :].T,
+        # a (H, P + I) view, and its bias _b[k] (H, 1).
+        W = rng.uniform(-bound, bound, size=(4, H, P + I)).astype(self.dtype)
+        self._WT = np.ascontiguousarray(W.transpose(2, 0, 1))
         self._b = np.zeros((4, H, 1), dtype=self.dtype)
         self._W_hr = (
             rng.uniform(-bound, bound, size=(P, H)).astype(self.dtype) if self.proj_size else None
@@ -175,18 +182,15 @@ class LSTM:
         """The trainable arrays by name (views: writing into them updates the model)."""
         return {name: getattr(self, name) for name in self.parameter_names()}
 
-    def fused(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Views ``(W_x (4H, I), W_h (4H, P), b (4H,))`` in :data:`GATE_ORDER`."""
+    def fused_T(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Contiguous views ``(W_xᵀ (I, 4H), W_hᵀ (P, 4H), b (4H,))``, gates in :data:`GATE_ORDER`."""
         P, H4 = self.state_size, 4 * self.hidden_size
-        return (
-            self._W[:, :, P:].reshape(H4, self.input_size),
-            self._W[:, :, :P].reshape(H4, P),
-            self._b.reshape(H4),
-        )
+        WT = self._WT.reshape(-1, H4)
+        return WT[P:], WT[:P], self._b.reshape(H4)
 
     @property
     def num_parameters(self) -> int:
-        return int(self._W.size + self._b.size + (self._W_hr.size if self.proj_size else 0))
+        return int(self._WT.size + self._b.size + (self._W_hr.size if self.proj_size else 0))
 
     def __repr__(self) -> str:
         extra = f", proj_size={self.proj_size}" if self.proj_size else ""
@@ -229,7 +233,7 @@ class LSTM:
         With ``reverse`` the sequence is read from the last step to the first;
         ``outputs`` and ``trace`` are still indexed by original time.
         """
-        W_x, W_h, b = self.fused()
+        W_xT, W_hT, b = self.fused_T()
         if reverse:
             x = x[::-1]
             outputs = outputs[::-1] if outputs is not None else None
@@ -240,7 +244,26 @@ class LSTM:
                     trace.h[::-1],
                     trace.h_full[::-1] if trace.h_full is not None else None,
                 )
-        return run_sequence(x, W_x, W_h, b, h0, c0, outputs=outputs, trace=trace, W_hr=self._W_hr)
+        return run_sequence(x, W_xT, W_hT, b, h0, c0, outputs=outputs, trace=trace, W_hr=self._W_hr)
+
+    # ------------------------------------------------------------ streaming
+    def initial_state(self, initial_hidden_state: Any = None, initial_cell_state: Any = None, *, batch: int | None = None) -> StreamState:
+        """Start a stream for :meth:`step`; states as for :meth:`forward` (zeros if omitted).
+
+        ``batch`` sets the number of sequences when no states are given.
+        """
+        return initial_state(self, initial_hidden_state, initial_cell_state, batch=batch)
+
+    def step(self, x_t: Any, state: StreamState) -> np.ndarray:
+        """One time step for streaming: updates ``state`` in place, returns ``h_t``.
+
+        Allocates nothing per call when ``x_t`` is in the model's dtype.  The
+        returned array is the state's own buffer (``state.hidden``); ``state.cell``
+        holds ``c_t``.  Same numbers as :meth:`forward` over the whole sequence.
+        """
+        if state.lstm is not self:
+            raise ValueError("this StreamState belongs to another LSTM")
+        return step(state, x_t)
 
     def new_trace(self, T: int, B: int) -> Trace:
         """Empty buffers for recording a forward pass of T steps, batch B."""
@@ -330,7 +353,7 @@ class LSTM:
         reverse: bool = False,
     ) -> FusedGradients:
         """BPTT on time-major arrays recorded by :meth:`run_time_major`."""
-        W_x, W_h, _ = self.fused()
+        W_xT, W_hT, _ = self.fused_T()
         if reverse:
             x = x[::-1]
             d_outputs = d_outputs[::-1] if d_outputs is not None else None
@@ -340,7 +363,7 @@ class LSTM:
                 trace.h[::-1],
                 trace.h_full[::-1] if trace.h_full is not None else None,
             )
-        grads = backward_sequence(x, W_x, W_h, self._W_hr, h0, c0, trace, d_outputs, d_final_h, d_final_c)
+        grads = backward_sequence(x, W_xT.T, W_hT.T, self._W_hr, h0, c0, trace, d_outputs, d_final_h, d_final_c)
         if reverse:
             grads.x = grads.x[::-1]
         return grads
