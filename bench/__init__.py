@@ -1,0 +1,1 @@
+"""nplstm's benchmark suite: ``python -m bench`` or ``python bench/run.py``."""
