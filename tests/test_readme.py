@@ -21,4 +21,4 @@ def test_readme_block_runs(code, tmp_path, monkeypatch):
     if missing:
         pytest.skip(f"needs {', '.join(missing)}")
     monkeypatch.chdir(tmp_path)
-    exec(compile(code, str(README), "exec"), {"__name__": "__readme__"})
+    exec(compile(code, str(README), "exec"), {"__name__": "__main__"})

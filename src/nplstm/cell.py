@@ -105,6 +105,13 @@ class Trace:
     h_full: np.ndarray | None = None
 
 
+def named_activations(trace: Trace) -> dict[str, np.ndarray]:
+    """Views ``{"f", "i", "g", "o", "c", "h"}`` of a trace, each (T, B, ·), time-major."""
+    H = trace.c.shape[-1]
+    named = {gate: trace.gates[..., k * H : (k + 1) * H] for k, gate in enumerate(GATE_ORDER)}
+    return {"f": named["f"], "i": named["i"], "g": named["g"], "o": named["o"], "c": trace.c, "h": trace.h}
+
+
 def run_sequence(
     x: np.ndarray,
     W_xT: np.ndarray,

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from .backward import FusedGradients, backward_sequence
-from .cell import GATE_ORDER, GATE_SUFFIX, Trace, run_sequence
+from .cell import GATE_ORDER, GATE_SUFFIX, Trace, named_activations, run_sequence
 from .stream import StreamState, initial_state, step
 from .shapes import (
     Orientation,
@@ -338,6 +338,19 @@ class LSTM:
         return seq, state_out(h, orientation), state_out(c, orientation)
 
     __call__ = forward
+
+    def trace(self, x: Any, initial_hidden_state: Any = None, initial_cell_state: Any = None) -> dict[str, np.ndarray]:
+        """Every step's gate activations and states, for inspection and plots.
+
+        Returns ``{"f", "i", "g", "o", "c", "h"}``: forget, input, candidate
+        and output gates, cell and hidden state after each step, each shaped
+        like ``forward``'s ``outputs`` for the same arguments (``h`` has P
+        features with a projection).
+        """
+        x3, h0, c0, orientation, _ = self._prepare(x, initial_hidden_state, initial_cell_state, False)
+        trace = self.new_trace(*x3.shape[:2])
+        self.run_time_major(x3, h0, c0, outputs=trace.h, trace=trace)
+        return {k: np.ascontiguousarray(sequence_out(v, orientation, self.batch_first)) for k, v in named_activations(trace).items()}
 
     # ------------------------------------------------------------- backward
     def backward_time_major(

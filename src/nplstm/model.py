@@ -61,13 +61,20 @@ class SequenceModel:
         ``state`` is an initial ``(h, c)`` of rows (B, H), e.g. the one
         returned by the previous call when feeding a long sequence in pieces.
         """
+        prediction, _, state = self.run(x, state, train=train)
+        return prediction, state
+
+    def run(
+        self, x: Any, state: tuple[Any, Any] | None = None, *, train: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        """Like :meth:`forward`, also returning the LSTM outputs: ``(prediction, outputs, (h, c))``."""
         x = np.asarray(x)
         if x.ndim != 3:
             raise ValueError(f"x must be a batch (B, T, I) with I = {self.lstm.input_size}; got shape {x.shape}")
         h0, c0 = state if state is not None else (None, None)
         outputs, h, c = self.lstm.forward(x, h0, c0, train=train)
         features = outputs if self.many_to_many else outputs[:, -1] if x.shape[1] else h
-        return self.head.forward(features, train=train), (h, c)
+        return self.head.forward(features, train=train), outputs, (h, c)
 
     __call__ = forward
 
@@ -105,7 +112,11 @@ class SequenceModel:
     @classmethod
     def load(cls, path: str | os.PathLike) -> SequenceModel:
         """Read a model written by :meth:`save`; a malformed file raises WeightsFileError."""
-        arrays = read_npz(path)
+        return cls.from_arrays(read_npz(path), str(path))
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], path: str = "arrays") -> SequenceModel:
+        """Build from the arrays of a saved file, checking every one first."""
         fmt = arrays.get("format")
         if fmt is None or fmt.dtype.kind != "U" or str(fmt) != FORMAT:
             raise WeightsFileError(f"{path}: not an nplstm SequenceModel file (format tag {fmt!r})")

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from .cell import named_activations
 from .layer import LSTM, _positive_int, as_generator, model_dtype
 from .shapes import as_real_array, as_time_major
 
@@ -105,6 +106,49 @@ class StackedLSTM:
             f"bidirectional={self.bidirectional}, proj_size={self.proj_size}, dtype={self.dtype.name})"
         )
 
+    # --------------------------------------------------------------- files
+    FORMAT = "nplstm.StackedLSTM/1"
+    _CONFIG = ("input_size", "hidden_size", "num_layers", "bidirectional", "bias", "proj_size", "batch_first")
+
+    def save(self, path: Any) -> Any:
+        """Write to ``.npz`` (no pickle, atomically), tensors named as in a torch state dict."""
+        from .interop.torch_format import to_torch_state_dict
+        from .io import save_npz
+
+        arrays = to_torch_state_dict(self, as_numpy=True)
+        arrays["format"] = np.array(self.FORMAT)
+        arrays["config"] = np.array([int(getattr(self, k)) for k in self._CONFIG], dtype=np.int64)
+        return save_npz(path, arrays)
+
+    @classmethod
+    def load(cls, path: Any) -> StackedLSTM:
+        """Read a stack written by :meth:`save`; a malformed file raises WeightsFileError."""
+        from .io import read_npz
+
+        return cls.from_arrays(read_npz(path), str(path))
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], source: str = "arrays") -> StackedLSTM:
+        from .interop.gates import InteropError
+        from .interop.torch_format import from_torch
+        from .io import WeightsFileError
+
+        arrays = dict(arrays)
+        fmt, cfg = arrays.pop("format", None), arrays.pop("config", None)
+        if fmt is None or fmt.dtype.kind != "U" or str(fmt) != cls.FORMAT:
+            raise WeightsFileError(f"{source}: not an nplstm StackedLSTM file (format tag {fmt!r})")
+        if cfg is None or cfg.shape != (len(cls._CONFIG),) or cfg.dtype.kind not in "iu":
+            raise WeightsFileError(f"{source}: 'config' must be {len(cls._CONFIG)} integers")
+        config = dict(zip(cls._CONFIG, (int(v) for v in cfg)))
+        try:
+            stack = from_torch(arrays, batch_first=bool(config["batch_first"]))
+        except InteropError as exc:
+            raise WeightsFileError(f"{source}: {exc}") from None
+        found = {k: int(getattr(stack, k)) for k in cls._CONFIG}
+        if found != config:
+            raise WeightsFileError(f"{source}: config {config} does not match the arrays, which imply {found}")
+        return stack
+
     # ------------------------------------------------------------- forward
     def _initial_states(self, hx: Any, batch: int, batched: bool, check_finite: bool) -> tuple[np.ndarray, np.ndarray]:
         LD = self.num_layers * self.num_directions
@@ -133,6 +177,28 @@ class StackedLSTM:
         is ``(T, B, D·P)``; ``train=True`` applies dropout and keeps what
         :meth:`backward` needs.
         """
+        outputs, states, cache = self._run(x, hx, record=train, dropout=train, check_finite=check_finite)
+        self._cache = cache if train else None
+        return outputs, states
+
+    __call__ = forward
+
+    def trace(self, x: Any, hx: tuple[Any, Any] | None = None) -> list[list[dict[str, np.ndarray]]]:
+        """Gate activations and states of every layer and direction (no dropout).
+
+        ``result[l][d]`` is ``{"f", "i", "g", "o", "c", "h"}``, each
+        ``(T, B, ·)`` time-major (``(T, ·)`` for unbatched ``x``), indexed by
+        original time also for the reverse direction.
+        """
+        _, _, cache = self._run(x, hx, record=True, dropout=False, check_finite=False)
+        return [
+            [{k: (v if cache["batched"] else v[:, 0]).copy() for k, v in named_activations(t).items()} for t in layer]
+            for layer in cache["traces"]
+        ]
+
+    def _run(
+        self, x: Any, hx: Any, *, record: bool, dropout: bool, check_finite: bool
+    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], dict[str, Any] | None]:
         x3, batched = as_time_major(x, self.input_size, self.dtype, self.batch_first, check_finite)
         T, B, _ = x3.shape
         h0, c0 = self._initial_states(hx, B, batched, check_finite)
@@ -146,7 +212,7 @@ class StackedLSTM:
             layer_traces = []
             for d, cell in enumerate(pair):
                 k = l * D + d
-                trace = cell.new_trace(T, B) if train else None
+                trace = cell.new_trace(T, B) if record else None
                 h_n[k], c_n[k] = cell.run_time_major(
                     layer_input, h0[k], c0[k], outputs=out[:, :, d * P : (d + 1) * P], trace=trace, reverse=d == 1
                 )
@@ -154,24 +220,22 @@ class StackedLSTM:
             inputs.append(layer_input)
             traces.append(layer_traces)
             mask = None
-            if train and self.dropout and l < self.num_layers - 1:
+            if dropout and self.dropout and l < self.num_layers - 1:
                 mask = (self._rng.random(out.shape) >= self.dropout) / (1.0 - self.dropout)
                 out *= mask
             masks.append(mask)
             layer_input = out
-        self._cache = (
+        cache = (
             {"inputs": inputs, "traces": traces, "masks": masks, "h0": h0, "c0": c0, "batched": batched, "x_shape": np.shape(x)}
-            if train
+            if record
             else None
         )
         outputs = layer_input
         if not batched:
-            return outputs[:, 0], (h_n[:, 0], c_n[:, 0])
+            return outputs[:, 0], (h_n[:, 0], c_n[:, 0]), cache
         if self.batch_first:
             outputs = np.ascontiguousarray(outputs.transpose(1, 0, 2))
-        return outputs, (h_n, c_n)
-
-    __call__ = forward
+        return outputs, (h_n, c_n), cache
 
     # ------------------------------------------------------------ backward
     def backward(self, d_outputs: Any = None, d_h_n: Any = None, d_c_n: Any = None) -> dict[str, np.ndarray]:

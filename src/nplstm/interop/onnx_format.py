@@ -114,15 +114,29 @@ def to_onnx(
     return model
 
 
-def _tensor_values(graph: Any) -> dict[str, np.ndarray]:
+def _to_array(tensor: Any) -> np.ndarray:
+    """An initializer as an array, refusing sizes a weights file cannot need."""
     from onnx import numpy_helper
 
-    values = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    from ..io import DEFAULT_MAX_BYTES
+
+    count = 1
+    for d in tensor.dims:
+        count *= int(d)
+    if count < 0 or count * 8 > DEFAULT_MAX_BYTES:
+        raise InteropError(f"tensor {tensor.name!r} claims dims {list(tensor.dims)}, over the size limit")
+    if tensor.data_location == 1:  # EXTERNAL: never follow paths named inside a file
+        raise InteropError(f"tensor {tensor.name!r} keeps its data in an external file; embed it")
+    return numpy_helper.to_array(tensor)
+
+
+def _tensor_values(graph: Any) -> dict[str, np.ndarray]:
+    values = {t.name: _to_array(t) for t in graph.initializer}
     for node in graph.node:
         if node.op_type == "Constant":
             for attr in node.attribute:
                 if attr.name == "value":
-                    values[node.output[0]] = numpy_helper.to_array(attr.t)
+                    values[node.output[0]] = _to_array(attr.t)
     return values
 
 
@@ -135,7 +149,6 @@ def from_onnx(model_or_path: Any, *, dtype: Any = None) -> StackedLSTM:
     checked with ``onnx.checker`` first.
     """
     import onnx
-    from onnx import helper
 
     if isinstance(model_or_path, (str, os.PathLike)):
         try:
@@ -147,7 +160,17 @@ def from_onnx(model_or_path: Any, *, dtype: Any = None) -> StackedLSTM:
             raise InteropError(f"{model_or_path} is not a valid ONNX model: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     else:
         model = model_or_path
-    graph = model.graph
+    try:
+        return _stack_from_graph(model.graph, dtype)
+    except InteropError:
+        raise
+    except Exception as exc:  # a file that parses but whose fields are nonsense
+        raise InteropError(f"malformed ONNX LSTM model: {type(exc).__name__}: {exc}") from None
+
+
+def _stack_from_graph(graph: Any, dtype: Any) -> StackedLSTM:
+    from onnx import helper
+
     values = _tensor_values(graph)
     lstm_nodes = [n for n in graph.node if n.op_type == "LSTM"]
     if not lstm_nodes:

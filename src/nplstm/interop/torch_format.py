@@ -65,7 +65,10 @@ def from_torch(
         sd_raw = module_or_state_dict
     else:
         raise TypeError(f"expected a torch.nn.LSTM or its state dict; got {type(module_or_state_dict).__name__}")
-    sd = {k: _to_numpy(v) for k, v in sd_raw.items()}
+    try:
+        sd = {k: _to_numpy(v) for k, v in sd_raw.items()}
+    except (TypeError, RuntimeError, ValueError) as exc:  # e.g. bfloat16 or sparse tensors
+        raise InteropError(f"a tensor of the state dict cannot be read as an array: {exc}") from None
     cfg = _config_from_state_dict(sd)
     if module is not None:
         if getattr(module, "dropout", 0):
@@ -150,17 +153,15 @@ def load_torch(path: str | os.PathLike, **kwargs: Any) -> StackedLSTM:
     Uses ``torch.load(..., weights_only=True)``: tensors and plain containers
     only, never arbitrary pickled objects.
     """
-    import pickle
-    import zipfile
-
     import torch
 
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise InteropError(f"{path}: no such file") from None
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError, TypeError, AttributeError, KeyError, IndexError) as exc:
-        raise InteropError(f"{path} is not a loadable weights-only torch file: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    except Exception as exc:  # torch.load raises many kinds (UnpicklingError, RuntimeError, zip errors, ...)
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise InteropError(f"{path} is not a loadable weights-only torch file: {type(exc).__name__}: {first}") from None
     if not isinstance(sd, Mapping):
         raise InteropError(f"{path} holds a {type(sd).__name__}, not a state dict")
     bad = [k for k, v in sd.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]

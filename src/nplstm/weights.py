@@ -1,0 +1,101 @@
+"""Open any weights file nplstm understands, by its suffix.
+
+=========  ==========================================================
+suffix     read as
+=========  ==========================================================
+``.npz``   an nplstm file: :class:`~nplstm.SequenceModel` or :class:`~nplstm.StackedLSTM`
+``.pt``    a ``torch.nn.LSTM`` state dict (``torch.load(weights_only=True)``)
+``.onnx``  the LSTM nodes of an ONNX model (``onnx.load`` + checker)
+=========  ==========================================================
+
+Every failure is a :class:`~nplstm.io.WeightsFileError` with a one-line
+message; nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+
+from .io import WeightsFileError, read_npz
+from .model import FORMAT as SEQUENCE_MODEL_FORMAT
+from .model import SequenceModel
+from .stack import StackedLSTM
+
+Model = Union[SequenceModel, StackedLSTM]
+
+
+def load_model(path: str | os.PathLike) -> Model:
+    """Load a :class:`SequenceModel` or :class:`StackedLSTM` from a weights file."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".npz":
+        arrays = read_npz(path)
+        fmt = arrays.get("format")
+        tag = str(fmt) if fmt is not None and fmt.dtype.kind == "U" and fmt.ndim == 0 else None
+        if tag == SEQUENCE_MODEL_FORMAT:
+            return SequenceModel.from_arrays(arrays, str(path))
+        if tag == StackedLSTM.FORMAT:
+            return StackedLSTM.from_arrays(arrays, str(path))
+        raise WeightsFileError(f"{path}: not an nplstm weights file (format tag {tag!r})")
+    if suffix in (".pt", ".pth"):
+        _need("torch", path)
+        from .interop.torch_format import load_torch
+
+        return load_torch(path)
+    if suffix == ".onnx":
+        _need("onnx", path)
+        from .interop.onnx_format import from_onnx
+
+        return from_onnx(path)
+    raise WeightsFileError(f"{path}: unknown weights format {suffix!r} (use .npz, .pt or .onnx)")
+
+
+def _need(module: str, path: Any) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise WeightsFileError(f"{path}: reading this format needs {module} (pip install it)")
+
+
+def stack_of(model: Model) -> StackedLSTM | Any:
+    """The recurrent part of a model."""
+    return model.lstm if isinstance(model, SequenceModel) else model
+
+
+def describe(model: Model) -> dict[str, Any]:
+    """Kind, sizes, dtype, parameter count and shapes of a loaded model."""
+    params = model.parameters()
+    info: dict[str, Any] = {
+        "kind": type(model).__name__,
+        "dtype": str(next(iter(params.values())).dtype),
+        "parameters": int(sum(p.size for p in params.values())),
+        "shapes": {name: tuple(p.shape) for name, p in params.items()},
+    }
+    if isinstance(model, StackedLSTM):
+        info.update({k: getattr(model, k) for k in StackedLSTM._CONFIG})
+    else:
+        info.update(model.config())
+    return info
+
+
+def run_model(model: Model, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Run one sequence ``x`` (T, I) or a batch through a loaded model.
+
+    Returns ``outputs`` and the final ``h`` and ``c`` (and ``prediction`` for
+    a SequenceModel), in the model's own shapes.
+    """
+    if isinstance(model, SequenceModel):
+        batch = x if x.ndim == 3 else x[None]
+        prediction, outputs, (h, c) = model.run(batch)
+        squeeze = x.ndim != 3
+        return {
+            "outputs": outputs[0] if squeeze else outputs,
+            "h": h[0] if squeeze else h,
+            "c": c[0] if squeeze else c,
+            "prediction": prediction[0] if squeeze else prediction,
+        }
+    outputs, (h, c) = model.forward(x)
+    return {"outputs": outputs, "h": h, "c": c}
