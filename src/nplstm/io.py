@@ -123,17 +123,29 @@ def read_npz(path: str | os.PathLike, max_bytes: int = DEFAULT_MAX_BYTES) -> dic
     return arrays
 
 
-def require(arrays: Mapping[str, np.ndarray], name: str, shape: tuple[int, ...], source: str = "file") -> np.ndarray:
-    """Fetch ``arrays[name]`` checking shape, float dtype and finiteness."""
+def require(
+    arrays: Mapping[str, np.ndarray],
+    name: str,
+    shape: tuple[int, ...],
+    source: str | None = None,
+    *,
+    kind: str = "array",
+    error: type[WeightsFileError] = WeightsFileError,
+) -> np.ndarray:
+    """``arrays[name]`` checked for shape, floating dtype and finiteness, or ``error`` naming both shapes.
+
+    ``kind`` ("array", "tensor") and ``source`` (a file name) only word the message.
+    """
+    where = f"{source}: " if source else ""
     if name not in arrays:
-        raise WeightsFileError(f"{source}: missing array {name!r} (expected shape {shape})")
-    arr = arrays[name]
+        raise error(f"{where}missing {kind} {name!r} (expected shape {tuple(shape)})")
+    arr = np.asarray(arrays[name])
     if arr.shape != tuple(shape):
-        raise WeightsFileError(f"{source}: array {name!r} has shape {arr.shape}; expected {tuple(shape)}")
+        raise error(f"{where}{kind} {name!r} has shape {arr.shape}; expected {tuple(shape)}")
     if arr.dtype.kind != "f":
-        raise WeightsFileError(f"{source}: array {name!r} has dtype {arr.dtype}; expected float32 or float64")
+        raise error(f"{where}{kind} {name!r} has dtype {arr.dtype}; expected floating point")
     if not np.isfinite(arr).all():
-        raise WeightsFileError(f"{source}: array {name!r} holds NaN or inf")
+        raise error(f"{where}{kind} {name!r} holds NaN or inf")
     return arr
 
 

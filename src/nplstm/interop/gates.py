@@ -6,7 +6,7 @@ from typing import Mapping
 
 import numpy as np
 
-from ..io import WeightsFileError
+from ..io import WeightsFileError, require
 from ..layer import LSTM
 
 #: nplstm's public attribute suffix of each gate letter used in the orders below.
@@ -47,14 +47,5 @@ def unpack(
 
 
 def check_shape(tensors: Mapping[str, np.ndarray], name: str, shape: tuple[int, ...]) -> np.ndarray:
-    """``tensors[name]`` as a float array of ``shape``, or InteropError naming both."""
-    if name not in tensors:
-        raise InteropError(f"missing tensor {name!r} (expected shape {shape})")
-    arr = np.asarray(tensors[name])
-    if arr.shape != tuple(shape):
-        raise InteropError(f"tensor {name!r} has shape {arr.shape}; expected {tuple(shape)}")
-    if arr.dtype.kind != "f":
-        raise InteropError(f"tensor {name!r} has dtype {arr.dtype}; expected floating point")
-    if not np.isfinite(arr).all():
-        raise InteropError(f"tensor {name!r} holds NaN or inf")
-    return arr
+    """``tensors[name]`` as a finite float array of ``shape``, or InteropError naming both shapes."""
+    return require(tensors, name, shape, kind="tensor", error=InteropError)
