@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 from typing import BinaryIO, Callable, Mapping
@@ -58,12 +59,14 @@ def _read_array(fh: BinaryIO, size: int, name: str, max_bytes: int) -> np.ndarra
     """Read one .npy stream of ``size`` bytes, checking its header before any allocation."""
     try:
         version = np.lib.format.read_magic(fh)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
-        elif version == (2, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
-        else:
-            raise WeightsFileError(f"array {name!r}: unsupported .npy format version {version}")
+        with warnings.catch_warnings():  # parsing a junk header may warn (bad escapes); the error below says it
+            warnings.simplefilter("ignore")
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+            elif version == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+            else:
+                raise WeightsFileError(f"array {name!r}: unsupported .npy format version {version}")
     except WeightsFileError:
         raise
     except Exception as exc:  # NumPy's header parser raises a zoo (ValueError, SyntaxError, TokenError, ...)
