@@ -155,8 +155,12 @@ def load_torch(path: str | os.PathLike, **kwargs: Any) -> StackedLSTM:
     """
     import torch
 
+    import warnings
+
     try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about odd pickle protocols in junk files
+            warnings.simplefilter("ignore", UserWarning)
+            sd = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise InteropError(f"{path}: no such file") from None
     except Exception as exc:  # torch.load raises many kinds (UnpicklingError, RuntimeError, zip errors, ...)
