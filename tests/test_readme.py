@@ -1,5 +1,6 @@
 """Every ```python block of the README runs as written."""
 
+import ast
 import importlib.util
 import re
 from pathlib import Path
@@ -11,7 +12,12 @@ BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
 
 
 def missing_modules(code):
-    names = set(re.findall(r"^\s*(?:import|from)\s+(\w+)", code, flags=re.M))
+    names = set()
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module.split(".")[0])
     return sorted(n for n in names if importlib.util.find_spec(n) is None)
 
 
