@@ -188,3 +188,33 @@ def test_truncated_bptt_with_a_full_window_is_full_bptt(rng):
     full = lambda: mse(model.predict(x), y)[0]  # noqa: E731
     for name, param in model.parameters().items():
         assert rel_error(opt.seen[0][name], numeric_gradient(full, param)) < 1e-6, name
+
+
+class FakeTerminal:
+    """A stderr that says it is a terminal and keeps what is written."""
+
+    def __init__(self):
+        self.text = []
+
+    def isatty(self):
+        return True
+
+    def write(self, s):
+        self.text.append(s)
+
+    def flush(self):
+        pass
+
+
+def test_progress_bar_on_a_terminal_only(monkeypatch):
+    pytest.importorskip("tqdm")
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(20, 4, 1)), rng.normal(size=(20, 1))
+    fake = FakeTerminal()
+    monkeypatch.setattr("sys.stderr", fake)
+    fit(SequenceModel(1, 3, 1, seed=0), X, Y, epochs=2, batch_size=10, progress=True)
+    shown = "".join(fake.text)
+    assert "epoch 2" in shown and "loss=" in shown and "4/4" in shown
+    fake.text.clear()
+    fit(SequenceModel(1, 3, 1, seed=0), X, Y, epochs=2, batch_size=10, progress=False)
+    assert "".join(fake.text) == ""

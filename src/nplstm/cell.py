@@ -104,6 +104,10 @@ class Trace:
     h: np.ndarray
     h_full: np.ndarray | None = None
 
+    def reversed(self) -> Trace:
+        """Views of the same buffers with time reversed (for a backwards run)."""
+        return Trace(self.gates[::-1], self.c[::-1], self.h[::-1], None if self.h_full is None else self.h_full[::-1])
+
 
 def named_activations(trace: Trace) -> dict[str, np.ndarray]:
     """Views ``{"f", "i", "g", "o", "c", "h"}`` of a trace, each (T, B, ·), time-major."""

@@ -203,7 +203,7 @@ class LSTM:
     # -------------------------------------------------------------- forward
     def _prepare(
         self, x: Any, h0: Any, c0: Any, check_finite: bool
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Orientation, bool]:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Orientation]:
         x3, batched = as_time_major(x, self.input_size, self.dtype, self.batch_first, check_finite)
         h, c, orientation = resolve_states(
             h0,
@@ -215,7 +215,7 @@ class LSTM:
             dtype=self.dtype,
             check_finite=check_finite,
         )
-        return x3, h, c, orientation, batched
+        return x3, h, c, orientation
 
     def run_time_major(
         self,
@@ -237,13 +237,7 @@ class LSTM:
         if reverse:
             x = x[::-1]
             outputs = outputs[::-1] if outputs is not None else None
-            if trace is not None:
-                trace = Trace(
-                    trace.gates[::-1],
-                    trace.c[::-1],
-                    trace.h[::-1],
-                    trace.h_full[::-1] if trace.h_full is not None else None,
-                )
+            trace = trace.reversed() if trace is not None else None
         return run_sequence(x, W_xT, W_hT, b, h0, c0, outputs=outputs, trace=trace, W_hr=self._W_hr)
 
     # ------------------------------------------------------------ streaming
@@ -311,7 +305,7 @@ class LSTM:
         final_h, final_c : ndarray
             The last hidden and cell state, oriented like the given states.
         """
-        x3, h0, c0, orientation, _ = self._prepare(x, initial_hidden_state, initial_cell_state, check_finite)
+        x3, h0, c0, orientation = self._prepare(x, initial_hidden_state, initial_cell_state, check_finite)
         T, B, _ = x3.shape
         trace = self.new_trace(T, B) if train else None
         outputs = None
@@ -347,7 +341,7 @@ class LSTM:
         like ``forward``'s ``outputs`` for the same arguments (``h`` has P
         features with a projection).
         """
-        x3, h0, c0, orientation, _ = self._prepare(x, initial_hidden_state, initial_cell_state, False)
+        x3, h0, c0, orientation = self._prepare(x, initial_hidden_state, initial_cell_state, False)
         trace = self.new_trace(*x3.shape[:2])
         self.run_time_major(x3, h0, c0, outputs=trace.h, trace=trace)
         return {k: np.ascontiguousarray(sequence_out(v, orientation, self.batch_first)) for k, v in named_activations(trace).items()}
@@ -370,12 +364,7 @@ class LSTM:
         if reverse:
             x = x[::-1]
             d_outputs = d_outputs[::-1] if d_outputs is not None else None
-            trace = Trace(
-                trace.gates[::-1],
-                trace.c[::-1],
-                trace.h[::-1],
-                trace.h_full[::-1] if trace.h_full is not None else None,
-            )
+            trace = trace.reversed()
         grads = backward_sequence(x, W_xT.T, W_hT.T, self._W_hr, h0, c0, trace, d_outputs, d_final_h, d_final_c)
         if reverse:
             grads.x = grads.x[::-1]
