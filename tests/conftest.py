@@ -6,7 +6,24 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from nplstm import kernels  # noqa: E402
+
+BACKENDS = ["numpy"] + (["numba"] if kernels.available() else [])
+
 
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def each_backend(request):
+    """Run a whole test module once per step-loop path (NumPy, and numba when installed).
+
+    With numba installed, "auto" sends small problems (most tests) to the
+    compiled kernel; this makes the NumPy path face the same tests.
+    """
+    before = kernels.get_backend()
+    kernels.set_backend(request.param)
+    yield request.param
+    kernels.set_backend(before)

@@ -8,6 +8,8 @@ from hypothesis import strategies as st
 from nplstm import LSTM
 from reference import load_into, random_weights
 
+pytestmark = pytest.mark.usefixtures("each_backend")  # both step-loop paths, see conftest
+
 
 def loss_of(lstm, x, h0, c0, weights):
     """A scalar loss touching every output: Σ w_o·outputs + Σ w_h·h_T + Σ w_c·c_T."""

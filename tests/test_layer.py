@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 from nplstm import LSTM
 from reference import load_into, random_weights, reference_lstm
 
+pytestmark = pytest.mark.usefixtures("each_backend")  # both step-loop paths, see conftest
+
 
 def classic(dtype=np.float64):
     lstm = LSTM(1, 1, seed=0, dtype=dtype)

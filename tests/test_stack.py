@@ -7,6 +7,8 @@ from nplstm import LSTM
 from nplstm.stack import StackedLSTM
 from test_backward import numeric_gradient, rel_error
 
+pytestmark = pytest.mark.usefixtures("each_backend")  # both step-loop paths, see conftest
+
 
 def test_one_layer_stack_equals_the_layer(rng):
     stack = StackedLSTM(3, 4, seed=0)
