@@ -81,3 +81,15 @@ def test_kernel_float32_and_saturation(backend):
 def test_backend_switch_errors():
     with pytest.raises(ValueError, match="backend must be"):
         kernels.set_backend("cuda")
+
+
+def test_backend_from_environment():
+    import subprocess
+    import sys
+
+    code = "from nplstm import kernels; print(kernels.get_backend())"
+    env = dict(__import__("os").environ, NPLSTM_BACKEND="numpy")
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout.strip() == "numpy"
+    env["NPLSTM_BACKEND"] = "gpu"
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert proc.stdout.strip() == "auto" and "ignoring NPLSTM_BACKEND='gpu'" in proc.stderr

@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+import warnings
 from typing import Any, Callable
 
 import numpy as np
@@ -31,7 +32,7 @@ _compiled: Callable[..., None] | None = None
 #: Multiply-adds per step (B·4H·(P+I)) below which "auto" uses the numba kernel.
 NUMBA_MAX_WORK = 400_000  # crossover measured with bench on 2 cores (AMD EPYC, AVX2)
 
-_backend = os.environ.get("NPLSTM_BACKEND", "auto")
+_backend = "auto"
 
 
 def available() -> bool:
@@ -51,6 +52,15 @@ def set_backend(name: str) -> None:
 
 def get_backend() -> str:
     return _backend
+
+
+def _backend_from_environment() -> None:
+    name = os.environ.get("NPLSTM_BACKEND")
+    if name:
+        try:
+            set_backend(name)
+        except (ValueError, RuntimeError) as exc:
+            warnings.warn(f"ignoring NPLSTM_BACKEND={name!r}: {exc}", RuntimeWarning, stacklevel=2)
 
 
 def use_kernel(batch: int, hidden: int, state: int, inputs: int) -> bool:
@@ -156,3 +166,6 @@ def run_kernel(
     )
     if trace is not None and outputs is not trace.h:
         trace.h[...] = outputs
+
+
+_backend_from_environment()
