@@ -47,7 +47,7 @@ class StreamState:
         self.use_kernel = not lstm.proj_size and kernels.use_kernel(B, H, P, I)
         self.limit = PREACT_LIMIT[dt]
         self.empty = np.empty((0, B, 0), dtype=dt)
-        self.hidden = state_out(self.h, orientation) if B == 1 or orientation == "rows" else self.h
+        self.hidden = state_out(self.h, orientation)  # views: column/vector only arise with B = 1
         self.cell = state_out(self.c, orientation)
         self.x_shapes = {(B, I)} | ({(I,), (I, 1)} if B == 1 else set())
 
@@ -87,7 +87,9 @@ def step(state: StreamState, x_t: Any) -> np.ndarray:
     """
     shape = np.shape(x_t)
     if shape not in state.x_shapes:
-        raise ValueError(f"x_t must have shape {sorted(state.x_shapes, key=len)[-1]} for this stream; got {shape}")
+        B, I = state.x.shape
+        also = f" or ({I},)" if B == 1 else ""
+        raise ValueError(f"x_t must have shape ({B}, {I}){also} for this stream; got {shape}")
     np.copyto(state.x, np.reshape(x_t, state.x.shape), casting="same_kind")
     if state.use_kernel:
         kernels.sequence_kernel()(
