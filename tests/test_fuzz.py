@@ -140,7 +140,7 @@ def test_npz_with_mutated_arrays_only_raise_weights_file_error(name, originals, 
 
 
 def test_onnx_tensor_claiming_terabytes_is_refused(tmp_path):
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     from nplstm.interop import to_onnx
 
     model = to_onnx(StackedLSTM(2, 3, seed=0))

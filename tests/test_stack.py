@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 
-from nplstm import LSTM
 from nplstm.stack import StackedLSTM
 from test_backward import numeric_gradient, rel_error
 
