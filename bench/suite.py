@@ -145,8 +145,12 @@ def build(case: Case, threads: int):
     torch.manual_seed(0)
     tdtype = torch.float64 if case.dtype == "float64" else torch.float32
     module = torch.nn.LSTM(case.I, case.H, dtype=tdtype).eval()
+    from nplstm import LSTM
+
     stack = from_torch(module)
-    lstm = stack.layers[0][0]
+    lstm = LSTM(case.I, case.H, dtype=stack.dtype)
+    for name, value in stack.layers[0][0].parameters().items():
+        setattr(lstm, name, value)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((case.T, case.B, case.I)).astype(case.dtype)
     xt = torch.from_numpy(x)

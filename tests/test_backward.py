@@ -44,7 +44,7 @@ def check_gradients(lstm, x, h0, c0, rng, tol=1e-6):
         param = getattr(lstm, name)  # a view: editing it edits the model
         assert grads[name].shape == param.shape
         assert rel_error(grads[name], numeric_gradient(f, param)) < tol, name
-    for name, array in (("x", x), ("h0", h0), ("c0", c0)):
+    for name, array in (("x", x), ("h_0", h0), ("c_0", c0)):
         assert grads[name].shape == array.shape, name
         assert rel_error(grads[name], numeric_gradient(f, array)) < tol, name
 
@@ -95,7 +95,7 @@ def test_omitted_output_gradients_are_zero(rng):
     d_out = np.zeros_like(outputs)
     d_out[-1] = 1.0  # the last output is final_h
     via_outputs = lstm.backward(d_out)
-    for name in lstm.parameter_names() + ["x", "h0", "c0"]:
+    for name in lstm.parameter_names() + ["x", "h_0", "c_0"]:
         np.testing.assert_allclose(only_h[name], via_outputs[name], rtol=1e-13, atol=1e-15)
 
 
@@ -106,16 +106,37 @@ def test_backward_errors():
     outputs, _, _ = lstm.forward(np.zeros((4, 2)), train=True)
     with pytest.raises(ValueError, match=r"d_outputs must have the shape forward returned, \(4, 3\); got \(4, 2\)"):
         lstm.backward(np.zeros((4, 2)))
-    with pytest.raises(ValueError, match=r"d_final_c .* \(3,\); got \(3, 1\)"):
+    with pytest.raises(ValueError, match=r"d_c_n .* \(3,\); got \(3, 1\)"):
         lstm.backward(None, None, np.zeros((3, 1)))
 
 
-def test_inference_forward_keeps_no_cache():
+def test_inference_forward_never_disturbs_the_training_tape(rng):
     lstm = LSTM(2, 3, seed=0)
-    lstm.forward(np.zeros((4, 2)), train=True)
-    lstm.forward(np.zeros((4, 2)))
-    with pytest.raises(RuntimeError):
-        lstm.backward(np.zeros((4, 3)))
+    x, w = rng.normal(size=(4, 2)), rng.normal(size=(4, 3))
+    lstm.forward(x, train=True)
+    expected = lstm.backward(w)
+    lstm.forward(x, train=True)
+    lstm.forward(rng.normal(size=(7, 2)))  # inference in between
+    again = lstm.backward(w)
+    for name, value in expected.items():
+        np.testing.assert_array_equal(again[name], value, err_msg=name)
+
+
+def test_two_tapes_give_each_their_own_gradients(rng):
+    lstm = LSTM(2, 3, seed=0)
+    xa, xb = rng.normal(size=(4, 2)), rng.normal(size=(6, 2))
+    out_a, _, _, tape_a = lstm.forward_train(xa)
+    out_b, _, _, tape_b = lstm.forward_train(xb)
+    ga = lstm.backward(np.ones_like(out_a), tape=tape_a)
+    gb = lstm.backward(np.ones_like(out_b), tape=tape_b)
+    lstm.forward(xa, train=True)
+    alone_a = lstm.backward(np.ones_like(out_a))
+    for name in alone_a:
+        np.testing.assert_array_equal(ga[name], alone_a[name], err_msg=name)
+    assert ga["x"].shape == (4, 2) and gb["x"].shape == (6, 2)
+    assert not np.allclose(ga["Wf"], gb["Wf"])
+    with pytest.raises(ValueError, match="not recorded by this LSTM"):
+        LSTM(2, 3, seed=0).backward(np.ones_like(out_a), tape=tape_a)
 
 
 def test_gradients_equal_torch_autograd(rng):
@@ -149,5 +170,5 @@ def test_gradients_equal_torch_autograd(rng):
     for name, value in expected.items():
         np.testing.assert_allclose(grads[name], value, rtol=0, atol=1e-9, err_msg=name)
     np.testing.assert_allclose(grads["x"], x.grad.numpy(), atol=1e-9)
-    np.testing.assert_allclose(grads["h0"], h0.grad[0].numpy(), atol=1e-9)
-    np.testing.assert_allclose(grads["c0"], c0.grad[0].numpy(), atol=1e-9)
+    np.testing.assert_allclose(grads["h_0"], h0.grad[0].numpy(), atol=1e-9)
+    np.testing.assert_allclose(grads["c_0"], c0.grad[0].numpy(), atol=1e-9)

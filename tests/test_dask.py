@@ -24,23 +24,24 @@ def test_stack_over_chunks_equals_in_memory_forward(client):
     x = np.random.default_rng(0).normal(size=(45, 6, 3))
     xs = da.from_array(x, chunks=(10, 3, 3))  # split along T too: forward rechunks
     stack = StackedLSTM(3, 4, num_layers=2, bidirectional=True, seed=0)
-    outputs, h, c = forward(stack, xs)
-    assert isinstance(outputs, da.Array) and outputs.shape == (45, 6, 8) and h.shape == (45, 4, 4)
-    outputs, h, c = dask.compute(outputs, h, c)
+    outputs, (h_n, c_n) = forward(stack, xs)
+    assert isinstance(outputs, da.Array) and outputs.shape == (45, 6, 8) and h_n.shape == (4, 45, 4)
+    outputs, h_n, c_n = dask.compute(outputs, h_n, c_n)
     ref_out, (ref_h, ref_c) = stack.forward(x.transpose(1, 0, 2))
     np.testing.assert_allclose(outputs, ref_out.transpose(1, 0, 2), rtol=0, atol=1e-14)
-    np.testing.assert_allclose(h, ref_h.transpose(1, 0, 2), rtol=0, atol=1e-14)
-    np.testing.assert_allclose(c, ref_c.transpose(1, 0, 2), rtol=0, atol=1e-14)
+    np.testing.assert_allclose(h_n, ref_h, rtol=0, atol=1e-14)
+    np.testing.assert_allclose(c_n, ref_c, rtol=0, atol=1e-14)
 
 
 def test_single_layer_float32(client):
     x = np.random.default_rng(1).normal(size=(30, 5, 2)).astype(np.float32)
     lstm = LSTM(2, 3, seed=1, dtype=np.float32)
-    outputs, h, c = dask.compute(*forward(lstm, da.from_array(x, chunks=(7, 5, 2))))
+    outputs, (h_n, c_n) = forward(lstm, da.from_array(x, chunks=(7, 5, 2)))
+    outputs, h_n, c_n = dask.compute(outputs, h_n, c_n)
     ref_out, ref_h, ref_c = lstm.forward(x.transpose(1, 0, 2))
-    assert outputs.dtype == np.float32
+    assert outputs.dtype == np.float32 and h_n.shape == (1, 30, 3)
     np.testing.assert_allclose(outputs, ref_out.transpose(1, 0, 2), atol=1e-6)
-    np.testing.assert_allclose(c, ref_c, atol=1e-6)
+    np.testing.assert_allclose(c_n[0], ref_c, atol=1e-6)
 
 
 def test_bad_arguments():

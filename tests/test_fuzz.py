@@ -158,11 +158,11 @@ def test_nan_weights_and_wrong_dtypes_are_refused(tmp_path):
 
     path = SequenceModel(2, 3, 1, seed=0).save(tmp_path / "m.npz")
     arrays = read_npz(path)
-    arrays["lstm.Wf"] = np.full_like(arrays["lstm.Wf"], np.nan)
+    arrays["lstm.l0.Wf"] = np.full_like(arrays["lstm.l0.Wf"], np.nan)
     save_npz(path, arrays)
     with pytest.raises(WeightsFileError, match="NaN"):
         load_model(path)
-    arrays["lstm.Wf"] = np.zeros(arrays["lstm.Wf"].shape, dtype=np.complex128)
+    arrays["lstm.l0.Wf"] = np.zeros(arrays["lstm.l0.Wf"].shape, dtype=np.complex128)
     save_npz(path, arrays)
     with pytest.raises(WeightsFileError, match="complex128"):
         load_model(path)

@@ -98,8 +98,8 @@ def test_stack_gradients_equal_torch_autograd():
     w = [torch.randn(*a.shape, generator=g, dtype=torch.float64) for a in (out, h, c)]
     sum((a * b).sum() for a, b in zip((out, h, c), w)).backward()
     stack = from_torch(module)
-    stack.forward(x.detach().numpy(), (h0.detach().numpy(), c0.detach().numpy()), train=True)
-    grads = stack.backward(*(t.numpy() for t in w))
+    _, _, tape = stack.forward_train(x.detach().numpy(), (h0.detach().numpy(), c0.detach().numpy()))
+    grads = stack.backward(tape, *(t.numpy() for t in w))
     torch_grads = {name: p.grad.numpy() for name, p in module.named_parameters()}
     expected = from_torch({k: v for k, v in torch_grads.items()}).parameters()  # same mapping, applied to gradients
     # bias gradients: torch's bias_ih and bias_hh gradients are equal; from_torch summed them

@@ -3,8 +3,17 @@
 import numpy as np
 import pytest
 
+from nplstm import LSTM
 from nplstm.stack import StackedLSTM
 from test_backward import numeric_gradient, rel_error
+
+
+def as_lstm(weights):
+    """A separate single LSTM with the same weights as one layer and direction of a stack."""
+    lstm = LSTM(weights.input_size, weights.hidden_size, proj_size=weights.proj_size)
+    for name, value in weights.parameters().items():
+        setattr(lstm, name, value)
+    return lstm
 
 pytestmark = pytest.mark.usefixtures("each_backend")  # both step-loop paths, see conftest
 
@@ -13,7 +22,7 @@ def test_one_layer_stack_equals_the_layer(rng):
     stack = StackedLSTM(3, 4, seed=0)
     x = rng.normal(size=(6, 2, 3))
     out, (h_n, c_n) = stack.forward(x)
-    ref_out, ref_h, ref_c = stack.layers[0][0].forward(x)
+    ref_out, ref_h, ref_c = as_lstm(stack.layers[0][0]).forward(x)
     np.testing.assert_array_equal(out, ref_out)
     np.testing.assert_array_equal(h_n[0], ref_h)
     np.testing.assert_array_equal(c_n[0], ref_c)
@@ -24,11 +33,11 @@ def test_two_layers_feed_one_into_the_other_and_reverse_reads_backwards(rng):
     x = rng.normal(size=(5, 2, 2))
     out, (h_n, c_n) = stack.forward(x)
     assert out.shape == (5, 2, 6) and h_n.shape == (4, 2, 3) and c_n.shape == (4, 2, 3)
-    fwd0, h0f, _ = stack.layers[0][0].forward(x)
-    bwd0_rev, h0b, _ = stack.layers[0][1].forward(x[::-1])
+    fwd0, h0f, _ = as_lstm(stack.layers[0][0]).forward(x)
+    bwd0_rev, h0b, _ = as_lstm(stack.layers[0][1]).forward(x[::-1])
     layer0 = np.concatenate([fwd0, bwd0_rev[::-1]], axis=2)
-    fwd1, _, _ = stack.layers[1][0].forward(layer0)
-    bwd1_rev, h1b, c1b = stack.layers[1][1].forward(layer0[::-1])
+    fwd1, _, _ = as_lstm(stack.layers[1][0]).forward(layer0)
+    bwd1_rev, h1b, c1b = as_lstm(stack.layers[1][1]).forward(layer0[::-1])
     np.testing.assert_allclose(out, np.concatenate([fwd1, bwd1_rev[::-1]], axis=2), rtol=1e-14, atol=1e-15)
     np.testing.assert_allclose(h_n[1], h0b, rtol=1e-14)  # index k = layer·2 + direction
     np.testing.assert_allclose(c_n[3], c1b, rtol=1e-14)
@@ -53,7 +62,7 @@ def test_dropout_only_in_training(rng):
     a, _ = stack.forward(x)
     b, _ = stack.forward(x)
     np.testing.assert_array_equal(a, b)
-    t1, _ = stack.forward(x, train=True)
+    t1, _, _ = stack.forward_train(x)
     assert not np.allclose(t1, a)
     no_drop = StackedLSTM(2, 8, num_layers=2, seed=0)
     for (_, _, _, src), (_, _, _, dst) in zip(stack.cells(), no_drop.cells()):
@@ -62,10 +71,18 @@ def test_dropout_only_in_training(rng):
     np.testing.assert_array_equal(no_drop.forward(x)[0], a)
 
 
-def test_bias_false_has_no_bias_parameters():
+def test_bias_false_has_no_bias_parameters(tmp_path):
     stack = StackedLSTM(2, 3, num_layers=2, bias=False, seed=0)
     assert not any(name.split(".")[1].startswith("b") for name in stack.parameters())
     assert len(stack.parameters()) == 2 * 4
+    # nothing can set a bias that forward would use but save would drop
+    with pytest.raises(AttributeError, match="bias=False"):
+        stack.layers[0][0].bf = np.ones(3)
+    with pytest.raises(ValueError, match="read-only"):
+        stack.layers[0][0].bf[0] = 1.0
+    again = StackedLSTM.load(stack.save(tmp_path / "nobias.npz"))
+    x = np.ones((3, 1, 2))
+    np.testing.assert_array_equal(again.forward(x)[0], stack.forward(x)[0])
 
 
 @pytest.mark.parametrize(
@@ -83,7 +100,7 @@ def test_bad_states(hx, message, rng):
 
 
 def test_bad_options():
-    with pytest.raises(ValueError, match="dropout must be in"):
+    with pytest.raises(ValueError, match=r"dropout must be a number in \[0, 1\)"):
         StackedLSTM(1, 2, dropout=1.0)
     with pytest.raises(ValueError, match="num_layers must be an integer >= 1"):
         StackedLSTM(1, 2, num_layers=0)
@@ -99,9 +116,10 @@ def test_stack_gradients_match_finite_differences(batched, rng):
     x = rng.normal(size=(2, 4, 2)) if batched else rng.normal(size=(4, 2))
     h0 = rng.normal(size=(4, 2, 2) if batched else (4, 2))
     c0 = rng.normal(size=(4, 2, 3) if batched else (4, 3))
-    out, (h, c) = stack.forward(x, (h0, c0), train=True)
+    out, (h, c), tape = stack.forward_train(x, (h0, c0))
     w = [rng.normal(size=a.shape) for a in (out, h, c)]
-    grads = stack.backward(*w)
+    grads = stack.backward(tape, *w)
+    assert list(grads) == list(stack.parameters()) + ["x", "h_0", "c_0"]
 
     def loss():
         o, (hh, cc) = stack.forward(x, (h0, c0))

@@ -70,8 +70,9 @@ def test_adam_first_steps_by_hand():
 
 def test_optimizer_checks():
     p = {"w": np.zeros(2)}
-    with pytest.raises(ValueError, match="lr must be > 0"):
-        SGD(p, lr=0)
+    for lr in (0, -1.0, float("inf"), float("nan"), True):
+        with pytest.raises(ValueError, match="lr must be a positive finite number"):
+            SGD(p, lr=lr)
     with pytest.raises(ValueError, match=r"gradient of w has shape \(3,\); expected \(2,\)"):
         SGD(p).step({"w": np.zeros(3)})
     with pytest.raises(KeyError, match="no gradient for parameter 'w'"):
@@ -94,22 +95,24 @@ def test_linear_gradients(rng):
     h = rng.normal(size=(2, 5, 4))
     w = rng.normal(size=(2, 5, 3))
     f = lambda: float(np.sum(w * head.forward(h)))  # noqa: E731
-    head.forward(h, train=True)
-    grads, dh = head.backward(w)
+    grads, dh = head.backward(h, w)
     assert rel_error(grads["W"], numeric_gradient(f, head.W)) < 1e-8
     assert rel_error(grads["b"], numeric_gradient(f, head.b)) < 1e-8
     assert rel_error(dh, numeric_gradient(f, h)) < 1e-8
 
 
 @pytest.mark.parametrize("many_to_many", [False, True])
-def test_sequence_model_gradients(many_to_many, rng):
-    model = SequenceModel(2, 3, 2, many_to_many=many_to_many, seed=1)
-    model.lstm.bo = rng.normal(size=3)
+@pytest.mark.parametrize("stack", [{}, {"num_layers": 2, "bidirectional": True, "proj_size": 2}])
+def test_sequence_model_gradients(many_to_many, stack, rng):
+    model = SequenceModel(2, 3, 2, many_to_many=many_to_many, seed=1, **stack)
+    for p in model.parameters().values():  # gradients well above finite-difference noise
+        p[...] = rng.normal(scale=0.8, size=p.shape)
     x = rng.normal(size=(2, 4, 2))
-    pred, _ = model.forward(x, train=True)
+    pred, _, tape = model.forward_train(x)
     target = rng.normal(size=pred.shape)
     _, d_pred = mse(pred, target)
-    grads = model.backward(d_pred)
+    grads = model.backward(tape, d_pred)
+    assert list(grads) == list(model.parameters()) + ["x", "h_0", "c_0"]
     f = lambda: mse(model.predict(x), target)[0]  # noqa: E731
     for name, param in model.parameters().items():
         assert rel_error(grads[name], numeric_gradient(f, param)) < 1e-6, name

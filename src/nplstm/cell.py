@@ -7,21 +7,32 @@ With z = [h_{t-1}; x_t] (hidden state first, then input)::
     c_t = f ⊙ c_{t-1} + i ⊙ g
     h_t = o ⊙ tanh(c_t)
 
-Everything that runs an LSTM in this package (single sequences, batches,
-stacks, both directions, streaming, training) goes through
-:func:`cell_step_` for these equations and :func:`run_sequence` for the
-loop over time.  The callers only compute the pre-activations ``W z + b``.
+This module holds one step of those equations (:func:`cell_step_`), the loop
+over time for one layer and direction (:func:`run_sequence`), and the one
+helper that slices the fused gates (:func:`split_gates`).  Everything that
+runs an LSTM in this package (single sequences, batches, stacks, both
+directions, streaming, training) goes through them; backpropagation
+(:mod:`nplstm.backward`) differentiates exactly these steps.
 
 Internally the four gates are fused into one weight in the order
 :data:`GATE_ORDER` = f, i, o, g (the candidate last, as the one gate that
-needs tanh).  For small problems where NumPy's per-call overhead dominates,
-:mod:`nplstm.kernels` runs the same formulas as one compiled loop when numba
-is installed; the tests hold both paths to 1e-12.
+needs tanh).
+
+The cell has the variants of the ONNX ``LSTM`` operator as options
+(:class:`CellOptions`): other activations, a clip of the pre-activations,
+peepholes and a coupled input-forget gate.  The default cell takes the fast
+in-place path below; the variants take the general path of the same step.
+
+Variable-length batches follow ``torch.nn.utils.rnn.pack_padded_sequence``:
+rows are sorted by length (longest first) by the caller, and at step t only
+the first ``batch_sizes[t]`` rows advance; the others keep their state and
+get zero outputs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -33,10 +44,12 @@ GATE_ORDER: tuple[str, ...] = ("f", "i", "o", "g")
 #: Public attribute suffix of each gate: ``W<suffix>`` / ``b<suffix>``.
 GATE_SUFFIX: dict[str, str] = {"f": "f", "i": "i", "g": "c", "o": "o"}
 
+#: Gates with a peephole weight, in the order of the stored (3, H) peepholes.
+PEEPHOLE_GATES: tuple[str, ...] = ("i", "f", "o")
+
 #: Steps whose input projection is computed in one GEMM.  Bounds the extra
 #: memory of inference to O(chunk·B·H) while keeping the GEMM large.
 PROJECTION_CHUNK = 16
-
 
 #: Pre-activations are clipped to ±PREACT_LIMIT before exp.  exp(2·limit)
 #: is still finite (the candidate gate doubles its argument), so nothing
@@ -45,7 +58,212 @@ PROJECTION_CHUNK = 16
 PREACT_LIMIT = {np.dtype(np.float32): 40.0, np.dtype(np.float64): 350.0}
 
 
-def cell_step_(gates: np.ndarray, c: np.ndarray, h: np.ndarray, scratch: np.ndarray) -> None:
+def split_gates(a: np.ndarray, H: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Views ``(f, i, o, g)`` of a fused (..., 4H) array, in :data:`GATE_ORDER`.
+
+    The one place that knows where each gate sits; plain basic slicing, so
+    compiled kernels can call it too.
+    """
+    return a[..., 0:H], a[..., H : 2 * H], a[..., 2 * H : 3 * H], a[..., 3 * H : 4 * H]
+
+
+# ------------------------------------------------------------ activations
+#: ONNX's default (alpha, beta) of each activation it lists for LSTM.
+ACTIVATION_DEFAULTS: dict[str, tuple[float | None, float | None]] = {
+    "Sigmoid": (None, None),
+    "Tanh": (None, None),
+    "Relu": (None, None),
+    "Affine": (1.0, 0.0),
+    "LeakyRelu": (0.01, None),
+    "ThresholdedRelu": (1.0, None),
+    "ScaledTanh": (1.0, 1.0),
+    "HardSigmoid": (0.2, 0.5),
+    "Elu": (1.0, None),
+    "Softsign": (None, None),
+    "Softplus": (None, None),
+}
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    limit = PREACT_LIMIT[x.dtype] if x.dtype in PREACT_LIMIT else 350.0
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -limit, limit)))
+
+
+def _softplus(x: np.ndarray) -> np.ndarray:
+    return np.logaddexp(0, x).astype(x.dtype, copy=False)
+
+
+@dataclass(frozen=True)
+class Activation:
+    """One of the activations of the ONNX ``LSTM`` operator, with its alpha and beta.
+
+    ``name`` is ONNX's (Sigmoid, Tanh, Relu, Affine, LeakyRelu,
+    ThresholdedRelu, ScaledTanh, HardSigmoid, Elu, Softsign, Softplus);
+    alpha and beta default to ONNX's defaults.
+    """
+
+    name: str
+    alpha: float | None = None
+    beta: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.name not in ACTIVATION_DEFAULTS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATION_DEFAULTS)}; got {self.name!r}")
+        default_alpha, default_beta = ACTIVATION_DEFAULTS[self.name]
+        for attr, default in (("alpha", default_alpha), ("beta", default_beta)):
+            value = getattr(self, attr)
+            if value is None:
+                object.__setattr__(self, attr, default)
+            elif default is None:
+                raise ValueError(f"activation {self.name} takes no {attr}; got {value!r}")
+            elif not np.isfinite(value):
+                raise ValueError(f"activation {self.name}: {attr} must be finite; got {value!r}")
+            else:
+                object.__setattr__(self, attr, float(value))
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """The activation of ``x`` (a new array, same dtype; finite for finite x)."""
+        a, b = self.alpha, self.beta
+        name = self.name
+        with np.errstate(over="ignore", under="ignore"):
+            if name == "Sigmoid":
+                y = _sigmoid(x)
+            elif name == "Tanh":
+                y = np.tanh(x)
+            elif name == "Relu":
+                y = np.maximum(x, 0)
+            elif name == "Affine":
+                y = a * x + b
+            elif name == "LeakyRelu":
+                y = np.where(x >= 0, x, a * x)
+            elif name == "ThresholdedRelu":
+                y = np.where(x > a, x, 0)
+            elif name == "ScaledTanh":
+                y = a * np.tanh(b * x)
+            elif name == "HardSigmoid":
+                y = np.clip(a * x + b, 0, 1)
+            elif name == "Elu":
+                y = np.where(x >= 0, x, a * np.expm1(np.minimum(x, 0)))
+            elif name == "Softsign":
+                y = x / (1 + np.abs(x))
+            else:  # Softplus
+                y = _softplus(x)
+        return np.asarray(y, dtype=x.dtype)
+
+    def derivative(self, x: np.ndarray) -> np.ndarray:
+        """d activation / dx at ``x`` (for backpropagation)."""
+        a, b = self.alpha, self.beta
+        name = self.name
+        with np.errstate(over="ignore", under="ignore"):
+            if name == "Sigmoid":
+                s = _sigmoid(x)
+                d = s * (1 - s)
+            elif name == "Tanh":
+                d = 1 - np.tanh(x) ** 2
+            elif name == "Relu":
+                d = (x > 0).astype(x.dtype)
+            elif name == "Affine":
+                d = np.full_like(x, a)
+            elif name == "LeakyRelu":
+                d = np.where(x >= 0, 1, a)
+            elif name == "ThresholdedRelu":
+                d = (x > a).astype(x.dtype)
+            elif name == "ScaledTanh":
+                d = a * b * (1 - np.tanh(b * x) ** 2)
+            elif name == "HardSigmoid":
+                d = np.where((a * x + b > 0) & (a * x + b < 1), a, 0)
+            elif name == "Elu":
+                d = np.where(x >= 0, 1, a * np.exp(np.minimum(x, 0)))
+            elif name == "Softsign":
+                d = 1 / (1 + np.abs(x)) ** 2
+            else:  # Softplus: σ(x)
+                d = _sigmoid(x)
+        return np.asarray(d, dtype=x.dtype)
+
+    def __repr__(self) -> str:
+        params = "".join(f", {k}={v!r}" for k, v in (("alpha", self.alpha), ("beta", self.beta)) if v is not None)
+        return f"Activation({self.name!r}{params})"
+
+
+@dataclass(frozen=True)
+class CellOptions:
+    """Variants of the LSTM cell (those of the ONNX ``LSTM`` operator).
+
+    Parameters
+    ----------
+    gate_activation : Activation
+        ONNX's f, for the input, forget and output gates (default Sigmoid).
+    cell_activation : Activation
+        ONNX's g, for the candidate (default Tanh).
+    hidden_activation : Activation
+        ONNX's h, in ``h = o ⊙ h(c)`` (default Tanh).
+    clip : float or None
+        Bound the pre-activations (the inputs of the activations) to
+        [-clip, clip].
+    input_forget : bool
+        Couple the input and forget gates: f = 1 - i (as onnxruntime does).
+    peepholes : bool
+        Peephole weights ``Pi, Pf, Po`` (H, 1): i and f see ``P ⊙ c_{t-1}``,
+        o sees ``Po ⊙ c_t``.
+    """
+
+    gate_activation: Activation = field(default_factory=lambda: Activation("Sigmoid"))
+    cell_activation: Activation = field(default_factory=lambda: Activation("Tanh"))
+    hidden_activation: Activation = field(default_factory=lambda: Activation("Tanh"))
+    clip: float | None = None
+    input_forget: bool = False
+    peepholes: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("gate_activation", "cell_activation", "hidden_activation"):
+            if not isinstance(getattr(self, name), Activation):
+                raise TypeError(f"{name} must be an nplstm.cell.Activation; got {getattr(self, name)!r}")
+        if self.clip is not None:
+            if not np.isfinite(self.clip) or self.clip <= 0:
+                raise ValueError(f"clip must be a positive finite number or None; got {self.clip!r}")
+            object.__setattr__(self, "clip", float(self.clip))
+        object.__setattr__(self, "input_forget", bool(self.input_forget))
+        object.__setattr__(self, "peepholes", bool(self.peepholes))
+
+    @property
+    def is_default(self) -> bool:
+        """The standard cell (σ, tanh, tanh, no clip, no coupling, no peepholes): the fast path."""
+        return self == DEFAULT_CELL
+
+    def to_config(self) -> dict[str, object]:
+        """A JSON-able description (for weight files)."""
+        acts = {n: [a.name, a.alpha, a.beta] for n, a in (
+            ("gate_activation", self.gate_activation), ("cell_activation", self.cell_activation),
+            ("hidden_activation", self.hidden_activation))}
+        return {**acts, "clip": self.clip, "input_forget": self.input_forget, "peepholes": self.peepholes}
+
+    @classmethod
+    def from_config(cls, config: object) -> CellOptions:
+        """Inverse of :meth:`to_config`; ValueError for anything malformed."""
+        if not isinstance(config, dict) or set(config) != set(DEFAULT_CELL.to_config()):
+            raise ValueError(f"cell options must be a dict with keys {sorted(DEFAULT_CELL.to_config())}; got {config!r}")
+        acts = {}
+        for name in ("gate_activation", "cell_activation", "hidden_activation"):
+            spec = config[name]
+            if not isinstance(spec, list) or len(spec) != 3 or not isinstance(spec[0], str):
+                raise ValueError(f"cell option {name} must be [name, alpha, beta]; got {spec!r}")
+            acts[name] = Activation(*spec)
+        return cls(**acts, clip=config["clip"], input_forget=config["input_forget"], peepholes=config["peepholes"])  # type: ignore[arg-type]
+
+
+DEFAULT_CELL = CellOptions()
+
+
+# ------------------------------------------------------------------ step
+def cell_step_(
+    gates: np.ndarray,
+    c: np.ndarray,
+    h: np.ndarray,
+    scratch: np.ndarray,
+    options: CellOptions = DEFAULT_CELL,
+    peepholes: np.ndarray | None = None,
+    pre: np.ndarray | None = None,
+) -> None:
     """Advance one LSTM step in place.
 
     Parameters
@@ -56,12 +274,24 @@ def cell_step_(gates: np.ndarray, c: np.ndarray, h: np.ndarray, scratch: np.ndar
     c : (B, H) array
         ``c_{t-1}`` on entry, ``c_t`` on exit.
     h : (B, H) array
-        Receives ``h_t``.  May not alias ``c``.
+        Receives ``h_t`` (before any projection).  May not alias ``c``.
     scratch : (B, H) array
         Work space.
+    options : CellOptions
+        The cell variant; the default takes the fast path.
+    peepholes : (3, H) array, optional
+        Peephole weights in :data:`PEEPHOLE_GATES` order (with ``options.peepholes``).
+    pre : (B, 4H) array, optional
+        Receives the pre-activations as the activations see them (peepholes
+        added, clipped): what backward needs for a non-default cell.
     """
     H = c.shape[-1]
-    g = gates[:, 3 * H :]
+    if options is not DEFAULT_CELL and not options.is_default:
+        _general_step_(gates, c, h, options, peepholes, pre)
+        return
+    if pre is not None:
+        pre[...] = gates
+    f, i, o, g = split_gates(gates, H)
     limit = PREACT_LIMIT[gates.dtype]
     # f, i, o = σ(a) and g = tanh(a) = 2σ(2a) − 1, all from one pass of
     # exp(-a) over the contiguous buffer (NumPy's tanh is slower than its exp).
@@ -76,9 +306,6 @@ def cell_step_(gates: np.ndarray, c: np.ndarray, h: np.ndarray, scratch: np.ndar
     np.reciprocal(gates, out=gates)
     np.multiply(g, 2, out=g)
     np.subtract(g, 1, out=g)
-    f = gates[:, :H]
-    i = gates[:, H : 2 * H]
-    o = gates[:, 2 * H : 3 * H]
     # c_t = f ⊙ c_{t-1} + i ⊙ g
     np.multiply(c, f, out=c)
     np.multiply(i, g, out=scratch)
@@ -88,102 +315,187 @@ def cell_step_(gates: np.ndarray, c: np.ndarray, h: np.ndarray, scratch: np.ndar
     np.multiply(h, o, out=h)
 
 
+def _general_step_(
+    gates: np.ndarray, c: np.ndarray, h: np.ndarray, options: CellOptions,
+    peepholes: np.ndarray | None, pre: np.ndarray | None,
+) -> None:
+    """The same step for any :class:`CellOptions` (clearer, allocating, slower).
+
+    Order as in onnxruntime: peephole terms are added, then the clip, then
+    the activation; the output gate's peephole sees the new cell state.
+    """
+    H = c.shape[-1]
+    a_f, a_i, a_o, a_g = split_gates(gates, H)
+    p_f, p_i, p_o, p_g = split_gates(pre, H) if pre is not None else (None, None, None, None)
+
+    def activate_(a: np.ndarray, recorded: np.ndarray | None, activation: Activation) -> None:
+        if options.clip is not None:
+            np.clip(a, -options.clip, options.clip, out=a)
+        if recorded is not None:
+            recorded[...] = a
+        a[...] = activation(a)
+
+    gate = options.gate_activation
+    if peepholes is not None:
+        a_i += peepholes[0] * c
+        a_f += peepholes[1] * c
+    activate_(a_i, p_i, gate)
+    if options.input_forget:
+        a_f[...] = 1 - a_i
+    else:
+        activate_(a_f, p_f, gate)
+    activate_(a_g, p_g, options.cell_activation)
+    c *= a_f
+    c += a_i * a_g
+    if peepholes is not None:
+        a_o += peepholes[2] * c
+    activate_(a_o, p_o, gate)
+    np.multiply(a_o, options.hidden_activation(c), out=h)
+
+
+# --------------------------------------------------------------- the loop
 @dataclass
 class Trace:
-    """What a forward pass records for backward and for gate inspection.
+    """What a forward pass of one layer and direction records.
 
     All arrays are time-major: ``gates`` (T, B, 4H) activations in
     :data:`GATE_ORDER`, ``c`` (T, B, H) cell states after each step and
-    ``h`` (T, B, H or P) the (projected) hidden state after each step.
-    ``h_full`` (T, B, H) is ``o ⊙ tanh(c)`` before the projection, kept
-    only when a projection is used.
+    ``h`` (T, B, P) the (projected) hidden state after each step.
+    ``h_full`` (T, B, H) is ``o ⊙ h(c)`` before the projection, kept only
+    with a projection; ``pre`` (T, B, 4H) the pre-activations, kept only for
+    a non-default cell (backward needs them for general activations).
     """
 
     gates: np.ndarray
     c: np.ndarray
     h: np.ndarray
     h_full: np.ndarray | None = None
+    pre: np.ndarray | None = None
+
+    @classmethod
+    def empty(cls, T: int, B: int, H: int, P: int, dtype: np.dtype, *, projection: bool, general: bool) -> Trace:
+        """Buffers for recording T steps of a batch of B (zeros: inactive rows stay 0)."""
+        return cls(
+            gates=np.zeros((T, B, 4 * H), dtype=dtype),
+            c=np.zeros((T, B, H), dtype=dtype),
+            h=np.zeros((T, B, P), dtype=dtype),
+            h_full=np.zeros((T, B, H), dtype=dtype) if projection else None,
+            pre=np.zeros((T, B, 4 * H), dtype=dtype) if general else None,
+        )
 
     def reversed(self) -> Trace:
         """Views of the same buffers with time reversed (for a backwards run)."""
-        return Trace(self.gates[::-1], self.c[::-1], self.h[::-1], None if self.h_full is None else self.h_full[::-1])
+        flip = lambda a: None if a is None else a[::-1]  # noqa: E731
+        return Trace(self.gates[::-1], self.c[::-1], self.h[::-1], flip(self.h_full), flip(self.pre))
+
+    def named(self) -> dict[str, np.ndarray]:
+        """Views ``{"f", "i", "g", "o", "c", "h"}``, each (T, B, ·), time-major."""
+        f, i, o, g = split_gates(self.gates, self.c.shape[-1])
+        return {"f": f, "i": i, "g": g, "o": o, "c": self.c, "h": self.h}
 
 
-def named_activations(trace: Trace) -> dict[str, np.ndarray]:
-    """Views ``{"f", "i", "g", "o", "c", "h"}`` of a trace, each (T, B, ·), time-major."""
-    H = trace.c.shape[-1]
-    named = {gate: trace.gates[..., k * H : (k + 1) * H] for k, gate in enumerate(GATE_ORDER)}
-    return {"f": named["f"], "i": named["i"], "g": named["g"], "o": named["o"], "c": trace.c, "h": trace.h}
+class DirectionWeights(Protocol):
+    """What the loop needs of one layer and direction (see :class:`nplstm.params.LayerWeights`)."""
+
+    hidden_size: int
+    W_hr: np.ndarray | None
+
+    def fused(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+
+    def peephole_rows(self) -> np.ndarray | None: ...
 
 
 def run_sequence(
     x: np.ndarray,
-    W_xT: np.ndarray,
-    W_hT: np.ndarray,
-    b: np.ndarray,
-    h0: np.ndarray,
-    c0: np.ndarray,
+    weights: DirectionWeights,
+    h: np.ndarray,
+    c: np.ndarray,
     *,
     outputs: np.ndarray | None = None,
     trace: Trace | None = None,
-    W_hr: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Run the LSTM over time-major ``x`` and return the final ``(h, c)``.
+    batch_sizes: np.ndarray | None = None,
+    options: CellOptions = DEFAULT_CELL,
+) -> None:
+    """Run one layer and direction over time-major ``x``, updating ``h`` and ``c`` in place.
 
     Parameters
     ----------
     x : (T, B, I) array
         Inputs, already in the model's dtype.  Pass ``x[::-1]`` (and reversed
         views of ``outputs``/``trace``) to run backwards in time.
-    W_xT : (I, 4H) array
-        Input part of the fused weight, transposed.
-    W_hT : (P, 4H) array
-        Recurrent part of the fused weight, transposed (P = H without projection).
-    b : (4H,) array
-        Fused bias.
-    h0 : (B, P) array
-    c0 : (B, H) array
-        Initial states; not modified.
+    weights : LayerWeights
+    h : (B, P) C-contiguous array
+    c : (B, H) C-contiguous array
+        The initial states on entry, the final states on exit.
     outputs : (T, B, P) array, optional
-        Receives the hidden state of every step.
+        Receives the hidden state of every step (zeros for inactive rows).
     trace : Trace, optional
         Receives what backward needs.
-    W_hr : (P, H) array, optional
-        LSTMP projection: ``h_t = W_hr (o ⊙ tanh(c_t))``.
+    batch_sizes : (T,) int array, optional
+        Rows active at each step (non-increasing; rows sorted by length).
+    options : CellOptions
     """
     T, B, _ = x.shape
-    H4 = W_hT.shape[1]
+    W_xT, W_hT, b = weights.fused()
+    W_hr = weights.W_hr
+    peep = weights.peephole_rows() if options.peepholes else None
+    P, H4 = W_hT.shape
     H = H4 // 4
-    dtype = h0.dtype
-    h = np.array(h0, dtype=dtype, order="C", copy=True)
-    c = np.array(c0, dtype=dtype, order="C", copy=True)
-    gates_buf = np.empty((B, H4), dtype=dtype)
-    scratch = np.empty((B, H), dtype=dtype)
-    if W_hr is None and kernels.use_kernel(B, H, W_hT.shape[0], x.shape[2]):
-        kernels.run_kernel(x, W_xT, W_hT, b, h, c, gates_buf, outputs, trace, PREACT_LIMIT[dtype])
-        return h, c
-    h_full = np.empty((B, H), dtype=dtype) if W_hr is not None else h
-    W_hrT = W_hr.T if W_hr is not None else None
+    dtype = h.dtype
+    receivers = [a for a in (outputs, None if trace is None else trace.h) if a is not None]
+    if len(receivers) == 2 and receivers[0] is receivers[1]:
+        receivers.pop()
+    default = options.is_default
     chunk = max(1, min(T, PROJECTION_CHUNK))
-    proj = np.empty((chunk * B, H4), dtype=dtype)
-
+    proj = np.empty((chunk, B, H4), dtype=dtype)
+    fast = default and kernels.use_kernel(T, B, H, P, x.shape[2], dtype, training=trace is not None)
+    if not fast:
+        gates_buf = np.empty((B, H4), dtype=dtype)
+        scratch = np.empty((B, H), dtype=dtype)
+        h_full_buf = np.empty((B, H), dtype=dtype) if W_hr is not None else h
+        W_hrT = W_hr.T if W_hr is not None else None
     for start in range(0, T, chunk):
         stop = min(T, start + chunk)
-        n = (stop - start) * B
-        np.matmul(x[start:stop].reshape(n, -1), W_xT, out=proj[:n])
-        proj[:n] += b
-        for k, t in enumerate(range(start, stop)):
-            gates = trace.gates[t] if trace is not None else gates_buf
-            np.matmul(h, W_hT, out=gates)
-            gates += proj[k * B : (k + 1) * B]
-            cell_step_(gates, c, h_full, scratch)
+        n_steps = stop - start
+        block = proj[:n_steps]
+        np.matmul(x[start:stop].reshape(n_steps * B, -1), W_xT, out=block.reshape(n_steps * B, H4))
+        block += b
+        sizes = batch_sizes[start:stop] if batch_sizes is not None else None
+        if fast:
+            kernels.forward(
+                block, W_hT, h, c,
+                outputs=outputs[start:stop] if outputs is not None else None,
+                tape=_trace_slice(trace, start, stop),  # the kernel fills tape.h as well
+                W_hrT=W_hr.T if W_hr is not None else None,
+                batch_sizes=sizes,
+                limit=PREACT_LIMIT[dtype],
+            )
+            continue
+        for k in range(n_steps):
+            t = start + k
+            n = B if sizes is None else int(sizes[k])
+            gates = (trace.gates[t] if trace is not None else gates_buf)[:n]
+            h_n, c_n = h[:n], c[:n]
+            np.matmul(h_n, W_hT, out=gates)
+            gates += block[k, :n]
+            h_full = h_full_buf[:n]
+            cell_step_(gates, c_n, h_full, scratch[:n], options, peep,
+                       trace.pre[t, :n] if trace is not None and trace.pre is not None else None)
             if W_hrT is not None:
-                np.matmul(h_full, W_hrT, out=h)
-            if outputs is not None:
-                outputs[t] = h
+                np.matmul(h_full, W_hrT, out=h_n)
+            for target in receivers:
+                target[t, :n] = h_n
+                if n < B:
+                    target[t, n:] = 0
             if trace is not None:
-                trace.c[t] = c
-                trace.h[t] = h
+                trace.c[t, :n] = c_n
                 if trace.h_full is not None:
-                    trace.h_full[t] = h_full
-    return h, c
+                    trace.h_full[t, :n] = h_full
+
+
+def _trace_slice(trace: Trace | None, start: int, stop: int) -> Trace | None:
+    if trace is None:
+        return None
+    sl = slice(start, stop)
+    return Trace(trace.gates[sl], trace.c[sl], trace.h[sl],
+                 None if trace.h_full is None else trace.h_full[sl], None if trace.pre is None else trace.pre[sl])

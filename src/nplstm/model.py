@@ -1,35 +1,77 @@
-"""A trainable sequence model: an :class:`~nplstm.LSTM` with a :class:`~nplstm.head.Linear` head."""
+"""A trainable sequence model: any :class:`~nplstm.StackedLSTM` with a :class:`~nplstm.head.Linear` head."""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 import numpy as np
 
 from .head import Linear
-from .io import WeightsFileError, read_npz, require, save_npz
-from .layer import LSTM, as_generator, model_dtype
+from .modelfile import load_model_of_kind, register, save_model
+from .params import as_generator, model_dtype, positive_int
+from .stack import StackedLSTM, Tape
 
-FORMAT = "nplstm.SequenceModel/1"
+
+@dataclass
+class ModelTape:
+    """What :meth:`SequenceModel.forward_train` recorded: the stack's tape and the head's input."""
+
+    model: SequenceModel
+    stack_tape: Tape
+    features: np.ndarray
+    lengths: np.ndarray | None
+    x_shape: tuple[int, ...]
 
 
+def pad_sequences(sequences: Sequence[Any], dtype: Any = np.float64) -> tuple[np.ndarray, np.ndarray]:
+    """Pad a list of ``(T_k, I)`` (or ``(T_k,)``) sequences with trailing zeros.
+
+    Returns ``(X (N, max T, I), lengths (N,))`` for ``forward(..., lengths=...)``.
+    """
+    arrays = [np.asarray(s, dtype=dtype) for s in sequences]
+    if not arrays:
+        raise ValueError("no sequences to pad")
+    arrays = [a[:, None] if a.ndim == 1 else a for a in arrays]
+    widths = {a.shape[1:] for a in arrays}
+    if any(a.ndim != 2 for a in arrays) or len(widths) != 1:
+        raise ValueError(f"every sequence must be (T, I) with the same I; got shapes {sorted({a.shape for a in arrays})[:5]}")
+    lengths = np.array([len(a) for a in arrays], dtype=np.int64)
+    if lengths.min() < 1:
+        raise ValueError(f"sequence {int(np.argmin(lengths))} is empty; every sequence needs at least one step")
+    X = np.zeros((len(arrays), int(lengths.max()), arrays[0].shape[1]), dtype=dtype)
+    for k, a in enumerate(arrays):
+        X[k, : len(a)] = a
+    return X, lengths
+
+
+@register
 class SequenceModel:
-    """LSTM + dense head for sequence regression or classification.
+    """A stack of LSTM layers plus a dense head, for sequence regression or classification.
 
     Inputs are batch-first, ``(B, T, I)``.  With ``many_to_many=False`` the
-    head reads the last hidden state and predictions are ``(B, O)``; with
-    ``many_to_many=True`` it reads every step, ``(B, T, O)`` (language
-    models, per-step tagging).
+    head reads the final hidden state of the last layer (both directions
+    concatenated; each sequence's last valid step with ``lengths``) and
+    predictions are ``(B, O)``; with ``many_to_many=True`` it reads every
+    step, ``(B, T, O)`` (language models, per-step tagging).
 
     Parameters
     ----------
     input_size, hidden_size, output_size : int
+    num_layers, bidirectional, dropout, proj_size
+        As for :class:`~nplstm.StackedLSTM`.
     many_to_many : bool
     seed : int, Generator or None
     dtype : float64 or float32
+
+    Attributes
+    ----------
+    lstm : StackedLSTM
+    head : Linear
     """
+
+    KIND = "SequenceModel"
 
     def __init__(
         self,
@@ -37,100 +79,147 @@ class SequenceModel:
         hidden_size: int,
         output_size: int,
         *,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+        proj_size: int = 0,
         many_to_many: bool = False,
         seed: Any = None,
         dtype: Any = np.float64,
     ) -> None:
         rng = as_generator(seed)
         self.dtype = model_dtype(dtype)
-        self.lstm = LSTM(input_size, hidden_size, seed=rng, dtype=self.dtype, batch_first=True)
-        self.head = Linear(hidden_size, output_size, seed=rng, dtype=self.dtype)
+        self.lstm = StackedLSTM(
+            input_size, hidden_size, num_layers, batch_first=True, dropout=dropout,
+            bidirectional=bidirectional, proj_size=proj_size, seed=rng, dtype=self.dtype,
+        )
+        self.head = Linear(self.lstm.output_size, output_size, seed=rng, dtype=self.dtype)
         self.many_to_many = bool(many_to_many)
 
     def parameters(self) -> dict[str, np.ndarray]:
-        """All trainable arrays as views, named ``lstm.Wf`` … ``head.b``."""
+        """All trainable arrays as views, named ``lstm.l0.Wf`` … ``head.b``."""
         params = {f"lstm.{k}": v for k, v in self.lstm.parameters().items()}
         params.update({f"head.{k}": v for k, v in self.head.parameters().items()})
         return params
 
-    def forward(
-        self, x: Any, state: tuple[Any, Any] | None = None, *, train: bool = False
-    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
-        """Predict for a batch ``x`` (B, T, I); returns ``(prediction, (h_T, c_T))``.
+    def __repr__(self) -> str:
+        return (
+            f"SequenceModel(input_size={self.lstm.input_size}, hidden_size={self.lstm.hidden_size}, "
+            f"output_size={self.head.out_features}, num_layers={self.lstm.num_layers}, "
+            f"bidirectional={self.lstm.bidirectional}, many_to_many={self.many_to_many}, dtype={self.dtype.name})"
+        )
 
-        ``state`` is an initial ``(h, c)`` of rows (B, H), e.g. the one
-        returned by the previous call when feeding a long sequence in pieces.
-        """
-        prediction, _, state = self.run(x, state, train=train)
-        return prediction, state
+    # -------------------------------------------------------------- forward
+    def _check_x(self, x: Any) -> None:
+        if np.ndim(x) != 3:
+            raise ValueError(f"x must be a batch (B, T, I) with I = {self.lstm.input_size}; got shape {np.shape(x)}")
+
+    def _features(self, outputs: np.ndarray | None, h_n: np.ndarray) -> np.ndarray:
+        """What the head reads: every step's outputs, or the last layer's final states."""
+        if self.many_to_many:
+            assert outputs is not None
+            return outputs
+        D = self.lstm.num_directions
+        return np.concatenate(list(h_n[-D:]), axis=-1)
 
     def run(
-        self, x: Any, state: tuple[Any, Any] | None = None, *, train: bool = False
-    ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
-        """Like :meth:`forward`, also returning the LSTM outputs: ``(prediction, outputs, (h, c))``."""
-        x = np.asarray(x)
-        if x.ndim != 3:
-            raise ValueError(f"x must be a batch (B, T, I) with I = {self.lstm.input_size}; got shape {x.shape}")
-        h0, c0 = state if state is not None else (None, None)
-        outputs, h, c = self.lstm.forward(x, h0, c0, train=train)
-        features = outputs if self.many_to_many else outputs[:, -1] if x.shape[1] else h
-        return self.head.forward(features, train=train), outputs, (h, c)
+        self, x: Any, state: tuple[Any, Any] | None = None, *, lengths: Any = None, return_sequences: bool | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None, tuple[np.ndarray, np.ndarray]]:
+        """Like :meth:`forward`, also returning the LSTM outputs: ``(prediction, outputs, (h_n, c_n))``.
+
+        ``outputs`` is None for a many-to-one model unless ``return_sequences=True``.
+        """
+        self._check_x(x)
+        keep = self.many_to_many if return_sequences is None else bool(return_sequences) or self.many_to_many
+        outputs, (h_n, c_n) = self.lstm.forward(x, state, lengths=lengths, return_sequences=keep)
+        return self.head.forward(self._features(outputs, h_n)), outputs, (h_n, c_n)
+
+    def forward(
+        self, x: Any, state: tuple[Any, Any] | None = None, *, lengths: Any = None
+    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        """Predict for a batch ``x`` (B, T, I); returns ``(prediction, (h_n, c_n))``.
+
+        ``state`` is an initial ``(h_0, c_0)`` of shapes ``(L·D, B, P)`` and
+        ``(L·D, B, H)``, e.g. the one returned by the previous call when
+        feeding a long sequence in pieces.  ``lengths`` (B,) gives each
+        sequence's length for a padded batch.  Many-to-one memory stays
+        O(B·H) however long the sequence (for a unidirectional stack).
+        """
+        prediction, _, state = self.run(x, state, lengths=lengths)
+        return prediction, state
 
     __call__ = forward
 
-    def predict(self, x: Any) -> np.ndarray:
-        return self.forward(x)[0]
+    def predict(self, x: Any, *, lengths: Any = None) -> np.ndarray:
+        return self.forward(x, lengths=lengths)[0]
 
-    def backward(self, d_prediction: np.ndarray) -> dict[str, np.ndarray]:
-        """Gradients of every parameter (and ``x``, ``h0``, ``c0``) for the last training forward."""
-        head_grads, d_features = self.head.backward(d_prediction)
+    def forward_train(
+        self, x: Any, state: tuple[Any, Any] | None = None, *, lengths: Any = None
+    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], ModelTape]:
+        """Training forward (dropout on): ``(prediction, (h_n, c_n), tape)`` for :meth:`backward`."""
+        self._check_x(x)
+        outputs, (h_n, c_n), stack_tape = self.lstm.forward_train(x, state, lengths=lengths)
+        features = self._features(outputs, h_n)
+        tape = ModelTape(self, stack_tape, features, stack_tape.packing.lengths if stack_tape.packing else None,
+                         np.shape(x))
+        return self.head.forward(features), (h_n, c_n), tape
+
+    def backward(self, tape: ModelTape, d_prediction: Any) -> dict[str, np.ndarray]:
+        """Gradients of every parameter (named as :meth:`parameters`) and of ``x``, ``h_0``, ``c_0``."""
+        if not isinstance(tape, ModelTape) or tape.model is not self:
+            raise ValueError("backward needs the tape this model's forward_train returned")
+        d_prediction = np.asarray(d_prediction, dtype=self.dtype)
+        head_grads, d_features = self.head.backward(tape.features, d_prediction)
         if self.many_to_many:
-            lstm_grads = self.lstm.backward(d_features)
+            lstm_grads = self.lstm.backward(tape.stack_tape, d_features)
         else:
-            lstm_grads = self.lstm.backward(None, d_features)
-        grads = {f"lstm.{k}": v for k, v in lstm_grads.items()}
+            L, D, P = self.lstm.num_layers, self.lstm.num_directions, self.lstm.state_size
+            B = d_features.shape[0]
+            d_h_n = np.zeros((L * D, B, P), dtype=self.dtype)
+            d_h_n[-D:] = d_features.reshape(B, D, P).transpose(1, 0, 2)
+            lstm_grads = self.lstm.backward(tape.stack_tape, None, d_h_n)
+        grads = {f"lstm.{k}": v for k, v in lstm_grads.items() if k not in ("x", "h_0", "c_0")}
         grads.update({f"head.{k}": v for k, v in head_grads.items()})
+        grads.update({k: lstm_grads[k] for k in ("x", "h_0", "c_0")})
         return grads
 
     # --------------------------------------------------------------- files
-    def config(self) -> dict[str, int]:
+    def config(self) -> dict[str, Any]:
+        """Everything needed to rebuild this model (weights aside), JSON-able."""
+        s = self.lstm
         return {
-            "input_size": self.lstm.input_size,
-            "hidden_size": self.lstm.hidden_size,
-            "output_size": self.head.out_features,
-            "many_to_many": int(self.many_to_many),
+            "input_size": s.input_size, "hidden_size": s.hidden_size, "output_size": self.head.out_features,
+            "num_layers": s.num_layers, "bidirectional": s.bidirectional, "dropout": s.dropout,
+            "proj_size": s.proj_size, "many_to_many": self.many_to_many,
         }
 
-    def save(self, path: str | os.PathLike) -> Path:
+    @classmethod
+    def parameter_shapes(cls, config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+        """The shape of every parameter a model of ``config`` has, without building it."""
+        stack_cfg = {
+            "input_size": config["input_size"], "hidden_size": config["hidden_size"],
+            "num_layers": config.get("num_layers", 1), "bidirectional": config.get("bidirectional", False),
+            "proj_size": config.get("proj_size", 0), "bias": True,
+        }
+        output_size = positive_int(config["output_size"], "output_size")
+        if not isinstance(config.get("many_to_many", False), bool):
+            raise TypeError(f"many_to_many must be true or false; got {config['many_to_many']!r}")
+        shapes = {f"lstm.{k}": v for k, v in StackedLSTM.parameter_shapes(stack_cfg).items()}
+        features = (2 if stack_cfg["bidirectional"] else 1) * (stack_cfg["proj_size"] or stack_cfg["hidden_size"])
+        shapes["head.W"] = (output_size, features)
+        shapes["head.b"] = (output_size,)
+        return shapes
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], dtype: Any) -> SequenceModel:
+        cfg = dict(config)
+        return cls(cfg.pop("input_size"), cfg.pop("hidden_size"), cfg.pop("output_size"), **cfg, seed=0, dtype=dtype)
+
+    def save(self, path: str | os.PathLike) -> Any:
         """Write the whole model to ``.npz`` (no pickle), atomically."""
-        cfg = self.config()
-        arrays = dict(self.parameters())
-        arrays["format"] = np.array(FORMAT)
-        arrays["config"] = np.array([cfg[k] for k in ("input_size", "hidden_size", "output_size", "many_to_many")], dtype=np.int64)
-        return save_npz(path, arrays)
+        return save_model(self, path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> SequenceModel:
+    def load(cls, path: str | os.PathLike, **kwargs: Any) -> SequenceModel:
         """Read a model written by :meth:`save`; a malformed file raises WeightsFileError."""
-        return cls.from_arrays(read_npz(path), str(path))
-
-    @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray], path: str = "arrays") -> SequenceModel:
-        """Build from the arrays of a saved file, checking every one first."""
-        fmt = arrays.get("format")
-        if fmt is None or fmt.dtype.kind != "U" or str(fmt) != FORMAT:
-            raise WeightsFileError(f"{path}: not an nplstm SequenceModel file (format tag {fmt!r})")
-        cfg = arrays.get("config")
-        if cfg is None or cfg.shape != (4,) or cfg.dtype.kind not in "iu":
-            raise WeightsFileError(f"{path}: 'config' must be 4 integers; got {None if cfg is None else (cfg.shape, cfg.dtype)}")
-        I, H, O, m2m = (int(v) for v in cfg)
-        if min(I, H, O) < 1 or max(I, H, O) > 1 << 20 or m2m not in (0, 1):
-            raise WeightsFileError(f"{path}: implausible config {cfg.tolist()}")
-        dtype = arrays.get("lstm.Wf", np.zeros(0)).dtype
-        if dtype not in (np.float32, np.float64):
-            raise WeightsFileError(f"{path}: 'lstm.Wf' has dtype {dtype}; expected float32 or float64")
-        model = cls(I, H, O, many_to_many=bool(m2m), seed=0, dtype=dtype)
-        values = {name: require(arrays, name, p.shape, str(path)) for name, p in model.parameters().items()}
-        for name, value in values.items():  # all checked before any is set: nothing partially loaded
-            model.parameters()[name][...] = value
-        return model
+        return load_model_of_kind(path, cls, **kwargs)

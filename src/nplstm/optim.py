@@ -16,6 +16,8 @@ def clip_grad_norm(grads: Mapping[str, np.ndarray], max_norm: float) -> float:
 
     Returns the norm before clipping.
     """
+    if isinstance(max_norm, bool) or not max_norm > 0:
+        raise ValueError(f"max_norm must be > 0; got {max_norm!r}")
     total = float(np.sqrt(sum(float(np.sum(g * g)) for g in grads.values())))
     if np.isfinite(total) and total > max_norm:
         scale = max_norm / (total + 1e-12)
@@ -28,8 +30,8 @@ class Optimizer:
     """Base class: holds the parameters by name and checks gradients against them."""
 
     def __init__(self, params: Mapping[str, np.ndarray], lr: float) -> None:
-        if not lr > 0:
-            raise ValueError(f"lr must be > 0; got {lr}")
+        if isinstance(lr, bool) or not isinstance(lr, (int, float, np.floating)) or not (np.isfinite(lr) and lr > 0):
+            raise ValueError(f"lr must be a positive finite number; got {lr!r}")
         self.params = dict(params)
         self.lr = float(lr)
 

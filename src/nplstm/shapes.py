@@ -34,6 +34,11 @@ def as_real_array(a: object, name: str, dtype: np.dtype, check_finite: bool = Fa
     Integers and floats are accepted and cast; booleans, complex numbers,
     strings and objects raise TypeError naming the dtype given.
     """
+    if isinstance(a, np.ma.MaskedArray):
+        raise TypeError(
+            f"{name} is a masked array, whose mask nplstm would ignore; give a plain array "
+            f"(and lengths=... for sequences of different lengths)"
+        )
     arr = np.asarray(a)
     if arr.dtype.kind not in _NUMERIC_KINDS:
         raise TypeError(f"{name} must hold real numbers (int or float); got dtype {arr.dtype}")
@@ -190,3 +195,25 @@ def sequence_in(seq: np.ndarray, orientation: Orientation, batch_first: bool) ->
     if batch_first:
         return seq.transpose(1, 0, 2)
     return seq
+
+
+def check_lengths(lengths: object, batch: int, steps: int) -> np.ndarray | None:
+    """Validate per-sequence lengths: (B,) integers with 0 < length <= T.
+
+    Returns them as int64, or None when every sequence is full (nothing to mask).
+    """
+    if lengths is None:
+        return None
+    arr = np.asarray(lengths)
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.dtype.kind == "f" and arr.size and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+        arr = arr.astype(np.int64)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"lengths must be integers; got dtype {arr.dtype}")
+    if arr.shape != (batch,):
+        raise ValueError(f"lengths must have one entry per sequence, shape ({batch},); got {arr.shape}")
+    if batch and (arr.min() < 1 or arr.max() > steps):
+        raise ValueError(f"lengths must lie in [1, T={steps}]; got values from {arr.min()} to {arr.max()}")
+    arr = arr.astype(np.int64)
+    return None if np.all(arr == steps) else arr

@@ -1,20 +1,108 @@
-"""Multi-layer and bidirectional LSTMs with torch.nn.LSTM's options and shapes.
+"""The engine: multi-layer, bidirectional LSTMs with torch.nn.LSTM's options and shapes.
 
-Every layer and direction is an :class:`~nplstm.LSTM`, run through the one
-step loop in :mod:`nplstm.cell`; this module only wires them together.
+:class:`StackedLSTM` owns the parameters (one :class:`~nplstm.params.LayerWeights`
+per layer and direction), runs the layers through the one loop in
+:mod:`nplstm.cell`, records training tapes, backpropagates through them and
+traces gates.  :class:`nplstm.LSTM` is the single-layer textbook face of
+this same engine, and :class:`nplstm.SequenceModel` puts a head on it.
+
+Two levels: :meth:`StackedLSTM.forward`, :meth:`~StackedLSTM.forward_train`
+and :meth:`~StackedLSTM.backward` take and return the user's layout;
+:meth:`~StackedLSTM.run_time_major` and :meth:`~StackedLSTM.backward_time_major`
+work on time-major arrays and serve the other faces.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Iterator
 
 import numpy as np
 
-from .cell import named_activations
-from .layer import LSTM, _positive_int, as_generator, model_dtype
-from .shapes import as_real_array, as_time_major
+from .backward import backward_sequence
+from .cell import DEFAULT_CELL, CellOptions, Trace, run_sequence
+from .modelfile import load_model_of_kind, register, save_model
+from .params import LayerWeights, as_generator, model_dtype, positive_int
+from .shapes import as_real_array, as_time_major, check_lengths
+
+#: Steps a unidirectional stack runs through all its layers at a time when no
+#: one needs every step of the lower layers: inference memory stays O(B·H)
+#: however long the sequence.
+STREAM_BLOCK = 256
 
 
+@dataclass
+class Packing:
+    """How a variable-length batch is run: rows sorted by length, longest first.
+
+    ``order`` sorts the batch, ``inverse`` undoes it; ``batch_sizes[t]`` rows
+    are active at step t; ``reverse_index[t, b]`` is the time step a
+    per-sequence reversed run reads at its step t (each sequence reversed
+    within its own length, padding left in place).
+    """
+
+    lengths: np.ndarray  # sorted, descending
+    order: np.ndarray
+    inverse: np.ndarray
+    batch_sizes: np.ndarray
+    reverse_index: np.ndarray
+    columns: np.ndarray
+
+    @classmethod
+    def of(cls, lengths: np.ndarray, T: int) -> Packing:
+        order = np.argsort(-lengths, kind="stable")
+        sorted_lengths = lengths[order]
+        steps = np.arange(T)[:, None]
+        return cls(
+            lengths=sorted_lengths,
+            order=order,
+            inverse=np.argsort(order),
+            batch_sizes=(sorted_lengths[None, :] > steps).sum(axis=1),
+            reverse_index=np.where(steps < sorted_lengths, sorted_lengths - 1 - steps, steps),
+            columns=np.arange(len(lengths))[None, :],
+        )
+
+    def reverse_each(self, seq: np.ndarray) -> np.ndarray:
+        """A copy of time-major ``seq`` with every sequence reversed within its length."""
+        return seq[self.reverse_index, self.columns]
+
+    def unreverse_into(self, target: np.ndarray, seq: np.ndarray) -> None:
+        """Inverse of :meth:`reverse_each`, writing into ``target``."""
+        target[self.reverse_index, self.columns] = seq
+
+
+@dataclass
+class Tape:
+    """What a training forward recorded, for :meth:`StackedLSTM.backward`.
+
+    Made by :meth:`StackedLSTM.forward_train` (or a face built on it); each
+    tape is independent: inference calls never touch it, and two tapes from
+    two forwards give each its own gradients.  ``layout`` records how the
+    user's arrays were shaped, so gradients come back in the same shapes.
+    """
+
+    model: Any
+    inputs: list[np.ndarray] = field(default_factory=list)  # time-major input of each layer (sorted rows)
+    traces: list[list[Trace]] = field(default_factory=list)
+    masks: list[np.ndarray | None] = field(default_factory=list)
+    h0: np.ndarray | None = None
+    c0: np.ndarray | None = None
+    packing: Packing | None = None
+    layout: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StackLayout:
+    """How the user gave ``x`` to a stack: batched or one sequence, and its full shape."""
+
+    batched: bool
+    x_shape: tuple[int, ...]
+    T: int
+    B: int
+
+
+@register
 class StackedLSTM:
     """An LSTM of ``num_layers`` layers, optionally bidirectional, like ``torch.nn.LSTM``.
 
@@ -23,7 +111,7 @@ class StackedLSTM:
     input_size, hidden_size : int
     num_layers : int
     bias : bool
-        Without bias the gate biases stay zero and are not parameters.
+        Without bias the gate biases stay zero, are read-only and are not parameters.
     batch_first : bool
         Batched ``x`` and outputs are ``(B, T, ·)`` instead of ``(T, B, ·)``.
     dropout : float
@@ -31,14 +119,22 @@ class StackedLSTM:
     bidirectional : bool
     proj_size : int
         LSTMP projection size (0: none).
-    seed, dtype
-        As for :class:`~nplstm.LSTM`.
+    cell : CellOptions, optional
+        Cell variant (activations, clip, peepholes, coupled input-forget gate);
+        the standard cell by default.
+    seed : int, numpy.random.Generator or None
+        Source of the initial weights (uniform(-1/√H, 1/√H) like PyTorch) and of dropout.
+    dtype : float64 or float32
 
     Attributes
     ----------
-    layers : list of list of LSTM
-        ``layers[l][d]``: layer ``l``, direction ``d`` (1 = reverse).
+    layers : list of list of LayerWeights
+        ``layers[l][d]``: layer ``l``, direction ``d`` (1 = reverse), with
+        public assignable ``Wf, Wi, Wc, Wo``, ``bf, bi, bc, bo`` (and ``W_hr``,
+        ``Pi, Pf, Po``).
     """
+
+    KIND = "StackedLSTM"
 
     def __init__(
         self,
@@ -51,30 +147,36 @@ class StackedLSTM:
         dropout: float = 0.0,
         bidirectional: bool = False,
         proj_size: int = 0,
-        seed: Any = None,
+        cell: CellOptions | None = None,
+        seed: int | np.random.Generator | None = None,
         dtype: Any = np.float64,
     ) -> None:
-        self.input_size = _positive_int(input_size, "input_size")
-        self.hidden_size = _positive_int(hidden_size, "hidden_size")
-        self.num_layers = _positive_int(num_layers, "num_layers")
-        self.proj_size = _positive_int(proj_size, "proj_size", minimum=0)
-        if not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1); got {dropout}")
+        self.input_size = positive_int(input_size, "input_size")
+        self.hidden_size = positive_int(hidden_size, "hidden_size")
+        self.num_layers = positive_int(num_layers, "num_layers")
+        self.proj_size = positive_int(proj_size, "proj_size", minimum=0)
+        if self.proj_size >= self.hidden_size:
+            raise ValueError(f"proj_size must be smaller than hidden_size {hidden_size}; got {proj_size}")
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be a number in [0, 1); got {dropout!r}")
+        if cell is not None and not isinstance(cell, CellOptions):
+            raise TypeError(f"cell must be an nplstm.cell.CellOptions or None; got {type(cell).__name__}")
+        self.cell = cell if cell is not None else DEFAULT_CELL
         self.dropout = float(dropout)
         self.bias = bool(bias)
         self.batch_first = bool(batch_first)
         self.bidirectional = bool(bidirectional)
         self.dtype = model_dtype(dtype)
         self._rng = as_generator(seed)
-        D, P = self.num_directions, self.proj_size or self.hidden_size
+        D, P = self.num_directions, self.state_size
         self.layers = [
             [
-                LSTM(self.input_size if l == 0 else D * P, hidden_size, seed=self._rng, dtype=self.dtype, proj_size=proj_size)
+                LayerWeights(self.input_size if l == 0 else D * P, self.hidden_size, proj_size=self.proj_size,
+                             peepholes=self.cell.peepholes, bias=self.bias, rng=self._rng, dtype=self.dtype)
                 for _ in range(D)
             ]
             for l in range(self.num_layers)
         ]
-        self._cache: dict[str, Any] | None = None
 
     @property
     def num_directions(self) -> int:
@@ -82,229 +184,397 @@ class StackedLSTM:
 
     @property
     def state_size(self) -> int:
+        """Features of the hidden state: proj_size if projecting, else hidden_size."""
         return self.proj_size or self.hidden_size
 
-    def cells(self):
-        """Yield ``(k, layer, direction, LSTM)`` with k = layer·D + direction, torch's h_n index."""
+    @property
+    def output_size(self) -> int:
+        """Features of each output step: num_directions · state_size."""
+        return self.num_directions * self.state_size
+
+    def cells(self) -> Iterator[tuple[int, int, int, LayerWeights]]:
+        """Yield ``(k, layer, direction, weights)`` with k = layer·D + direction, torch's h_n index."""
         for l, pair in enumerate(self.layers):
-            for d, cell in enumerate(pair):
-                yield l * self.num_directions + d, l, d, cell
+            for d, weights in enumerate(pair):
+                yield l * self.num_directions + d, l, d, weights
+
+    @staticmethod
+    def prefix(layer: int, direction: int) -> str:
+        return f"l{layer}{'_reverse' if direction else ''}."
 
     def parameters(self) -> dict[str, np.ndarray]:
         """Trainable arrays (views) named ``l{layer}[_reverse].{Wf,...}``."""
-        params = {}
-        for _, l, d, cell in self.cells():
-            for name, value in cell.parameters().items():
-                if self.bias or not name.startswith("b"):
-                    params[f"l{l}{'_reverse' if d else ''}.{name}"] = value
-        return params
+        return {
+            self.prefix(l, d) + name: value
+            for _, l, d, weights in self.cells()
+            for name, value in weights.parameters().items()
+        }
+
+    @property
+    def num_parameters(self) -> int:
+        return int(sum(p.size for p in self.parameters().values()))
+
+    def config(self) -> dict[str, Any]:
+        """Everything needed to rebuild this stack (weights aside), JSON-able."""
+        return {
+            "input_size": self.input_size, "hidden_size": self.hidden_size, "num_layers": self.num_layers,
+            "bias": self.bias, "batch_first": self.batch_first, "dropout": self.dropout,
+            "bidirectional": self.bidirectional, "proj_size": self.proj_size, "cell": self.cell.to_config(),
+        }
+
+    @classmethod
+    def parameter_shapes(cls, config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+        """The shape of every parameter a stack of ``config`` has, without building it."""
+        I = positive_int(config["input_size"], "input_size")
+        H = positive_int(config["hidden_size"], "hidden_size")
+        L = positive_int(config["num_layers"], "num_layers")
+        proj = positive_int(config["proj_size"], "proj_size", minimum=0)
+        if proj >= H:
+            raise ValueError(f"proj_size must be smaller than hidden_size {H}; got {proj}")
+        for flag in ("bidirectional", "bias"):
+            if not isinstance(config[flag], bool):
+                raise TypeError(f"{flag} must be true or false; got {config[flag]!r}")
+        P = proj or H
+        D = 2 if config["bidirectional"] else 1
+        cell = CellOptions.from_config(config["cell"]) if isinstance(config.get("cell"), dict) else DEFAULT_CELL
+        shapes: dict[str, tuple[int, ...]] = {}
+        for l in range(L):
+            for d in range(D):
+                names = LayerWeights.names_for(proj=bool(config["proj_size"]), peepholes=cell.peepholes,
+                                               bias=bool(config["bias"]))
+                for name in names:
+                    if name == "W_hr":
+                        shape = (P, H)
+                    elif name[0] == "W":
+                        shape = (H, P + (I if l == 0 else D * P))
+                    else:  # biases and peepholes
+                        shape = (H, 1)
+                    shapes[cls.prefix(l, d) + name] = shape
+        return shapes
 
     def __repr__(self) -> str:
+        cell = "" if self.cell.is_default else f", cell={self.cell!r}"
         return (
             f"StackedLSTM(input_size={self.input_size}, hidden_size={self.hidden_size}, num_layers={self.num_layers}, "
             f"bias={self.bias}, batch_first={self.batch_first}, dropout={self.dropout}, "
-            f"bidirectional={self.bidirectional}, proj_size={self.proj_size}, dtype={self.dtype.name})"
+            f"bidirectional={self.bidirectional}, proj_size={self.proj_size}{cell}, dtype={self.dtype.name})"
         )
 
     # --------------------------------------------------------------- files
-    FORMAT = "nplstm.StackedLSTM/1"
-    _CONFIG = ("input_size", "hidden_size", "num_layers", "bidirectional", "bias", "proj_size", "batch_first")
-
     def save(self, path: Any) -> Any:
-        """Write to ``.npz`` (no pickle, atomically), tensors named as in a torch state dict."""
-        from .interop.torch_format import to_torch_state_dict
-        from .io import save_npz
-
-        arrays = to_torch_state_dict(self, as_numpy=True)
-        arrays["format"] = np.array(self.FORMAT)
-        arrays["config"] = np.array([int(getattr(self, k)) for k in self._CONFIG], dtype=np.int64)
-        return save_npz(path, arrays)
+        """Write to ``.npz`` (no pickle, atomically); read back with :meth:`load` or ``nplstm.weights.load_model``."""
+        return save_model(self, path)
 
     @classmethod
-    def load(cls, path: Any) -> StackedLSTM:
+    def load(cls, path: Any, **kwargs: Any) -> StackedLSTM:
         """Read a stack written by :meth:`save`; a malformed file raises WeightsFileError."""
-        from .io import read_npz
-
-        return cls.from_arrays(read_npz(path), str(path))
+        return load_model_of_kind(path, cls, **kwargs)
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray], source: str = "arrays") -> StackedLSTM:
-        from .interop.gates import InteropError
-        from .interop.torch_format import from_torch
-        from .io import WeightsFileError
+    def from_config(cls, config: dict[str, Any], dtype: Any) -> StackedLSTM:
+        cfg = dict(config)
+        cell = cfg.pop("cell", None)
+        return cls(**cfg, cell=CellOptions.from_config(cell) if cell is not None else None, seed=0, dtype=dtype)
 
-        arrays = dict(arrays)
-        fmt, cfg = arrays.pop("format", None), arrays.pop("config", None)
-        if fmt is None or fmt.dtype.kind != "U" or str(fmt) != cls.FORMAT:
-            raise WeightsFileError(f"{source}: not an nplstm StackedLSTM file (format tag {fmt!r})")
-        if cfg is None or cfg.shape != (len(cls._CONFIG),) or cfg.dtype.kind not in "iu":
-            raise WeightsFileError(f"{source}: 'config' must be {len(cls._CONFIG)} integers")
-        config = dict(zip(cls._CONFIG, (int(v) for v in cfg)))
-        try:
-            stack = from_torch(arrays, batch_first=bool(config["batch_first"]))
-        except InteropError as exc:
-            raise WeightsFileError(f"{source}: {exc}") from None
-        found = {k: int(getattr(stack, k)) for k in cls._CONFIG}
-        if found != config:
-            raise WeightsFileError(f"{source}: config {config} does not match the arrays, which imply {found}")
-        return stack
-
-    # ------------------------------------------------------------- forward
-    def _initial_states(self, hx: Any, batch: int, batched: bool, check_finite: bool) -> tuple[np.ndarray, np.ndarray]:
+    # -------------------------------------------------------- user layout
+    def _user_in(
+        self, x: Any, hx: Any, lengths: Any, check_finite: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, StackLayout]:
+        x3, batched = as_time_major(x, self.input_size, self.dtype, self.batch_first, check_finite)
+        T, B, _ = x3.shape
         LD = self.num_layers * self.num_directions
-        shapes = {"h_0": (LD, batch, self.state_size), "c_0": (LD, batch, self.hidden_size)}
+        shapes = {"h_0": (LD, B, self.state_size), "c_0": (LD, B, self.hidden_size)}
         if hx is None:
-            return tuple(np.zeros(s, dtype=self.dtype) for s in shapes.values())  # type: ignore[return-value]
-        if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-            raise TypeError("hx must be a pair (h_0, c_0)")
-        states = []
-        for (name, shape), value in zip(shapes.items(), hx):
-            arr = as_real_array(value, name, self.dtype, check_finite)
-            expected = shape if batched else (shape[0], shape[2])
-            if arr.shape != expected:
-                raise ValueError(f"{name} must have shape {expected}; got {arr.shape}")
-            states.append(arr.reshape(shape))
-        return states[0], states[1]
+            h0, c0 = (np.zeros(s, dtype=self.dtype) for s in shapes.values())
+        else:
+            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                raise TypeError(f"hx must be a pair (h_0, c_0); got {type(hx).__name__}")
+            states = []
+            for (name, shape), value in zip(shapes.items(), hx):
+                arr = as_real_array(value, name, self.dtype, check_finite)
+                expected = shape if batched else (shape[0], shape[2])
+                if arr.shape != expected:
+                    raise ValueError(f"{name} must have shape {expected}; got {arr.shape}")
+                states.append(arr.reshape(shape))
+            h0, c0 = states
+        return x3, h0, c0, check_lengths(lengths, B, T), StackLayout(batched, np.shape(x), T, B)
+
+    def _user_out(self, seq: np.ndarray | None, layout: StackLayout) -> np.ndarray | None:
+        if seq is None:
+            return None
+        if not layout.batched:
+            return seq[:, 0]
+        return np.ascontiguousarray(seq.transpose(1, 0, 2)) if self.batch_first else seq
+
+    def _user_states(self, h: np.ndarray, c: np.ndarray, layout: StackLayout) -> tuple[np.ndarray, np.ndarray]:
+        return (h, c) if layout.batched else (h[:, 0], c[:, 0])
 
     def forward(
-        self, x: Any, hx: tuple[Any, Any] | None = None, *, train: bool = False, check_finite: bool = False
-    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        self, x: Any, hx: tuple[Any, Any] | None = None, *, lengths: Any = None,
+        return_sequences: bool = True, check_finite: bool = False,
+    ) -> tuple[np.ndarray | None, tuple[np.ndarray, np.ndarray]]:
         """Run the stack; returns ``(outputs, (h_n, c_n))`` with torch's shapes.
 
-        ``x`` is ``(T, B, I)`` (``(B, T, I)`` with batch_first) or unbatched
-        ``(T, I)``; ``hx = (h_0, c_0)`` of shapes ``(L·D, B, P)`` and
-        ``(L·D, B, H)`` (no B when unbatched), zeros if omitted.  ``outputs``
-        is ``(T, B, D·P)``; ``train=True`` applies dropout and keeps what
-        :meth:`backward` needs.
+        Parameters
+        ----------
+        x : array_like
+            ``(T, B, I)`` (``(B, T, I)`` with batch_first) or one sequence ``(T, I)``.
+        hx : (h_0, c_0), optional
+            Shapes ``(L·D, B, P)`` and ``(L·D, B, H)`` (no B for one sequence); zeros if omitted.
+        lengths : array_like of int, optional
+            Length of each sequence (B,), 0 < length <= T: outputs past it are zero,
+            final states are those at its last step, and the reverse direction
+            starts there (``pack_padded_sequence`` semantics).
+        return_sequences : bool
+            If False, ``outputs`` is None and memory stays O(B·H) for a
+            unidirectional stack, however long the sequence.
+        check_finite : bool
+            Refuse NaN or inf in the inputs.
+
+        Returns
+        -------
+        outputs : ``(T, B, D·P)`` (``(B, T, D·P)`` with batch_first) or None
+        (h_n, c_n) : ``(L·D, B, P)``, ``(L·D, B, H)``
         """
-        outputs, states, cache = self._run(x, hx, record=train, dropout=train, check_finite=check_finite)
-        self._cache = cache if train else None
-        return outputs, states
+        x3, h0, c0, lengths, layout = self._user_in(x, hx, lengths, check_finite)
+        outputs, h_n, c_n, _ = self.run_time_major(x3, h0, c0, lengths=lengths, return_sequences=return_sequences)
+        return self._user_out(outputs, layout), self._user_states(h_n, c_n, layout)
 
     __call__ = forward
 
-    def trace(self, x: Any, hx: tuple[Any, Any] | None = None) -> list[list[dict[str, np.ndarray]]]:
-        """Gate activations and states of every layer and direction (no dropout).
+    def forward_train(
+        self, x: Any, hx: tuple[Any, Any] | None = None, *, lengths: Any = None, check_finite: bool = False
+    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], Tape]:
+        """Like :meth:`forward` with dropout applied, also returning the :class:`Tape` for :meth:`backward`."""
+        x3, h0, c0, lengths, layout = self._user_in(x, hx, lengths, check_finite)
+        outputs, h_n, c_n, tape = self.run_time_major(x3, h0, c0, lengths=lengths, record=True, dropout=True)
+        assert tape is not None and outputs is not None
+        tape.layout = layout
+        seq = self._user_out(outputs, layout)
+        assert seq is not None
+        return seq.copy(), self._user_states(h_n, c_n, layout), tape
 
-        ``result[l][d]`` is ``{"f", "i", "g", "o", "c", "h"}``, each
-        ``(T, B, ·)`` time-major (``(T, ·)`` for unbatched ``x``), indexed by
-        original time also for the reverse direction.
+    def backward(self, tape: Tape, d_outputs: Any = None, d_h_n: Any = None, d_c_n: Any = None) -> dict[str, np.ndarray]:
+        """Gradients of a loss through the forward that recorded ``tape``.
+
+        Arguments are dL/d(what :meth:`forward_train` returned), in the same
+        shapes (None: zero).  Returns gradients named as in :meth:`parameters`,
+        plus ``x``, ``h_0`` and ``c_0``.
         """
-        _, _, cache = self._run(x, hx, record=True, dropout=False, check_finite=False)
-        return [
-            [{k: (v if cache["batched"] else v[:, 0]).copy() for k, v in named_activations(t).items()} for t in layer]
-            for layer in cache["traces"]
-        ]
+        layout = self._check_tape(tape)
+        assert isinstance(layout, StackLayout)
+        T, B = layout.T, layout.B
+        LD, P, H = self.num_layers * self.num_directions, self.state_size, self.hidden_size
+        D = self.num_directions
 
-    def _run(
-        self, x: Any, hx: Any, *, record: bool, dropout: bool, check_finite: bool
-    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], dict[str, Any] | None]:
-        x3, batched = as_time_major(x, self.input_size, self.dtype, self.batch_first, check_finite)
-        T, B, _ = x3.shape
-        h0, c0 = self._initial_states(hx, B, batched, check_finite)
-        D, P, H = self.num_directions, self.state_size, self.hidden_size
-        h_n = np.empty((self.num_layers * D, B, P), dtype=self.dtype)
-        c_n = np.empty((self.num_layers * D, B, H), dtype=self.dtype)
-        layer_input = x3
-        inputs, traces, masks = [], [], []
-        for l, pair in enumerate(self.layers):
-            out = np.empty((T, B, D * P), dtype=self.dtype)
-            layer_traces = []
-            for d, cell in enumerate(pair):
-                k = l * D + d
-                trace = cell.new_trace(T, B) if record else None
-                h_n[k], c_n[k] = cell.run_time_major(
-                    layer_input, h0[k], c0[k], outputs=out[:, :, d * P : (d + 1) * P], trace=trace, reverse=d == 1
-                )
-                layer_traces.append(trace)
-            inputs.append(layer_input)
-            traces.append(layer_traces)
-            mask = None
-            if dropout and self.dropout and l < self.num_layers - 1:
-                mask = (self._rng.random(out.shape) >= self.dropout) / (1.0 - self.dropout)
-                out *= mask
-            masks.append(mask)
-            layer_input = out
-        cache = (
-            {"inputs": inputs, "traces": traces, "masks": masks, "h0": h0, "c0": c0, "batched": batched, "x_shape": np.shape(x)}
-            if record
-            else None
-        )
-        outputs = layer_input
-        if not batched:
-            return outputs[:, 0], (h_n[:, 0], c_n[:, 0]), cache
-        if self.batch_first:
-            outputs = np.ascontiguousarray(outputs.transpose(1, 0, 2))
-        return outputs, (h_n, c_n), cache
-
-    # ------------------------------------------------------------ backward
-    def backward(self, d_outputs: Any = None, d_h_n: Any = None, d_c_n: Any = None) -> dict[str, np.ndarray]:
-        """Gradients for the last ``forward(..., train=True)``.
-
-        Arguments are shaped like what forward returned (None: zero).  Returns
-        the gradients named as in :meth:`parameters`, plus ``x``, ``h_0`` and
-        ``c_0``.
-        """
-        if self._cache is None:
-            raise RuntimeError("backward needs a preceding forward(..., train=True)")
-        cache = self._cache
-        batched = cache["batched"]
-        T, B = cache["inputs"][0].shape[:2]
-        D, P = self.num_directions, self.state_size
-        LD = self.num_layers * D
-
-        H = self.hidden_size
-
-        def given(value: Any, name: str, user_shape: tuple[int, ...], internal: tuple[int, ...]) -> np.ndarray | None:
+        def given(value: Any, name: str, internal: tuple[int, ...]) -> np.ndarray | None:
             if value is None:
                 return None
+            if layout.batched:
+                user = ((B, T, internal[2]) if self.batch_first else internal) if name == "d_outputs" else internal
+            else:
+                user = (internal[0], internal[2])
             arr = as_real_array(value, name, self.dtype)
-            if arr.shape != user_shape:
-                raise ValueError(f"{name} must have the shape forward returned, {user_shape}; got {arr.shape}")
-            if batched and self.batch_first and name == "d_outputs":
+            if arr.shape != user:
+                raise ValueError(f"{name} must have the shape forward returned, {user}; got {arr.shape}")
+            if layout.batched and self.batch_first and name == "d_outputs":
                 return arr.transpose(1, 0, 2)
             return arr.reshape(internal)
 
-        if batched:
-            out_user = (B, T, D * P) if self.batch_first else (T, B, D * P)
-            h_user, c_user = (LD, B, P), (LD, B, H)
-        else:
-            out_user, h_user, c_user = (T, D * P), (LD, P), (LD, H)
-        d_out = given(d_outputs, "d_outputs", out_user, (T, B, D * P))
-        d_h = given(d_h_n, "d_h_n", h_user, (LD, B, P))
-        d_c = given(d_c_n, "d_c_n", c_user, (LD, B, H))
+        grads = self.backward_time_major(
+            tape,
+            given(d_outputs, "d_outputs", (T, B, D * P)),
+            given(d_h_n, "d_h_n", (LD, B, P)),
+            given(d_c_n, "d_c_n", (LD, B, H)),
+        )
+        dx = grads["x"]
+        if layout.batched and self.batch_first:
+            dx = dx.transpose(1, 0, 2)
+        grads["x"] = np.ascontiguousarray(dx).reshape(layout.x_shape)
+        if not layout.batched:
+            grads["h_0"], grads["c_0"] = grads["h_0"][:, 0], grads["c_0"][:, 0]
+        return grads
 
+    def _check_tape(self, tape: Any) -> Any:
+        if not isinstance(tape, Tape):
+            raise TypeError(f"backward needs the Tape returned by forward_train; got {type(tape).__name__}")
+        if tape.model is not self:
+            raise ValueError("this tape was recorded by another model")
+        return tape.layout
+
+    def trace(self, x: Any, hx: tuple[Any, Any] | None = None, *, lengths: Any = None) -> list[list[dict[str, np.ndarray]]]:
+        """Gate activations and states of every layer and direction (no dropout).
+
+        ``result[l][d]`` is ``{"f", "i", "g", "o", "c", "h"}``, each shaped like
+        :meth:`forward`'s outputs (time-major, batch-first or one sequence as
+        given), indexed by original time also for the reverse direction;
+        zero past each sequence's length.
+        """
+        x3, h0, c0, lengths, layout = self._user_in(x, hx, lengths, False)
+        return [
+            [{k: self._user_out(v, layout) for k, v in named.items()} for named in layer]  # type: ignore[misc]
+            for layer in self.trace_time_major(x3, h0, c0, lengths=lengths)
+        ]
+
+    # ----------------------------------------------------------- time-major
+    def run_time_major(
+        self,
+        x: np.ndarray,
+        h0: np.ndarray,
+        c0: np.ndarray,
+        *,
+        lengths: np.ndarray | None = None,
+        record: bool = False,
+        dropout: bool = False,
+        return_sequences: bool = True,
+    ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray, Tape | None]:
+        """The engine on checked time-major arrays: ``x`` (T, B, I), ``h0`` (L·D, B, P), ``c0`` (L·D, B, H).
+
+        ``lengths`` must come from :func:`nplstm.shapes.check_lengths` (None
+        when every sequence is full).  Returns ``(outputs (T, B, D·P) or None,
+        h_n, c_n, tape or None)``; ``record`` keeps a :class:`Tape` (and the
+        outputs), ``dropout`` applies dropout between layers.
+        """
+        T, B, _ = x.shape
+        D, P, H, L = self.num_directions, self.state_size, self.hidden_size, self.num_layers
+        packing = Packing.of(lengths, T) if lengths is not None else None
+        if packing is not None:
+            x, h0, c0 = x[:, packing.order], h0[:, packing.order], c0[:, packing.order]
+        h_n = np.array(h0, dtype=self.dtype, order="C", copy=True)
+        c_n = np.array(c0, dtype=self.dtype, order="C", copy=True)
+        tape = Tape(self, h0=h_n.copy(), c0=c_n.copy(), packing=packing) if record else None
+        keep = return_sequences or record
+        outputs = np.empty((T, B, D * P), dtype=self.dtype) if keep else None
+        # A unidirectional stack in inference runs block by block through all
+        # layers, so lower layers never hold more than a block of steps.
+        block = T if (record or D == 2) else min(T, STREAM_BLOCK)
+        buffers = [np.empty((block, B, D * P), dtype=self.dtype) for _ in range(L - 1)] if not record else []
+        for start in range(0, T, max(block, 1)):
+            stop = min(T, start + block)
+            layer_input = x[start:stop]
+            for l in range(L):
+                last = l == L - 1
+                if last:
+                    out = outputs[start:stop] if outputs is not None else None
+                elif record:
+                    out = np.empty((T, B, D * P), dtype=self.dtype)
+                else:
+                    out = buffers[l][: stop - start]
+                traces = []
+                for d, weights in enumerate(self.layers[l]):
+                    k = l * D + d
+                    trace = (
+                        Trace.empty(T, B, H, P, self.dtype, projection=bool(self.proj_size), general=not self.cell.is_default)
+                        if record else None
+                    )
+                    self._run_direction(weights, d, layer_input, h_n[k], c_n[k],
+                                        None if out is None else out[:, :, d * P : (d + 1) * P], trace, packing, start)
+                    traces.append(trace)
+                mask = None
+                if dropout and self.dropout and not last and out is not None:
+                    mask = (self._rng.random(out.shape) >= self.dropout).astype(self.dtype) / (1.0 - self.dropout)
+                    out *= mask
+                if tape is not None:
+                    tape.inputs.append(layer_input)
+                    tape.traces.append(traces)  # type: ignore[arg-type]
+                    tape.masks.append(mask)
+                if out is not None:
+                    layer_input = out
+        if packing is not None:
+            outputs = outputs[:, packing.inverse] if outputs is not None else None
+            h_n, c_n = h_n[:, packing.inverse], c_n[:, packing.inverse]
+        return outputs, h_n, c_n, tape
+
+    def _run_direction(
+        self, weights: LayerWeights, direction: int, x: np.ndarray, h: np.ndarray, c: np.ndarray,
+        out: np.ndarray | None, trace: Trace | None, packing: Packing | None, start: int,
+    ) -> None:
+        """One layer and direction over ``x``; the reverse direction reads each sequence from its own end."""
+        sizes = None if packing is None else packing.batch_sizes[start : start + x.shape[0]]
+        if direction == 0:
+            run_sequence(x, weights, h, c, outputs=out, trace=trace, batch_sizes=sizes, options=self.cell)
+        elif packing is None:
+            run_sequence(x[::-1], weights, h, c, outputs=None if out is None else out[::-1],
+                         trace=None if trace is None else trace.reversed(), options=self.cell)
+        else:  # whole sequence (bidirectional runs never go block by block)
+            reversed_out = trace.h if trace is not None else (np.empty(out.shape, self.dtype) if out is not None else None)
+            run_sequence(packing.reverse_each(x), weights, h, c, outputs=reversed_out, trace=trace,
+                         batch_sizes=sizes, options=self.cell)
+            if out is not None and reversed_out is not None:
+                packing.unreverse_into(out, reversed_out)
+
+    def backward_time_major(
+        self, tape: Tape, d_outputs: np.ndarray | None, d_h_n: np.ndarray | None, d_c_n: np.ndarray | None
+    ) -> dict[str, np.ndarray]:
+        """BPTT through ``tape`` with time-major gradients (rows in the user's order)."""
+        self._check_tape(tape)
+        packing = tape.packing
+        D, P = self.num_directions, self.state_size
+        if packing is not None:
+            d_outputs = None if d_outputs is None else d_outputs[:, packing.order]
+            d_h_n = None if d_h_n is None else d_h_n[:, packing.order]
+            d_c_n = None if d_c_n is None else d_c_n[:, packing.order]
+        assert tape.h0 is not None and tape.c0 is not None
         grads: dict[str, np.ndarray] = {}
-        dh0 = np.zeros_like(cache["h0"])
-        dc0 = np.zeros_like(cache["c0"])
+        dh0 = np.zeros_like(tape.h0)
+        dc0 = np.zeros_like(tape.c0)
+        sizes = None if packing is None else packing.batch_sizes
+        d_out = d_outputs
         for l in range(self.num_layers - 1, -1, -1):
-            layer_input = cache["inputs"][l]
-            mask = cache["masks"][l]
+            layer_input = tape.inputs[l]
+            mask = tape.masks[l]
             if d_out is not None and mask is not None:
                 d_out = d_out * mask
             d_input = np.zeros(layer_input.shape, dtype=self.dtype)
-            for d, cell in enumerate(self.layers[l]):
+            for d, weights in enumerate(self.layers[l]):
                 k = l * D + d
-                g = cell.backward_time_major(
-                    layer_input,
-                    cache["h0"][k],
-                    cache["c0"][k],
-                    cache["traces"][l][d],
-                    d_out[:, :, d * P : (d + 1) * P] if d_out is not None else None,
-                    d_h[k] if d_h is not None else None,
-                    d_c[k] if d_c is not None else None,
-                    reverse=d == 1,
-                )
-                d_input += g.x
+                trace = tape.traces[l][d]
+                d_dir = None if d_out is None else d_out[:, :, d * P : (d + 1) * P]
+                common = dict(batch_sizes=sizes, options=self.cell)
+                h_k, c_k = tape.h0[k], tape.c0[k]
+                d_h = None if d_h_n is None else d_h_n[k]
+                d_c = None if d_c_n is None else d_c_n[k]
+                if d == 0:
+                    g = backward_sequence(layer_input, weights, h_k, c_k, trace, d_dir, d_h, d_c, **common)  # type: ignore[arg-type]
+                    d_input += g.x
+                elif packing is None:
+                    g = backward_sequence(layer_input[::-1], weights, h_k, c_k, trace.reversed(),
+                                          None if d_dir is None else d_dir[::-1], d_h, d_c, options=self.cell)
+                    d_input += g.x[::-1]
+                else:
+                    g = backward_sequence(packing.reverse_each(layer_input), weights, h_k, c_k, trace,
+                                          None if d_dir is None else packing.reverse_each(d_dir), d_h, d_c, **common)  # type: ignore[arg-type]
+                    dx = np.empty_like(g.x)
+                    packing.unreverse_into(dx, g.x)
+                    d_input += dx
                 dh0[k], dc0[k] = g.h0, g.c0
-                for name, value in cell.named_gradients(g).items():
-                    if self.bias or not name.startswith("b"):
-                        grads[f"l{l}{'_reverse' if d else ''}.{name}"] = value
+                named = weights.named_gradients(g.W_x, g.W_h, g.b, g.W_hr, g.P)
+                grads.update({self.prefix(l, d) + name: value for name, value in named.items()})
             d_out = d_input
-        dx = d_out
-        if batched and self.batch_first:
-            dx = dx.transpose(1, 0, 2)
-        grads["x"] = np.ascontiguousarray(dx).reshape(cache["x_shape"])
-        grads["h_0"] = dh0 if batched else dh0[:, 0]
-        grads["c_0"] = dc0 if batched else dc0[:, 0]
-        return grads
+        assert d_out is not None
+        if packing is not None:
+            d_out, dh0, dc0 = d_out[:, packing.inverse], dh0[:, packing.inverse], dc0[:, packing.inverse]
+        ordered = {name: grads[name] for name in self.parameters()}
+        ordered.update(x=d_out, h_0=dh0, c_0=dc0)
+        return ordered
+
+    def trace_time_major(
+        self, x: np.ndarray, h0: np.ndarray, c0: np.ndarray, *, lengths: np.ndarray | None = None
+    ) -> list[list[dict[str, np.ndarray]]]:
+        """Per layer and direction ``{"f", "i", "g", "o", "c", "h"}``, each (T, B, ·), original time and row order."""
+        _, _, _, tape = self.run_time_major(x, h0, c0, lengths=lengths, record=True)
+        assert tape is not None
+        packing = tape.packing
+        result = []
+        for layer in tape.traces:
+            named_layer = []
+            for d, trace in enumerate(layer):
+                named = {k: np.array(v) for k, v in trace.named().items()}
+                if packing is not None:
+                    if d == 1:
+                        for k, v in named.items():
+                            packing.unreverse_into(v, v.copy())
+                    named = {k: v[:, packing.inverse] for k, v in named.items()}
+                named_layer.append(named)
+            result.append(named_layer)
+        return result

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from . import kernels
-from .cell import PREACT_LIMIT, cell_step_
-from .shapes import Orientation, resolve_states, state_out
-
-if TYPE_CHECKING:
-    from .layer import LSTM
+from .cell import DEFAULT_CELL, CellOptions, cell_step_
+from .params import LayerWeights
+from .shapes import Orientation, as_real_array, resolve_states, state_out
 
 
 class StreamState:
@@ -24,29 +21,29 @@ class StreamState:
     four gates.
     """
 
-    def __init__(self, lstm: LSTM, h0: np.ndarray, c0: np.ndarray, orientation: Orientation) -> None:
-        B, P, I, H = h0.shape[0], lstm.state_size, lstm.input_size, lstm.hidden_size
-        dt = lstm.dtype
-        self.lstm = lstm
+    def __init__(
+        self, weights: LayerWeights, options: CellOptions, h0: np.ndarray, c0: np.ndarray, orientation: Orientation
+    ) -> None:
+        B, P, I, H = h0.shape[0], weights.state_size, weights.input_size, weights.hidden_size
+        dt = weights.dtype
+        self.weights = weights
+        self.options = options
         self.batch = B
         self.orientation = orientation
         self.z = np.zeros((B, P + I), dtype=dt)
         self.z[:, :P] = h0
         self.h = self.z[:, :P]
         self.x = self.z[:, P:]
-        self.x3 = self.x[None]  # (1, B, I): the kernel's time-major view of x
         self.c = np.array(c0, dtype=dt, order="C", copy=True)
         self.gates = np.empty((B, 4 * H), dtype=dt)
         self.scratch = np.empty((B, H), dtype=dt)
-        self.h_full = np.empty((B, H), dtype=dt) if lstm.proj_size else self.h
+        self.h_full = np.empty((B, H), dtype=dt) if weights.proj_size else self.h
         # Views of the model's own storage: assignments and in-place edits of
-        # lstm.Wf etc. show up here too.
-        self.WT = lstm._WT.reshape(P + I, 4 * H)
-        self.W_xT, self.W_hT, self.b = lstm.fused_T()
-        self.W_hrT = lstm.W_hr.T if lstm.proj_size else None
-        self.use_kernel = not lstm.proj_size and kernels.use_kernel(B, H, P, I)
-        self.limit = PREACT_LIMIT[dt]
-        self.empty = np.empty((0, B, 0), dtype=dt)
+        # lstm.Wf etc. show up here too.  Fused rows are [W_h; W_x], matching z = [h; x].
+        self.WT = weights.fused_matrix()
+        self.b = weights.fused()[2]
+        self.W_hrT = weights.W_hr.T if weights.W_hr is not None else None
+        self.peepholes = weights.peephole_rows() if options.peepholes else None
         self.hidden = state_out(self.h, orientation)  # views: column/vector only arise with B = 1
         self.cell = state_out(self.c, orientation)
         self.x_shapes = {(B, I)} | ({(I,), (I, 1)} if B == 1 else set())
@@ -68,14 +65,17 @@ def _batch_of(states: tuple[tuple[Any, int], ...], batch: int | None) -> tuple[i
     return 1, False
 
 
-def initial_state(lstm: LSTM, h0: Any = None, c0: Any = None, *, batch: int | None = None) -> StreamState:
+def initial_state(
+    weights: LayerWeights, options: CellOptions = DEFAULT_CELL, h0: Any = None, c0: Any = None, *,
+    batch: int | None = None,
+) -> StreamState:
     """A :class:`StreamState` from initial states given as for ``forward`` (zeros if omitted)."""
-    B, batched = _batch_of(((h0, lstm.state_size), (c0, lstm.hidden_size)), batch)
+    B, batched = _batch_of(((h0, weights.state_size), (c0, weights.hidden_size)), batch)
     h, c, orientation = resolve_states(
-        h0, c0, hidden_size=lstm.hidden_size, state_size=lstm.state_size, batch=B,
-        batched=batched, dtype=lstm.dtype, check_finite=False,
+        h0, c0, hidden_size=weights.hidden_size, state_size=weights.state_size, batch=B,
+        batched=batched, dtype=weights.dtype, check_finite=False,
     )
-    return StreamState(lstm, h, c, orientation)
+    return StreamState(weights, options, h, c, orientation)
 
 
 def step(state: StreamState, x_t: Any) -> np.ndarray:
@@ -90,16 +90,13 @@ def step(state: StreamState, x_t: Any) -> np.ndarray:
         B, I = state.x.shape
         also = f" or ({I},)" if B == 1 else ""
         raise ValueError(f"x_t must have shape ({B}, {I}){also} for this stream; got {shape}")
+    if not isinstance(x_t, np.ndarray) or x_t.dtype.kind not in "iuf":
+        x_t = as_real_array(x_t, "x_t", state.x.dtype)  # refuses bool, complex, text; allocates only then
     np.copyto(state.x, np.reshape(x_t, state.x.shape), casting="same_kind")
-    if state.use_kernel:
-        kernels.sequence_kernel()(
-            state.x3, state.W_xT, state.W_hT, state.b, state.h, state.c, state.gates,
-            state.empty, state.empty, state.empty, state.limit,
-        )
-    else:
-        np.matmul(state.z, state.WT, out=state.gates)
-        np.add(state.gates, state.b, out=state.gates)
-        cell_step_(state.gates, state.c, state.h_full, state.scratch)
-        if state.W_hrT is not None:
-            np.matmul(state.h_full, state.W_hrT, out=state.h)
+    # One fused product for all four gates, then the one step body of cell.py.
+    np.matmul(state.z, state.WT, out=state.gates)
+    np.add(state.gates, state.b, out=state.gates)
+    cell_step_(state.gates, state.c, state.h_full, state.scratch, state.options, state.peepholes)
+    if state.W_hrT is not None:
+        np.matmul(state.h_full, state.W_hrT, out=state.h)
     return state.hidden

@@ -20,26 +20,20 @@ from typing import Any, Union
 
 import numpy as np
 
-from .io import WeightsFileError, read_npz
-from .model import FORMAT as SEQUENCE_MODEL_FORMAT
+from .io import WeightsFileError
+from .layer import LSTM
 from .model import SequenceModel
+from .modelfile import load_model as load_npz_model
 from .stack import StackedLSTM
 
-Model = Union[SequenceModel, StackedLSTM]
+Model = Union[SequenceModel, StackedLSTM, LSTM]
 
 
 def load_model(path: str | os.PathLike) -> Model:
     """Load a :class:`SequenceModel` or :class:`StackedLSTM` from a weights file."""
     suffix = Path(path).suffix.lower()
     if suffix == ".npz":
-        arrays = read_npz(path)
-        fmt = arrays.get("format")
-        tag = str(fmt) if fmt is not None and fmt.dtype.kind == "U" and fmt.ndim == 0 else None
-        if tag == SEQUENCE_MODEL_FORMAT:
-            return SequenceModel.from_arrays(arrays, str(path))
-        if tag == StackedLSTM.FORMAT:
-            return StackedLSTM.from_arrays(arrays, str(path))
-        raise WeightsFileError(f"{path}: not an nplstm weights file (format tag {tag!r})")
+        return load_npz_model(path)
     if suffix in (".pt", ".pth"):
         _need("torch", path)
         from .interop.torch_format import load_torch
@@ -61,8 +55,12 @@ def _need(module: str, path: Any) -> None:
 
 
 def stack_of(model: Model) -> StackedLSTM | Any:
-    """The recurrent part of a model."""
-    return model.lstm if isinstance(model, SequenceModel) else model
+    """The recurrent engine of a model."""
+    if isinstance(model, SequenceModel):
+        return model.lstm
+    if isinstance(model, LSTM):
+        return model.engine
+    return model
 
 
 def describe(model: Model) -> dict[str, Any]:
@@ -74,10 +72,8 @@ def describe(model: Model) -> dict[str, Any]:
         "parameters": int(sum(p.size for p in params.values())),
         "shapes": {name: tuple(p.shape) for name, p in params.items()},
     }
-    if isinstance(model, StackedLSTM):
-        info.update({k: getattr(model, k) for k in StackedLSTM._CONFIG})
-    else:
-        info.update(model.config())
+    config = model.config() if hasattr(model, "config") else {}
+    info.update({k: v for k, v in config.items() if k != "cell"})
     return info
 
 
@@ -89,13 +85,14 @@ def run_model(model: Model, x: np.ndarray) -> dict[str, np.ndarray]:
     """
     if isinstance(model, SequenceModel):
         batch = x if x.ndim == 3 else x[None]
-        prediction, outputs, (h, c) = model.run(batch)
+        prediction, outputs, (h, c) = model.run(batch, return_sequences=True)
+        assert outputs is not None
         squeeze = x.ndim != 3
         return {
             "outputs": outputs[0] if squeeze else outputs,
-            "h": h[0] if squeeze else h,
-            "c": c[0] if squeeze else c,
+            "h": h[:, 0] if squeeze else h,
+            "c": c[:, 0] if squeeze else c,
             "prediction": prediction[0] if squeeze else prediction,
         }
-    outputs, (h, c) = model.forward(x)
+    outputs, (h, c) = stack_of(model).forward(x)
     return {"outputs": outputs, "h": h, "c": c}

@@ -7,7 +7,7 @@ from typing import Mapping
 import numpy as np
 
 from ..io import WeightsFileError, require
-from ..layer import LSTM
+from ..params import LayerWeights
 
 #: nplstm's public attribute suffix of each gate letter used in the orders below.
 _SUFFIX = {"i": "i", "f": "f", "g": "c", "c": "c", "o": "o"}
@@ -17,7 +17,7 @@ class InteropError(WeightsFileError):
     """Weights from another framework that do not fit: wrong names, shapes or settings."""
 
 
-def packed(cell: LSTM, order: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def packed(cell: LayerWeights, order: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(W_ih (4H, I), W_hh (4H, P), b (4H,))`` with gates stacked in ``order``.
 
     ``order`` spells the gates with i, f, o and g or c (candidate), e.g.
@@ -31,7 +31,7 @@ def packed(cell: LSTM, order: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def unpack(
-    cell: LSTM, order: str, W_ih: np.ndarray, W_hh: np.ndarray, b: np.ndarray | None, W_hr: np.ndarray | None = None
+    cell: LayerWeights, order: str, W_ih: np.ndarray, W_hh: np.ndarray, b: np.ndarray | None, W_hr: np.ndarray | None = None
 ) -> None:
     """Set ``cell``'s weights from packed ``W_ih``, ``W_hh`` and summed bias ``b`` (None: zeros).
 
@@ -41,7 +41,8 @@ def unpack(
     for k, g in enumerate(order):
         rows = slice(k * H, (k + 1) * H)
         setattr(cell, f"W{_SUFFIX[g]}", np.concatenate([W_hh[rows], W_ih[rows]], axis=1))
-        setattr(cell, f"b{_SUFFIX[g]}", np.zeros(H) if b is None else b[rows])
+        if cell.has_bias:
+            setattr(cell, f"b{_SUFFIX[g]}", np.zeros(H) if b is None else b[rows])
     if W_hr is not None:
         cell.W_hr = W_hr
 

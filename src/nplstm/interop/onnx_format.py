@@ -46,7 +46,7 @@ def to_onnx(
 
     if stack.proj_size:
         raise InteropError("the ONNX LSTM operator has no projection: a stack with proj_size > 0 cannot be exported")
-    from ..layer import model_dtype
+    from ..params import model_dtype
 
     np_dtype = model_dtype(dtype)
     elem = TensorProto.DOUBLE if np_dtype == np.float64 else TensorProto.FLOAT

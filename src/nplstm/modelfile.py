@@ -1,0 +1,225 @@
+"""The one ``.npz`` schema for every nplstm model, and its one loader.
+
+A file holds, besides the parameters (named exactly as the model's
+``parameters()``):
+
+==========  =========================================================
+member      content
+==========  =========================================================
+``format``  the text ``"nplstm"``
+``version`` the integer :data:`VERSION` (2)
+``kind``    ``"LSTM"``, ``"StackedLSTM"`` or ``"SequenceModel"``
+``config``  JSON text: the constructor arguments (``model.config()``)
+``dtype``   ``"float64"`` or ``"float32"``
+==========  =========================================================
+
+Loading checks the schema, the config and every parameter's name, shape,
+dtype and finiteness before the model is built, and refuses parameter sets
+larger than ``max_bytes`` (default :data:`DEFAULT_MAX_PARAMETER_BYTES`) as
+implied by the config, before any parameter is read.  Files of the two
+earlier schemas (``nplstm.SequenceModel/1``, ``nplstm.StackedLSTM/1``) still
+load.  Model classes register themselves with :func:`register`, so this
+module imports none of them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any, Protocol
+
+import numpy as np
+
+from .io import WeightsFileError, read_npz, require, save_npz
+
+VERSION = 2
+FORMAT = "nplstm"
+
+#: Largest parameter set a file may describe unless ``max_bytes`` says otherwise (2 GiB).
+DEFAULT_MAX_PARAMETER_BYTES = 1 << 31
+
+_LEGACY_SEQUENCE_MODEL = "nplstm.SequenceModel/1"
+_LEGACY_STACK = "nplstm.StackedLSTM/1"
+_META = ("format", "version", "kind", "config", "dtype")
+
+
+class Persistent(Protocol):
+    """What a model class offers to be saved and loaded."""
+
+    KIND: str
+    dtype: np.dtype
+
+    def config(self) -> dict[str, Any]: ...
+
+    def parameters(self) -> dict[str, np.ndarray]: ...
+
+
+KINDS: dict[str, Any] = {}
+
+
+def register(cls: Any) -> Any:
+    """Class decorator: make ``cls`` (with ``KIND``, ``parameter_shapes``, ``from_config``) loadable."""
+    KINDS[cls.KIND] = cls
+    return cls
+
+
+def save_model(model: Persistent, path: str | os.PathLike) -> Any:
+    """Write ``model`` in the one schema (no pickle, atomically)."""
+    arrays: dict[str, np.ndarray] = {name: np.asarray(p) for name, p in model.parameters().items()}
+    clash = set(arrays) & set(_META)
+    assert not clash, f"parameter names clash with the schema: {clash}"
+    arrays.update(
+        format=np.array(FORMAT),
+        version=np.array(VERSION, dtype=np.int64),
+        kind=np.array(model.KIND),
+        config=np.array(json.dumps(model.config(), sort_keys=True)),
+        dtype=np.array(model.dtype.name),
+    )
+    return save_npz(path, arrays)
+
+
+def load_model(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_PARAMETER_BYTES) -> Any:
+    """Load any nplstm model file (either schema); WeightsFileError for anything malformed."""
+    return model_from_arrays(read_npz(path), str(path), max_bytes=max_bytes)
+
+
+def load_model_of_kind(path: str | os.PathLike, cls: Any, *, max_bytes: int = DEFAULT_MAX_PARAMETER_BYTES) -> Any:
+    """Like :func:`load_model`, refusing a file of another kind than ``cls``."""
+    model = load_model(path, max_bytes=max_bytes)
+    if not isinstance(model, cls):
+        raise WeightsFileError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}")
+    return model
+
+
+def _text(arrays: dict[str, np.ndarray], name: str) -> str | None:
+    value = arrays.get(name)
+    if value is None or value.dtype.kind != "U" or value.ndim != 0:
+        return None
+    return str(value)
+
+
+def model_from_arrays(arrays: dict[str, np.ndarray], source: str = "arrays", *,
+                      max_bytes: int = DEFAULT_MAX_PARAMETER_BYTES) -> Any:
+    """Build a model from the arrays of a file, checking everything before building it."""
+    tag = _text(arrays, "format")
+    if tag == _LEGACY_SEQUENCE_MODEL:
+        kind, config, dtype, params, legacy_stack = _legacy_sequence_model(arrays, source)
+    elif tag == _LEGACY_STACK:
+        kind, config, dtype, params, legacy_stack = _legacy_stack(arrays, source)
+    elif tag == FORMAT:
+        version = arrays.get("version")
+        if version is None or version.shape != () or version.dtype.kind not in "iu" or int(version) != VERSION:
+            raise WeightsFileError(f"{source}: unsupported nplstm file version {version!r}; this nplstm reads {VERSION}")
+        kind = _text(arrays, "kind") or ""
+        dtype = _text(arrays, "dtype") or ""
+        try:
+            config = json.loads(_text(arrays, "config") or "")
+        except ValueError:
+            raise WeightsFileError(f"{source}: 'config' is not JSON text") from None
+        params = {k: v for k, v in arrays.items() if k not in _META}
+        legacy_stack = None
+    else:
+        raise WeightsFileError(f"{source}: not an nplstm weights file (format tag {tag!r})")
+    if kind not in KINDS:
+        raise WeightsFileError(f"{source}: unknown model kind {kind!r}; expected one of {sorted(KINDS)}")
+    if dtype not in ("float32", "float64"):
+        raise WeightsFileError(f"{source}: dtype {dtype!r}; expected float32 or float64")
+    cls = KINDS[kind]
+    if not isinstance(config, dict) or not all(isinstance(k, str) for k in config):
+        raise WeightsFileError(f"{source}: 'config' must be a JSON object; got {config!r}")
+    try:
+        shapes = cls.parameter_shapes(config)
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
+        raise WeightsFileError(f"{source}: malformed {kind} config {config}: {type(exc).__name__}: {exc}") from None
+    itemsize = np.dtype(dtype).itemsize
+    total = sum(math.prod(s) for s in shapes.values()) * itemsize
+    if total > max_bytes:
+        raise WeightsFileError(
+            f"{source}: config {config} implies {total} bytes of parameters, over the limit of {max_bytes} "
+            f"(pass max_bytes= to allow more)"
+        )
+    if legacy_stack is not None:
+        params = legacy_stack(shapes)
+    unexpected = sorted(set(params) - set(shapes))
+    if unexpected:
+        raise WeightsFileError(f"{source}: arrays {unexpected[:5]} do not belong to a {kind} with config {config}")
+    values = {name: require(params, name, shape, source) for name, shape in shapes.items()}
+    try:
+        model = cls.from_config(config, dtype)
+    except (TypeError, ValueError) as exc:
+        raise WeightsFileError(f"{source}: malformed {kind} config {config}: {exc}") from None
+    targets = model.parameters()
+    assert set(targets) == set(values), "parameter_shapes and parameters() disagree"
+    for name, value in values.items():  # all checked before any is set: nothing partially loaded
+        targets[name][...] = value
+    return model
+
+
+# ------------------------------------------------------ earlier schemas
+def _legacy_config(arrays: dict[str, np.ndarray], source: str, n: int) -> list[int]:
+    cfg = arrays.get("config")
+    if cfg is None or cfg.shape != (n,) or cfg.dtype.kind not in "iu":
+        raise WeightsFileError(f"{source}: 'config' must be {n} integers")
+    values = [int(v) for v in cfg]
+    if min(values) < 0 or max(values) > 1 << 30:
+        raise WeightsFileError(f"{source}: implausible config {values}")
+    return values
+
+
+def _dtype_of(arrays: dict[str, np.ndarray], name: str, source: str) -> str:
+    value = arrays.get(name)
+    if value is None or value.dtype not in (np.float32, np.float64):
+        raise WeightsFileError(f"{source}: {name!r} is missing or not float32/float64")
+    return value.dtype.name
+
+
+def _legacy_sequence_model(arrays: dict[str, np.ndarray], source: str) -> tuple[str, dict[str, Any], str, dict[str, np.ndarray], None]:
+    I, H, O, m2m = _legacy_config(arrays, source, 4)
+    if m2m not in (0, 1):
+        raise WeightsFileError(f"{source}: implausible config {[I, H, O, m2m]}")
+    config = {"input_size": I, "hidden_size": H, "output_size": O, "many_to_many": bool(m2m)}
+    params = {
+        (f"lstm.l0.{k[5:]}" if k.startswith("lstm.") else k): v
+        for k, v in arrays.items() if k not in ("format", "config")
+    }
+    return "SequenceModel", config, _dtype_of(arrays, "lstm.Wf", source), params, None
+
+
+def _legacy_stack(arrays: dict[str, np.ndarray], source: str) -> tuple[str, dict[str, Any], str, dict[str, np.ndarray], Any]:
+    """Version-1 stack files hold torch-named tensors (gates i, f, g, o; two biases)."""
+    I, H, L, bidirectional, bias, proj, batch_first = _legacy_config(arrays, source, 7)
+    config = {"input_size": I, "hidden_size": H, "num_layers": L, "bidirectional": bool(bidirectional),
+              "bias": bool(bias), "proj_size": proj, "batch_first": bool(batch_first)}
+    tensors = {k: v for k, v in arrays.items() if k not in ("format", "config")}
+
+    def convert(shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+        P = proj or H
+        out: dict[str, np.ndarray] = {}
+        used = set()
+        for l in range(L):
+            for d in range(2 if bidirectional else 1):
+                sfx = f"_l{l}{'_reverse' if d else ''}"
+                prefix = f"l{l}{'_reverse' if d else ''}."
+                w_ih = require(tensors, f"weight_ih{sfx}", (4 * H, shapes[prefix + "Wf"][1] - P), source)
+                w_hh = require(tensors, f"weight_hh{sfx}", (4 * H, P), source)
+                used |= {f"weight_ih{sfx}", f"weight_hh{sfx}"}
+                b = None
+                if bias:
+                    b = require(tensors, f"bias_ih{sfx}", (4 * H,), source) + require(tensors, f"bias_hh{sfx}", (4 * H,), source)
+                    used |= {f"bias_ih{sfx}", f"bias_hh{sfx}"}
+                for k, gate in enumerate("ifgo"):
+                    rows = slice(k * H, (k + 1) * H)
+                    suffix = "c" if gate == "g" else gate
+                    out[f"{prefix}W{suffix}"] = np.concatenate([w_hh[rows], w_ih[rows]], axis=1)
+                    if b is not None:
+                        out[f"{prefix}b{suffix}"] = b[rows, None]
+                if proj:
+                    out[f"{prefix}W_hr"] = require(tensors, f"weight_hr{sfx}", (P, H), source)
+                    used.add(f"weight_hr{sfx}")
+        extra = sorted(set(tensors) - used)
+        if extra:
+            raise WeightsFileError(f"{source}: tensors {extra[:5]} do not belong to a stack with this config")
+        return out
+
+    return "StackedLSTM", config, _dtype_of(arrays, "weight_ih_l0", source), {}, convert

@@ -1,0 +1,230 @@
+"""Parameters of one layer and direction, and the checks every constructor shares.
+
+:class:`LayerWeights` stores the four gates fused, transposed, in the order
+:data:`nplstm.cell.GATE_ORDER`, and exposes each gate as the public,
+assignable view the textbook API promises (``Wf, Wi, Wc, Wo`` of shape
+(H, P + I) acting on z = [h; x], biases ``bf, bi, bc, bo`` of shape (H, 1)).
+Reading gives a view into the fused storage, so in-place writes land there;
+assignment copies in after a shape, dtype and finiteness check.  Either way
+the next forward sees it and nothing needs re-fusing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .cell import GATE_ORDER, GATE_SUFFIX, PEEPHOLE_GATES
+from .shapes import as_real_array
+
+FLOAT_DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
+
+
+def model_dtype(dtype: Any) -> np.dtype:
+    """Validate a model dtype: float64 or float32."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as exc:
+        raise TypeError(f"dtype must be float64 or float32; got {dtype!r}") from exc
+    if dt not in FLOAT_DTYPES:
+        raise TypeError(f"dtype must be float64 or float32; got {dt}")
+    return dt
+
+
+def as_generator(seed: int | np.random.Generator | None, name: str = "seed") -> np.random.Generator:
+    """A Generator from a non-negative int seed, a Generator, or None (fresh entropy)."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+        raise ValueError(f"{name} must be a non-negative integer, a numpy.random.Generator or None; got {seed!r}")
+    return np.random.default_rng(seed)
+
+
+def positive_int(value: Any, name: str, minimum: int = 1) -> int:
+    """``value`` as an int >= ``minimum``, or ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+    return int(value)
+
+
+def checked_array(value: Any, name: str, shape: tuple[int, ...], dtype: np.dtype, *, check_finite: bool = True) -> np.ndarray:
+    """``value`` as a real array of ``shape`` in ``dtype``, refusing non-finite values unless told not to."""
+    if isinstance(value, np.ma.MaskedArray):
+        raise TypeError(f"{name} is a masked array; give a plain array (masks would be ignored)")
+    arr = as_real_array(value, name, dtype, check_finite=False)
+    if arr.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}; got {arr.shape}")
+    if check_finite and not np.isfinite(arr).all():
+        raise ValueError(f"{name} holds NaN or inf; assign finite values (or use set_parameter(..., check_finite=False))")
+    return arr
+
+
+class _GateView:
+    """Descriptor exposing one gate's slice of :class:`LayerWeights`' fused storage."""
+
+    def __init__(self, kind: str, gate: str) -> None:
+        self.kind = kind  # "W", "b" or "P"
+        self.gate = gate
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: LayerWeights | None, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        return obj.gate_view(self.kind, self.gate)
+
+    def __set__(self, obj: LayerWeights, value: Any) -> None:
+        obj.set_parameter(self.name, value)
+
+
+class LayerWeights:
+    """The weights of one LSTM layer in one direction.
+
+    Parameters
+    ----------
+    input_size, hidden_size : int
+    proj_size : int
+        LSTMP projection size (0: none); the hidden state then has P features.
+    peepholes : bool
+        Add peephole weights ``Pi, Pf, Po`` (H, 1).
+    rng : numpy.random.Generator
+        Source of the initial weights, uniform(-1/√H, 1/√H) like PyTorch.
+    dtype : float64 or float32
+    """
+
+    Wf = _GateView("W", "f")
+    Wi = _GateView("W", "i")
+    Wc = _GateView("W", "g")
+    Wo = _GateView("W", "o")
+    bf = _GateView("b", "f")
+    bi = _GateView("b", "i")
+    bc = _GateView("b", "g")
+    bo = _GateView("b", "o")
+    Pi = _GateView("P", "i")
+    Pf = _GateView("P", "f")
+    Po = _GateView("P", "o")
+
+    def __init__(
+        self, input_size: int, hidden_size: int, *, proj_size: int = 0, peepholes: bool = False,
+        bias: bool = True, rng: np.random.Generator, dtype: np.dtype,
+    ) -> None:
+        self.input_size, self.hidden_size, self.proj_size = input_size, hidden_size, proj_size
+        self.dtype = dtype
+        self.peepholes = peepholes
+        self.has_bias = bias
+        H, I, P = hidden_size, input_size, self.state_size
+        bound = 1.0 / np.sqrt(H)
+        # Transposed fused storage: WT (P + I, 4, H) reshapes to the contiguous
+        # (P + I, 4H) right-hand side of z @ Wᵀ that BLAS and the kernels want;
+        # gate k of GATE_ORDER is WT[:, k, :].T, an (H, P + I) view.
+        W = rng.uniform(-bound, bound, size=(4, H, P + I)).astype(dtype)
+        self.WT = np.ascontiguousarray(W.transpose(2, 0, 1))
+        self.b = np.zeros((4, H, 1), dtype=dtype)
+        if not bias:  # stays zero: a bias-free layer has no bias to set, save or train
+            self.b.flags.writeable = False
+        self.W_hr_storage = rng.uniform(-bound, bound, size=(P, H)).astype(dtype) if proj_size else None
+        self.P = np.zeros((len(PEEPHOLE_GATES), H, 1), dtype=dtype) if peepholes else None
+
+    @property
+    def state_size(self) -> int:
+        """Features of the hidden state: proj_size if projecting, else H."""
+        return self.proj_size or self.hidden_size
+
+    # ------------------------------------------------------------ views
+    def gate_view(self, kind: str, gate: str) -> np.ndarray:
+        if kind == "W":
+            return self.WT[:, GATE_ORDER.index(gate), :].T
+        if kind == "b":
+            return self.b[GATE_ORDER.index(gate)]
+        if self.P is None:
+            raise AttributeError(f"P{GATE_SUFFIX[gate]} exists only with peepholes")
+        return self.P[PEEPHOLE_GATES.index(gate)]
+
+    @property
+    def W_hr(self) -> np.ndarray | None:
+        """The LSTMP projection (P, H), or None without one."""
+        return self.W_hr_storage
+
+    @W_hr.setter
+    def W_hr(self, value: Any) -> None:
+        self.set_parameter("W_hr", value)
+
+    def set_parameter(self, name: str, value: Any, *, check_finite: bool = True) -> None:
+        """Copy ``value`` into parameter ``name`` after checking shape, dtype and (by default) finiteness.
+
+        Biases and peepholes (H, 1) may also be given as (H,).
+        """
+        if name[0] == "b" and not self.has_bias:
+            raise AttributeError(f"{name}: this layer was made with bias=False, so its biases stay zero")
+        if name == "W_hr":
+            if self.W_hr_storage is None:
+                raise AttributeError("W_hr exists only when proj_size > 0")
+            target = self.W_hr_storage
+        else:
+            target = getattr(self, name)
+        column = name[0] in "bP"
+        if column and np.shape(value) == (target.shape[0],):
+            value = np.reshape(value, target.shape)
+        try:
+            arr = checked_array(value, name, target.shape, self.dtype, check_finite=check_finite)
+        except ValueError as exc:
+            if column and "must have shape" in str(exc):
+                raise ValueError(f"{name} must have shape {target.shape} or ({target.shape[0]},); got {np.shape(value)}") from None
+            raise
+        target[...] = arr
+
+    @staticmethod
+    def names_for(*, proj: bool, peepholes: bool, bias: bool) -> list[str]:
+        """Parameter names of a layer with these options, in a fixed order."""
+        names = [f"W{GATE_SUFFIX[g]}" for g in "figo"]
+        if bias:
+            names += [f"b{GATE_SUFFIX[g]}" for g in "figo"]
+        if peepholes:
+            names += [f"P{GATE_SUFFIX[g]}" for g in PEEPHOLE_GATES]
+        return names + (["W_hr"] if proj else [])
+
+    def parameter_names(self) -> list[str]:
+        """Names of the trainable arrays, in a fixed order."""
+        return self.names_for(proj=bool(self.proj_size), peepholes=self.peepholes, bias=self.has_bias)
+
+    def parameters(self) -> dict[str, np.ndarray]:
+        """The trainable arrays by name (views: writing into them updates the weights)."""
+        return {name: getattr(self, name) for name in self.parameter_names()}
+
+    def fused_matrix(self) -> np.ndarray:
+        """The contiguous (P + I, 4H) view ``[W_h; W_x]ᵀ``: ``z @ it`` gives all four gates for z = [h; x]."""
+        return self.WT.reshape(-1, 4 * self.hidden_size)
+
+    def fused(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Contiguous views ``(W_xᵀ (I, 4H), W_hᵀ (P, 4H), b (4H,))``, gates in GATE_ORDER."""
+        WT = self.fused_matrix()
+        P = self.state_size
+        return WT[P:], WT[:P], self.b.reshape(4 * self.hidden_size)
+
+    def peephole_rows(self) -> np.ndarray | None:
+        """Peepholes as (3, H) rows in PEEPHOLE_GATES order, or None."""
+        return None if self.P is None else self.P[:, :, 0]
+
+    def named_gradients(self, dW_x: np.ndarray, dW_h: np.ndarray, db: np.ndarray,
+                        dW_hr: np.ndarray | None, dP: np.ndarray | None) -> dict[str, np.ndarray]:
+        """Split fused gradients ((4H, I), (4H, P), (4H,)) into ``{"Wf": ..., "bf": ..., ...}``."""
+        H, P = self.hidden_size, self.state_size
+        dW = np.concatenate([dW_h.reshape(4, H, P), dW_x.reshape(4, H, self.input_size)], axis=2)
+        db4 = db.reshape(4, H, 1)
+        named: dict[str, np.ndarray] = {}
+        for k, gate in enumerate(GATE_ORDER):
+            named[f"W{GATE_SUFFIX[gate]}"] = dW[k]
+            named[f"b{GATE_SUFFIX[gate]}"] = db4[k]  # dropped below for a bias-free layer
+        if dP is not None:
+            for k, gate in enumerate(PEEPHOLE_GATES):
+                named[f"P{GATE_SUFFIX[gate]}"] = dP[k].reshape(H, 1)
+        if dW_hr is not None:
+            named["W_hr"] = dW_hr
+        return {name: named[name] for name in self.parameter_names()}
+
+    def __repr__(self) -> str:
+        proj = f", proj_size={self.proj_size}" if self.proj_size else ""
+        peep = ", peepholes=True" if self.peepholes else ""
+        return f"LayerWeights(input_size={self.input_size}, hidden_size={self.hidden_size}{proj}{peep}, dtype={self.dtype.name})"
