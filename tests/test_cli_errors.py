@@ -8,6 +8,7 @@ error: ...``, naming the problem.
 import os
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -369,3 +370,39 @@ def test_real_process_prints_one_line_and_no_traceback(files, args, code, names)
     assert proc.returncode == code, proc.stderr
     one_line_error(proc.stderr, args[0], *names)
     assert proc.stdout == ""
+
+
+def test_finite_input_beyond_a_float32_model_is_refused(files, capsys):
+    """1e300 is finite in the file but inf once cast to the model's float32: refused, not NaN with exit 0."""
+    StackedLSTM(2, 3, seed=0, dtype=np.float32).save(files["dir"] / "s32.npz")
+    x = files["x"].copy()
+    x[2, 0] = 1e300
+    np.save(files["dir"] / "big.npy", x)
+    args = ["run", "--weights", str(files["dir"] / "s32.npz"), "--input", str(files["dir"] / "big.npy")]
+    assert main(args) == 1
+    one_line_error(capsys.readouterr().err, "run", "big.npy", "1e+300", "float32", "--allow-nonfinite")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main([*args, "--allow-nonfinite"]) == 0
+    assert [w.message for w in caught] == []  # the opt-in also silences NumPy's overflow-in-cast warning
+    captured = capsys.readouterr()
+    assert "final h" in captured.out and captured.err == ""
+    x[2, 0] = 3e38  # still inside float32's range (max 3.4028e38)
+    np.save(files["dir"] / "big.npy", x)
+    assert main(args) == 0
+
+
+def test_nonfinite_results_from_a_finite_input_are_refused(files, capsys):
+    """Weights 1e300 and -1e300 on inputs 1e10: each product overflows to ±inf and their sum is NaN."""
+    w = np.tile([[1e300, -1e300]], (4, 1))
+    huge = from_torch({"weight_ih_l0": w, "weight_hh_l0": np.zeros((4, 1)),
+                       "bias_ih_l0": np.zeros(4), "bias_hh_l0": np.zeros(4)})
+    huge.save(files["dir"] / "huge.npz")
+    np.save(files["dir"] / "big.npy", np.full((3, 2), 1e10))
+    args = ["run", "--weights", str(files["dir"] / "huge.npz"), "--input", str(files["dir"] / "big.npy")]
+    assert main(args) == 1
+    captured = capsys.readouterr()
+    one_line_error(captured.err, "run", "huge.npz", "NaN or inf", "input is finite")
+    assert captured.out == ""
+    assert main([*args, "--allow-nonfinite"]) == 0
+    assert "final h = [[nan]]" in capsys.readouterr().out

@@ -15,7 +15,7 @@ import argparse
 import json
 import sys
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Callable, Iterator, NoReturn, Sequence
 
@@ -144,7 +144,8 @@ def _read_sequence(args: argparse.Namespace, model: Any) -> np.ndarray:
 
     _existing_file(args.input, INPUT_FORMATS)
     x = read_input(args.input)
-    features = int(describe(model)["input_size"])
+    info = describe(model)
+    features = int(info["input_size"])
     where = f"{args.input} does not fit {args.weights}"
     if x.size == 0:
         raise InputError(f"{args.input} holds no numbers (shape {x.shape}); expected one time step per row")
@@ -167,18 +168,40 @@ def _read_sequence(args: argparse.Namespace, model: Any) -> np.ndarray:
                 f"{args.input} holds {int(bad.sum())} NaN or inf value(s), the first at index {first}; "
                 "pass --allow-nonfinite to run it anyway"
             )
+        model_dtype = np.dtype(info["dtype"])
+        biggest = float(np.abs(x).max())
+        limit = float(np.finfo(model_dtype).max) if model_dtype.kind == "f" else np.inf
+        if biggest > limit:  # the cast to the model's dtype would make it inf
+            raise InputError(
+                f"{args.input} holds values up to {biggest:.3g}, beyond the range of the model's "
+                f"{model_dtype} (±{limit:.3g}); pass --allow-nonfinite to run it anyway"
+            )
     return x
 
 
 @contextmanager
 def _must_fit(args: argparse.Namespace) -> Iterator[None]:
-    """Turn the library's shape and type refusals into 'input does not fit weights' (exit 1)."""
+    """Turn the library's shape and type refusals into 'input does not fit weights' (exit 1).
+
+    With ``--allow-nonfinite`` NumPy's overflow and invalid-value warnings
+    are silenced: the user asked for those numbers.
+    """
     try:
-        yield
+        with np.errstate(all="ignore") if args.allow_nonfinite else nullcontext():
+            yield
     except WeightsFileError:
         raise
     except (ValueError, TypeError) as exc:
         raise InputError(f"{args.input} does not fit {args.weights}: {exc}") from None
+
+
+def _check_finite(args: argparse.Namespace, arrays: Any) -> None:
+    """Refuse NaN or inf that the model made from a finite input (e.g. huge inputs times huge weights)."""
+    if not args.allow_nonfinite and not all(np.isfinite(a).all() for a in arrays):
+        raise InputError(
+            f"{args.weights} on {args.input} gave NaN or inf although the input is finite (values too large?); "
+            "pass --allow-nonfinite to see them"
+        )
 
 
 # -------------------------------------------------------------- commands
@@ -197,6 +220,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     x = _read_sequence(args, model)
     with _must_fit(args):
         result = run_model(model, x)
+    _check_finite(args, result.values())
     print(f"final h = {_fmt(result['h'])}")
     print(f"final c = {_fmt(result['c'])}")
     if "prediction" in result:
@@ -272,6 +296,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
         x = x[0] if lstm.batch_first else x[:, 0]
     with _must_fit(args):
         trace = lstm.trace(x) if isinstance(lstm, LSTM) else lstm.trace(x)[args.layer][0]
+    _check_finite(args, trace.values())
     path = plot_trace(x, trace, args.png, title=f"{Path(args.weights).name} on {Path(args.input).name}")
     print(f"wrote {path}")
     return 0
