@@ -406,3 +406,12 @@ def test_nonfinite_results_from_a_finite_input_are_refused(files, capsys):
     assert captured.out == ""
     assert main([*args, "--allow-nonfinite"]) == 0
     assert "final h = [[nan]]" in capsys.readouterr().out
+
+
+def test_plot_of_a_batch_says_which_sequence_it_drew(files, capsys):
+    pytest.importorskip("matplotlib")
+    np.save(files["dir"] / "batch.npy", np.zeros((5, 4, 2)))  # (T, B, I): the stack is not batch_first
+    png = files["dir"] / "g.png"
+    assert main(["plot", "--weights", str(files["stack"]), "--input", str(files["dir"] / "batch.npy"), "--png", str(png)]) == 0
+    assert capsys.readouterr().out == f"wrote {png} (sequence 0 of a batch of 4)\n"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -105,7 +105,7 @@ def output_path(*suffixes: str) -> Callable[[str], Path]:
         folder = path.parent
         if not folder.is_dir():
             raise argparse.ArgumentTypeError(f"{text}: folder {str(folder)!r} does not exist")
-        try:  # a real probe: os.access is wrong for root on a read-only mount, and saves go through a temp file
+        try:  # a real probe: saves write a temp file in this folder, and this meets what they will meet
             with tempfile.TemporaryFile(dir=folder):
                 pass
         except OSError as exc:
@@ -292,13 +292,15 @@ def cmd_plot(args: argparse.Namespace) -> int:
     if args.layer >= layers:
         raise UsageError(f"--layer {args.layer} is out of range: {args.weights} has {layers} layer(s), numbered from 0")
     x = _read_sequence(args, model)
+    note = ""
     if x.ndim == 3:  # a batch: draw its first sequence
+        note = f" (sequence 0 of a batch of {x.shape[0] if lstm.batch_first else x.shape[1]})"
         x = x[0] if lstm.batch_first else x[:, 0]
     with _must_fit(args):
         trace = lstm.trace(x) if isinstance(lstm, LSTM) else lstm.trace(x)[args.layer][0]
     _check_finite(args, trace.values())
     path = plot_trace(x, trace, args.png, title=f"{Path(args.weights).name} on {Path(args.input).name}")
-    print(f"wrote {path}")
+    print(f"wrote {path}{note}")
     return 0
 
 
@@ -320,19 +322,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
 
-    def command(name: str, help: str, func: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
-        cmd = sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".")
+    def command(name: str, summary: str, func: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+        cmd = sub.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".")
         # SUPPRESS: without the flag here, the value parsed before the command stays.
         cmd.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
         cmd.set_defaults(func=func, parser=cmd)
         return cmd
 
     def model_and_input(cmd: argparse.ArgumentParser) -> None:
-        cmd.add_argument("--weights", required=True, help=f"weights file: nplstm {WEIGHTS_FORMATS} (torch state dict)")
+        cmd.add_argument("--weights", required=True, help="an nplstm .npz, a torch state dict .pt, or an .onnx model")
         cmd.add_argument(
             "--input", required=True,
-            help=f"{INPUT_FORMATS} (one time step per row); a 1-D array is one feature per step; "
-            "a 3-D array is a batch in the model's layout",
+            help=f"{INPUT_FORMATS}: one time step per row, (T, features); a 1-D array is one feature per step; "
+            "a 3-D array is a batch, (B, T, features) for a SequenceModel, (T, B, features) for a stack "
+            "unless it is batch_first",
         )
         cmd.add_argument(
             "--allow-nonfinite", action="store_true", help="run inputs holding NaN or inf (refused by default)"
@@ -379,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the image to write, a file ending in .png (an existing directory is refused)",
     )
     plot.add_argument(
-        "--layer", type=int_option(0), default=0, help="layer of a stack to draw, from 0 (default 0, the first)"
+        "--layer", type=int_option(0), default=0, help="layer of a stack to draw, from 0 (default 0, the first); its forward direction"
     )
     return parser
 
