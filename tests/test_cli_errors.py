@@ -415,3 +415,39 @@ def test_plot_of_a_batch_says_which_sequence_it_drew(files, capsys):
     assert main(["plot", "--weights", str(files["stack"]), "--input", str(files["dir"] / "batch.npy"), "--png", str(png)]) == 0
     assert capsys.readouterr().out == f"wrote {png} (sequence 0 of a batch of 4)\n"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("option", ["--sequences", "--hidden", "--epochs"])
+def test_absurd_train_sizes_are_refused_before_any_allocation(option, tmp_path, monkeypatch, capsys):
+    """10**12 sequences would be 200 TB of data: refused by the parser, with no large allocation."""
+    import tracemalloc
+
+    monkeypatch.chdir(tmp_path)
+    tracemalloc.start()
+    try:
+        assert main(["train", option, str(10**12), "--no-progress"]) == 2
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    one_line_error(capsys.readouterr().err, "train", option, "1000000000000")
+    assert peak < 5_000_000
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_input_header_claiming_terabytes_is_one_line_without_allocation(files, capsys):
+    import tracemalloc
+
+    header = np.lib.format.header_data_from_array_1_0(np.zeros(1))
+    header["shape"] = (10**12, 2)
+    bogus = files["dir"] / "bogus.npy"
+    with open(bogus, "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, header)
+        fh.write(b"\0" * 64)
+    tracemalloc.start()
+    try:
+        assert main(["run", "--weights", str(files["stack"]), "--input", str(bogus)]) == 1
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    one_line_error(capsys.readouterr().err, "run", "bogus.npy")
+    assert peak < 5_000_000
