@@ -1,7 +1,12 @@
 """The ``nplstm`` command line (also ``python -m nplstm``).
 
 Exit codes: 0 success, 1 a bad input or weights file, 2 a usage error.
-Errors are one line on stderr; ``--debug`` shows the traceback instead.
+Errors are one line on stderr (``nplstm <command>: error: ...``);
+``--debug``, before or after the command, shows the traceback instead.
+
+Every numeric option and every output path is checked while the arguments
+are parsed, so a mistake is reported before any file is read or any work
+is done.
 """
 
 from __future__ import annotations
@@ -9,13 +14,31 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Iterator, NoReturn, Sequence
 
 import numpy as np
 
 from .io import WeightsFileError
 from .layer import LSTM
+
+#: Upper bounds of ``train``'s sizes: beyond them a laptop runs out of memory or patience.
+MAX_EPOCHS = 10_000
+MAX_HIDDEN = 1024
+MAX_SEQUENCES = 100_000
+
+INPUT_FORMATS = ".npy, .npz or .csv"
+WEIGHTS_FORMATS = ".npz, .pt or .onnx"
+
+
+class UsageError(Exception):
+    """A mistake in how the command was called (exit code 2)."""
+
+
+class InputError(Exception):
+    """An input or weights file the command cannot use (exit code 1)."""
 
 
 def classic_weights(lstm: LSTM) -> LSTM:
@@ -28,6 +51,7 @@ def classic_weights(lstm: LSTM) -> LSTM:
 
 def _print_run(title: str, lstm: LSTM, x: np.ndarray) -> None:
     outputs, final_h, final_c = lstm.forward(x, np.zeros((1, 1)), np.zeros((1, 1)))
+    assert outputs is not None  # return_sequences defaults to True
     print(title)
     for t, h in enumerate(outputs):
         print(f"  h[{t}] = {h[0, 0]: .10f}")
@@ -39,6 +63,147 @@ def _fmt(a: np.ndarray) -> str:
     return np.array2string(np.asarray(a), precision=8, suppress_small=False, max_line_width=100)
 
 
+def _one_line(text: object) -> str:
+    """``text`` with every run of whitespace, newlines included, as one space."""
+    return " ".join(str(text).split())
+
+
+# ------------------------------------------------------ argument types
+def int_option(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type=``: a whole number in ``[low, high]``, else a message naming the range."""
+    if high is not None:
+        wanted = f"an integer from {low} to {high}"
+    else:
+        wanted = "a non-negative integer" if low == 0 else f"an integer >= {low}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text, 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {wanted}; got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected {wanted}; got {text!r}")
+        return value
+
+    return parse
+
+
+def output_path(*suffixes: str) -> Callable[[str], Path]:
+    """An argparse ``type=``: a file to write, with one of ``suffixes``, in an existing writable folder.
+
+    An existing directory is refused rather than written into, so the file
+    written is always the one named.
+    """
+    wanted = " or ".join(suffixes)
+
+    def parse(text: str) -> Path:
+        path = Path(text)
+        if path.is_dir():
+            raise argparse.ArgumentTypeError(f"{text} is a directory; give a file name ending in {wanted}")
+        if path.suffix.lower() not in suffixes:
+            raise argparse.ArgumentTypeError(f"{text}: output must end in {wanted}")
+        folder = path.parent
+        if not folder.is_dir():
+            raise argparse.ArgumentTypeError(f"{text}: folder {str(folder)!r} does not exist")
+        try:  # a real probe: saves write a temp file in this folder, and this meets what they will meet
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as exc:
+            raise argparse.ArgumentTypeError(f"{text}: folder {str(folder)!r} is not writable ({exc.strerror})") from None
+        return path
+
+    return parse
+
+
+# ------------------------------------------------------------ inputs
+def _existing_file(path: str, expected: str) -> None:
+    """Refuse a missing path or a directory before a reader guesses a format from its name."""
+    p = Path(path)
+    if p.is_dir():
+        raise InputError(f"{path} is a directory; expected a {expected} file")
+    if not p.exists():
+        raise InputError(f"{path}: no such file")
+
+
+def _load_model(path: str) -> Any:
+    from .weights import load_model
+
+    _existing_file(path, WEIGHTS_FORMATS)
+    return load_model(path)
+
+
+def _read_sequence(args: argparse.Namespace, model: Any) -> np.ndarray:
+    """The input file as ``(T, I)`` or a batch, checked against the model's input size.
+
+    A 1-D file is one feature per step, so it becomes ``(T, 1)`` when the
+    model takes one feature.  NaN and inf are refused unless
+    ``--allow-nonfinite``: they would flow silently into every later state.
+    """
+    from .io import read_input
+    from .weights import describe
+
+    _existing_file(args.input, INPUT_FORMATS)
+    x = read_input(args.input)
+    info = describe(model)
+    features = int(info["input_size"])
+    where = f"{args.input} does not fit {args.weights}"
+    if x.size == 0:
+        raise InputError(f"{args.input} holds no numbers (shape {x.shape}); expected one time step per row")
+    if x.ndim == 1:
+        if features != 1:
+            raise InputError(
+                f"{where}: a 1-D input {x.shape} is one feature per time step, but the model takes {features}; "
+                f"expected (T, {features})"
+            )
+        x = x[:, None]
+    if x.ndim not in (2, 3):
+        raise InputError(f"{where}: input has {x.ndim}-D shape {x.shape}; expected (T, {features}) or a 3-D batch")
+    if x.shape[-1] != features:
+        raise InputError(f"{where}: {x.shape[-1]} features per time step (shape {x.shape}); expected {features}")
+    if not args.allow_nonfinite:
+        bad = ~np.isfinite(x)
+        if bad.any():
+            first = tuple(int(k) for k in np.argwhere(bad)[0])
+            raise InputError(
+                f"{args.input} holds {int(bad.sum())} NaN or inf value(s), the first at index {first}; "
+                "pass --allow-nonfinite to run it anyway"
+            )
+        model_dtype = np.dtype(info["dtype"])
+        biggest = float(np.abs(x).max())
+        limit = float(np.finfo(model_dtype).max) if model_dtype.kind == "f" else np.inf
+        if biggest > limit:  # the cast to the model's dtype would make it inf
+            raise InputError(
+                f"{args.input} holds values up to {biggest:.3g}, beyond the range of the model's "
+                f"{model_dtype} (±{limit:.3g}); pass --allow-nonfinite to run it anyway"
+            )
+    return x
+
+
+@contextmanager
+def _must_fit(args: argparse.Namespace) -> Iterator[None]:
+    """Turn the library's shape and type refusals into 'input does not fit weights' (exit 1).
+
+    With ``--allow-nonfinite`` NumPy's overflow and invalid-value warnings
+    are silenced: the user asked for those numbers.
+    """
+    try:
+        with np.errstate(all="ignore") if args.allow_nonfinite else nullcontext():
+            yield
+    except WeightsFileError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"{args.input} does not fit {args.weights}: {exc}") from None
+
+
+def _check_finite(args: argparse.Namespace, arrays: Any) -> None:
+    """Refuse NaN or inf that the model made from a finite input (e.g. huge inputs times huge weights)."""
+    if not args.allow_nonfinite and not all(np.isfinite(a).all() for a in arrays):
+        raise InputError(
+            f"{args.weights} on {args.input} gave NaN or inf although the input is finite (values too large?); "
+            "pass --allow-nonfinite to see them"
+        )
+
+
 # -------------------------------------------------------------- commands
 def cmd_demo(args: argparse.Namespace) -> int:
     x = np.array([[1.0], [2.0], [3.0]])
@@ -47,39 +212,29 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load(args: argparse.Namespace):
-    from .io import read_input
-    from .weights import load_model
-
-    return load_model(args.weights), read_input(args.input)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from .io import write_array
     from .weights import run_model
 
-    model, x = _load(args)
-    try:
+    model = _load_model(args.weights)
+    x = _read_sequence(args, model)
+    with _must_fit(args):
         result = run_model(model, x)
-    except (ValueError, TypeError) as exc:
-        raise WeightsFileError(f"{args.input} does not fit {args.weights}: {exc}") from None
+    _check_finite(args, result.values())
     print(f"final h = {_fmt(result['h'])}")
     print(f"final c = {_fmt(result['c'])}")
     if "prediction" in result:
         print(f"prediction = {_fmt(result['prediction'])}")
     if args.out:
-        try:
-            path = write_array(args.out, result["outputs"])
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
+        path = write_array(args.out, result["outputs"])
         print(f"outputs {result['outputs'].shape} written to {path}")
     return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .weights import describe, load_model
+    from .weights import describe
 
-    info = describe(load_model(args.file))
+    info = describe(_load_model(args.file))
     if args.json:
         print(json.dumps(info, default=list))
         return 0
@@ -98,17 +253,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .optim import Adam
     from .training import evaluate, fit
 
-    if args.task == "sine":
-        X, Y = noisy_sine(args.sequences, 25, seed=args.seed)
-        Xv, Yv = noisy_sine(max(100, args.sequences // 4), 25, seed=args.seed + 1)
+    sine = args.task == "sine"
+    hidden = args.hidden if args.hidden is not None else (16 if sine else 32)
+    sequences = args.sequences if args.sequences is not None else (600 if sine else 4000)
+    if sine:
+        X, Y = noisy_sine(sequences, 25, seed=args.seed)
+        Xv, Yv = noisy_sine(max(100, sequences // 4), 25, seed=args.seed + 1)
         baseline = float(np.mean((Xv[:, -1] - Yv) ** 2))
-        model = SequenceModel(1, args.hidden, 1, seed=args.seed)
+        model = SequenceModel(1, hidden, 1, seed=args.seed)
         name = "repeat-last-value"
     else:
-        X, Y = adding_problem(args.sequences, 50, seed=args.seed)
+        X, Y = adding_problem(sequences, 50, seed=args.seed)
         Xv, Yv = adding_problem(500, 50, seed=args.seed + 1)
         baseline = float(np.mean((1.0 - Yv) ** 2))
-        model = SequenceModel(2, args.hidden, 1, seed=args.seed)
+        model = SequenceModel(2, hidden, 1, seed=args.seed)
         name = "always-1.0"
     fit(
         model, X, Y, optimizer=Adam(model.parameters(), lr=1e-2), epochs=args.epochs, batch_size=32,
@@ -120,101 +278,144 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from .plot import plot_trace
+    import importlib.util
+
     from .weights import stack_of
 
-    model, x = _load(args)
+    if importlib.util.find_spec("matplotlib") is None:
+        raise UsageError("plot needs matplotlib: pip install 'nplstm[plot]'")
+    from .plot import plot_trace
+
+    model = _load_model(args.weights)
     lstm = stack_of(model)
+    layers = 1 if isinstance(lstm, LSTM) else int(lstm.num_layers)
+    if args.layer >= layers:
+        raise UsageError(f"--layer {args.layer} is out of range: {args.weights} has {layers} layer(s), numbered from 0")
+    x = _read_sequence(args, model)
+    note = ""
     if x.ndim == 3:  # a batch: draw its first sequence
+        note = f" (sequence 0 of a batch of {x.shape[0] if lstm.batch_first else x.shape[1]})"
         x = x[0] if lstm.batch_first else x[:, 0]
-    try:
-        if isinstance(lstm, LSTM):
-            trace = lstm.trace(x)
-        else:
-            traces = lstm.trace(x)
-            if not 0 <= args.layer < len(traces):
-                raise UsageError(f"--layer must be in [0, {len(traces) - 1}]; got {args.layer}")
-            trace = traces[args.layer][0]
-    except UsageError:
-        raise
-    except (ValueError, TypeError) as exc:
-        raise WeightsFileError(f"{args.input} does not fit {args.weights}: {exc}") from None
-    try:
-        plot_trace(x, trace, args.png, title=f"{Path(args.weights).name} on {Path(args.input).name}")
-    except ImportError:
-        raise UsageError("plot needs matplotlib: pip install 'nplstm[plot]'") from None
-    print(f"wrote {args.png}")
+    with _must_fit(args):
+        trace = lstm.trace(x) if isinstance(lstm, LSTM) else lstm.trace(x)[args.layer][0]
+    _check_finite(args, trace.values())
+    path = plot_trace(x, trace, args.png, title=f"{Path(args.weights).name} on {Path(args.input).name}")
+    print(f"wrote {path}{note}")
     return 0
 
 
 # ---------------------------------------------------------------- parser
-class UsageError(Exception):
-    """A mistake in how the command was called (exit code 2)."""
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line naming the command (exit code 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {_one_line(message)} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nplstm", description="A fast, exact, NumPy-first LSTM.")
+    parser = Parser(
+        prog="nplstm",
+        description="A fast, exact, NumPy-first LSTM.",
+        epilog="Exit codes: 0 success, 1 a bad input or weights file, 2 a usage error. "
+        "Errors are one line; --debug (before or after the command) shows the traceback.",
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
 
-    demo = sub.add_parser("demo", help="run the input [1, 2, 3] through a 1x1 LSTM")
-    demo.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
-    demo.set_defaults(func=cmd_demo)
+    def command(name: str, summary: str, func: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+        cmd = sub.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".")
+        # SUPPRESS: without the flag here, the value parsed before the command stays.
+        cmd.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+        cmd.set_defaults(func=func, parser=cmd)
+        return cmd
 
-    run = sub.add_parser("run", help="run a weights file on an input file")
-    run.add_argument("--weights", required=True, help="nplstm .npz, torch .pt state dict, or .onnx")
-    run.add_argument("--input", required=True, help=".npy, .npz or CSV (one time step per row)")
-    run.add_argument("--out", help="write all outputs to .npy or .csv")
-    run.set_defaults(func=cmd_run)
+    def model_and_input(cmd: argparse.ArgumentParser) -> None:
+        cmd.add_argument("--weights", required=True, help="an nplstm .npz, a torch state dict .pt, or an .onnx model")
+        cmd.add_argument(
+            "--input", required=True,
+            help=f"{INPUT_FORMATS}: one time step per row, (T, features); a 1-D array is one feature per step; "
+            "a 3-D array is a batch, (B, T, features) for a SequenceModel, (T, B, features) for a stack "
+            "unless it is batch_first",
+        )
+        cmd.add_argument(
+            "--allow-nonfinite", action="store_true", help="run inputs holding NaN or inf (refused by default)"
+        )
 
-    info = sub.add_parser("info", help="shapes, parameter count and dtype of a weights file")
-    info.add_argument("file")
+    demo = command("demo", "run the input [1, 2, 3] through a 1x1 LSTM", cmd_demo)
+    demo.add_argument("--seed", type=int_option(0), default=0, help="seed of the random weights, >= 0 (default 0)")
+
+    run = command("run", "run a weights file on an input file", cmd_run)
+    model_and_input(run)
+    run.add_argument("--out", type=output_path(".npy", ".csv"), help="write all outputs to this .npy or .csv file")
+
+    info = command("info", "shapes, parameter count and dtype of a weights file", cmd_info)
+    info.add_argument("file", help=f"weights file ({WEIGHTS_FORMATS})")
     info.add_argument("--json", action="store_true", help="print JSON")
-    info.set_defaults(func=cmd_info)
 
-    train = sub.add_parser("train", help="train the sine or adding-problem example and save it")
-    train.add_argument("--task", choices=["sine", "adding"], default="sine")
-    train.add_argument("--epochs", type=int, default=15)
-    train.add_argument("--hidden", type=int, default=None, help="hidden size (default 16 for sine, 32 for adding)")
-    train.add_argument("--sequences", type=int, default=None, help="training sequences (default 600 / 4000)")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--out", default="model.npz", help="where to save the model (default model.npz)")
+    train = command("train", "train the sine or adding-problem example and save it", cmd_train)
+    train.add_argument(
+        "--task", choices=["sine", "adding"], default="sine",
+        help="sine: predict the next sample of a noisy sine; adding: the adding problem (default sine)",
+    )
+    train.add_argument(
+        "--epochs", type=int_option(1, MAX_EPOCHS), default=15, help=f"passes over the data, 1 to {MAX_EPOCHS} (default 15)"
+    )
+    train.add_argument(
+        "--hidden", type=int_option(1, MAX_HIDDEN), default=None,
+        help=f"hidden size, 1 to {MAX_HIDDEN} (default 16 for sine, 32 for adding)",
+    )
+    train.add_argument(
+        "--sequences", type=int_option(1, MAX_SEQUENCES), default=None,
+        help=f"training sequences, 1 to {MAX_SEQUENCES} (default 600 for sine, 4000 for adding)",
+    )
+    train.add_argument("--seed", type=int_option(0), default=0, help="seed of data, weights and shuffling, >= 0 (default 0)")
+    train.add_argument(
+        "--out", type=output_path(".npz"), default="model.npz",
+        help="where to save the model, an .npz file in an existing folder (default model.npz)",
+    )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
-    train.set_defaults(func=cmd_train)
 
-    plot = sub.add_parser("plot", help="draw inputs, states and gates over time to a PNG")
-    plot.add_argument("--weights", required=True)
-    plot.add_argument("--input", required=True)
-    plot.add_argument("--png", required=True)
-    plot.add_argument("--layer", type=int, default=0, help="layer of a stack to draw (default 0)")
-    plot.set_defaults(func=cmd_plot)
+    plot = command("plot", "draw inputs, states and gates over time to a PNG", cmd_plot)
+    model_and_input(plot)
+    plot.add_argument(
+        "--png", type=output_path(".png"), required=True,
+        help="the image to write, a file ending in .png (an existing directory is refused)",
+    )
+    plot.add_argument(
+        "--layer", type=int_option(0), default=0, help="layer of a stack to draw, from 0 (default 0, the first); its forward direction"
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line on ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)  # exits with 2 on a usage error
-    if args.command == "train":
-        args.hidden = args.hidden or (16 if args.task == "sine" else 32)
-        args.sequences = args.sequences or (600 if args.task == "sine" else 4000)
+    try:
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:  # reported by the command's parser, so the message names the command
+            args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    except SystemExit as exc:  # argparse has printed the help or its one-line error
+        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
     try:
         return int(args.func(args))
-    except UsageError as exc:
+    except (Exception, KeyboardInterrupt) as exc:
         if args.debug:
             raise
-        parser.print_usage(sys.stderr)
-        print(f"nplstm {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except WeightsFileError as exc:
-        if args.debug:
-            raise
-        print(f"nplstm {args.command}: error: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        if args.debug:
-            raise
-        print(f"nplstm {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+        code, message = _classify(exc)
+        print(f"nplstm {args.command}: error: {_one_line(message)}", file=sys.stderr)
+        return code
+
+
+def _classify(exc: BaseException) -> tuple[int, str]:
+    """Exit code and message of an error raised by a command."""
+    if isinstance(exc, UsageError):
+        return 2, str(exc)
+    if isinstance(exc, (InputError, WeightsFileError, OSError)):
+        return 1, str(exc)
+    if isinstance(exc, KeyboardInterrupt):
+        return 130, "interrupted"
+    # The library's ValueError, TypeError, MemoryError, RuntimeError ...: still one line.
+    return 1, f"{type(exc).__name__}: {exc or 'no message'} (--debug shows the traceback)"
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Mapping
 
 import numpy as np
@@ -27,17 +28,24 @@ def plot_trace(
     width_px: int = 1000,
     height_px: int = 1200,
     dpi: int = 100,
-) -> None:
+) -> Path:
     """Draw inputs, h, c and the four gates of one sequence as heatmaps over time.
 
     ``x`` is (T, I); ``trace`` maps "h", "c", "f", "i", "g", "o" to (T, ·)
-    arrays, as :meth:`nplstm.LSTM.trace` returns for one sequence.  The PNG
-    is ``width_px`` × ``height_px``.
+    arrays, as :meth:`nplstm.LSTM.trace` returns for one sequence.  Each
+    heatmap has time across and the unit (or input feature) index down.
+
+    Returns
+    -------
+    Path
+        ``path`` itself: the PNG (``width_px`` × ``height_px``) is written
+        there whatever its suffix, never to a name with ``.png`` appended.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     data = {"x": np.asarray(x).reshape(len(x), -1), **{k: np.asarray(v).reshape(len(v), -1) for k, v in trace.items()}}
     fig, axes = plt.subplots(
@@ -54,12 +62,16 @@ def plot_trace(
         if key in ("f", "i", "o"):
             kwargs = {"vmin": 0.0, "vmax": 1.0, "cmap": "viridis"}
         else:
-            bound = float(np.nanmax(np.abs(values))) if values.size else 1.0
+            finite = np.abs(values[np.isfinite(values)])  # NaN/inf (run with --allow-nonfinite) must not set the scale
+            bound = float(finite.max()) if finite.size else 1.0
             kwargs = {"vmin": -bound or -1.0, "vmax": bound or 1.0, "cmap": "RdBu_r"}
         image = ax.imshow(values, aspect="auto", interpolation="nearest", **kwargs)
-        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+        index = "feature" if key == "x" else "unit"
+        ax.set_ylabel(f"{label}\n({index} index)", rotation=0, ha="right", va="center", fontsize=8)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         fig.colorbar(image, ax=ax, fraction=0.02, pad=0.01)
     axes[0].set_title(title)
     axes[-1].set_xlabel("time step")
-    fig.savefig(path, dpi=dpi)
+    fig.savefig(path, dpi=dpi, format="png")
     plt.close(fig)
+    return Path(path)
