@@ -226,7 +226,7 @@ def test_one_dimensional_input_is_one_feature_per_step(files, capsys):
     assert main(["run", "--weights", str(files["seq"]), "--input", str(files["dir"] / "x1.npy"), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     model = SequenceModel.load(files["seq"])
-    prediction, outputs, _ = model.run(x[None, :, None])
+    prediction, outputs, _ = model.run(x[None, :, None], return_sequences=True)
     np.testing.assert_allclose(np.load(out), outputs[0], rtol=1e-15)
     assert f"prediction = [{prediction[0, 0]:.8f}]" in printed
 
@@ -400,12 +400,17 @@ def test_nonfinite_results_from_a_finite_input_are_refused(files, capsys):
     huge.save(files["dir"] / "huge.npz")
     np.save(files["dir"] / "big.npy", np.full((3, 2), 1e10))
     args = ["run", "--weights", str(files["dir"] / "huge.npz"), "--input", str(files["dir"] / "big.npy")]
-    assert main(args) == 1
+    # inf - inf is NaN, but whether BLAS meets it depends on its summation order (with FMA it may
+    # round to ±inf first); the contract is that NaN/inf never leaves with exit code 0.
+    code = main(args)
     captured = capsys.readouterr()
-    one_line_error(captured.err, "run", "huge.npz", "NaN or inf", "input is finite")
-    assert captured.out == ""
-    assert main([*args, "--allow-nonfinite"]) == 0
-    assert "final h = [[nan]]" in capsys.readouterr().out
+    if code == 1:
+        one_line_error(captured.err, "run", "huge.npz", "NaN or inf", "input is finite")
+        assert captured.out == ""
+        assert main([*args, "--allow-nonfinite"]) == 0
+        assert "final h = [[nan]]" in capsys.readouterr().out
+    else:
+        assert code == 0 and "nan" not in captured.out and "inf" not in captured.out
 
 
 def test_plot_of_a_batch_says_which_sequence_it_drew(files, capsys):
