@@ -42,6 +42,13 @@ def as_real_array(a: object, name: str, dtype: np.dtype, check_finite: bool = Fa
     arr = np.asarray(a)
     if arr.dtype.kind not in _NUMERIC_KINDS:
         raise TypeError(f"{name} must hold real numbers (int or float); got dtype {arr.dtype}")
+    if arr.dtype.kind == "f" and arr.dtype.itemsize > np.dtype(dtype).itemsize and arr.size:
+        # a finite value beyond the narrower dtype's range would silently become inf
+        limit = float(np.finfo(dtype).max)
+        finite = np.isfinite(arr)
+        biggest = float(np.max(np.abs(arr[finite]), initial=0.0))
+        if biggest > limit:
+            raise ValueError(f"{name} holds values up to {biggest:.3g}, beyond {np.dtype(dtype)}'s range ±{limit:.3g}")
     arr = arr.astype(dtype, copy=False)
     if check_finite and not np.isfinite(arr).all():
         bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))

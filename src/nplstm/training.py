@@ -19,6 +19,10 @@ from .optim import Adam, Optimizer, clip_grad_norm
 from .params import positive_int
 
 
+#: A batch whose loss exceeds this multiple of the first batch's (before any update) counts as diverged.
+DIVERGENCE_FACTOR = 1e6
+
+
 class TrainingDivergedError(FloatingPointError):
     """The loss or a gradient became NaN or inf.
 
@@ -234,8 +238,9 @@ def fit(
         Non-finite data (naming the array and first bad index), bad arguments,
         or an optimizer that does not hold the model's parameters.
     TrainingDivergedError
-        The loss or gradients became NaN or inf; the weights of the last
-        finite epoch (or the best one) are restored first.
+        The loss or gradients became NaN or inf, or a batch's loss
+        exceeded :data:`DIVERGENCE_FACTOR` times the first batch's; the
+        weights of the last good epoch (or the best one) are restored first.
     """
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {sorted(LOSSES)}; got {loss!r}")
@@ -268,6 +273,7 @@ def fit(
     history = History()
     best, best_weights, waited = np.inf, None, 0
     last_good = {k: v.copy() for k, v in model.parameters().items()}
+    first_loss: float | None = None
     bar = _Progress(epochs * -(-len(data) // batch_size), progress)
 
     def restore(weights: dict[str, np.ndarray]) -> None:
@@ -283,13 +289,20 @@ def fit(
                 value, d_prediction = _loss(model, loss, prediction, batch)
                 grads = model.backward(tape, d_prediction)
                 trained = {k: grads[k] for k in optimizer.params}
-                norm = clip_grad_norm(trained, clip_norm) if clip_norm is not None else clip_grad_norm(trained, np.inf)
-                if not (np.isfinite(value) and np.isfinite(norm)):
+                with np.errstate(over="ignore", invalid="ignore"):  # a blow-up is reported below, not warned about
+                    norm = clip_grad_norm(trained, clip_norm if clip_norm is not None else np.inf)
+                if first_loss is None:  # before any update: the yardstick for divergence
+                    first_loss = float(value)
+                exploded = value > DIVERGENCE_FACTOR * max(first_loss, np.finfo(np.float64).tiny)
+                if exploded or not (np.isfinite(value) and np.isfinite(norm)):
                     restore(best_weights if best_weights is not None else last_good)
                     raise TrainingDivergedError(
-                        f"training diverged in epoch {epoch + 1}: loss {value}, gradient norm {norm}; "
-                        f"weights restored to the {'best' if best_weights is not None else 'last finite'} epoch "
+                        f"training diverged in epoch {epoch + 1}: batch loss {value:.3g} (first batch "
+                        f"{first_loss:.3g}), gradient norm {norm:.3g}; weights restored to the "
+                        f"{'best epoch' if best_weights is not None else 'last batch with a sane loss'} "
                         f"(try a smaller learning rate or clip_norm)", history)
+                for name, value_now in model.parameters().items():  # these weights gave a sane loss
+                    np.copyto(last_good[name], value_now)
                 optimizer.step(trained)
                 running += value * len(idx)
                 seen += len(idx)
@@ -299,8 +312,7 @@ def fit(
                 restore(best_weights if best_weights is not None else last_good)
                 raise TrainingDivergedError(
                     f"training diverged in epoch {epoch + 1}: the weights overflowed to inf or NaN; "
-                    f"restored (try a smaller learning rate)", history)
-            last_good = {k: v.copy() for k, v in model.parameters().items()}
+                    f"weights restored (try a smaller learning rate)", history)
             score = history.loss[-1]
             if val is not None:
                 history.val_loss.append(evaluate(model, val.X, val.Y, loss=loss, lengths=val.lengths))

@@ -83,6 +83,8 @@ def run_model(model: Model, x: np.ndarray) -> dict[str, np.ndarray]:
     Returns ``outputs`` and the final ``h`` and ``c`` (and ``prediction`` for
     a SequenceModel), in the model's own shapes.
     """
+    if x.ndim == 1:  # (T,): one feature per step, as the layer API takes it
+        x = x[:, None]
     if isinstance(model, SequenceModel):
         batch = x if x.ndim == 3 else x[None]
         prediction, outputs, (h, c) = model.run(batch, return_sequences=True)
