@@ -45,7 +45,7 @@ def test_a_new_file_gets_the_mode_the_umask_gives(tmp_path, umask, mask, expecte
         assert mode(path) == expected  # 0o666 & ~mask
 
 
-@pytest.mark.parametrize("existing, mask", [(0o644, 0o077), (0o600, 0o022), (0o640, 0o022)])
+@pytest.mark.parametrize("existing, mask", [(0o644, 0o077), (0o600, 0o022), (0o640, 0o022), (0o444, 0o022)])
 def test_an_existing_file_keeps_its_mode(tmp_path, umask, existing, mask):
     path = tmp_path / "m.npz"
     path.write_bytes(b"old")

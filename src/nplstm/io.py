@@ -659,14 +659,16 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
             raise IsADirectoryError(errno.EISDIR, "is a directory, not a file to save to", str(path))
         raise OSError(errno.EINVAL, f"is {kind}, not a regular file; nplstm does not save over it", str(path))
     _remove_stale_temps(directory, name)
+    # a new file: 0o666 and the kernel applies the umask.  An existing one: its own bits plus the
+    # owner's read and write while being written (never more for others), its exact mode after.
+    create_mode = 0o666 if existing is None else (stat.S_IMODE(existing.st_mode) & 0o777) | 0o600
     tmp = None
     fd = -1
     try:
         for _ in range(100):
             candidate = os.path.join(directory, f"{_temp_prefix(name)}{os.getpid()}-{secrets.token_hex(4)}.tmp")
             try:
-                # a new file: 0o666 and the kernel applies the umask; an existing one: its mode, set below
-                fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW, 0o666)
+                fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW, create_mode)
             except FileExistsError:
                 continue
             tmp = candidate
@@ -679,14 +681,14 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
             fcntl.flock(fd, fcntl.LOCK_EX)  # marks it in use until closed (or the process dies)
         except ImportError:
             pass
-        if existing is not None:
-            os.fchmod(fd, stat.S_IMODE(existing.st_mode) & 0o777)
-            if (existing.st_uid, existing.st_gid) != (os.getuid(), os.getgid()):
-                try:
-                    os.fchown(fd, existing.st_uid, existing.st_gid)
-                except OSError:  # not allowed: the file becomes ours, as any rewrite would
-                    pass
+        if existing is not None and (existing.st_uid, existing.st_gid) != (os.getuid(), os.getgid()):
+            try:
+                os.fchown(fd, existing.st_uid, existing.st_gid)
+            except OSError:  # not allowed: the file becomes ours, as any rewrite would
+                pass
         write(Path(tmp))
+        if existing is not None:  # after writing, so that a read-only file can be saved over
+            os.fchmod(fd, stat.S_IMODE(existing.st_mode) & 0o777)
         os.fsync(fd)  # flushes the file whichever descriptor wrote it
         os.replace(tmp, real)
         tmp = None
