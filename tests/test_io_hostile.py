@@ -192,6 +192,18 @@ def test_a_header_claiming_more_than_the_budget_is_refused_before_allocating(tmp
     assert peak < 1 * MiB
 
 
+def test_limit_to_lowers_the_budget_after_the_small_members_are_read(tmp_path):
+    path = tmp_path / "m.npz"
+    np.savez(path, config=np.array([3, 4]), w=np.zeros((4, 4)))  # 128 + 16 and 128 + 128 bytes declared
+    with NpzArchive(path) as npz:
+        np.testing.assert_array_equal(npz.read("config"), [3, 4])
+        npz.limit_to(400)
+        assert npz.max_total_bytes == 400
+        refused(peak_bytes(npz.limit_to, 399)[0], r"m.npz: its members declare 400 bytes uncompressed, over the budget of 399")
+        npz.limit_to(1 << 30)  # never raised again
+        assert npz.max_total_bytes == 400
+
+
 @pytest.mark.parametrize(
     "members, message",
     [

@@ -366,9 +366,13 @@ class NpzArchive:
 
     Examples
     --------
-    >>> with NpzArchive("model.npz", max_total_bytes=1 << 20) as npz:  # doctest: +SKIP
-    ...     config = npz.read("config")
-    ...     shape, dtype = npz.header("lstm.Wf")
+    A model loader reads the small members first, then bounds the rest:
+
+    >>> with NpzArchive("model.npz") as npz:  # doctest: +SKIP
+    ...     config = npz.read("config")  # after npz.header("config") says it is small
+    ...     npz.limit_to(parameter_budget(n_parameters_of(config), 8))
+    ...     shape, dtype = npz.header("lstm.Wf")  # check every shape before reading any
+    ...     weights = npz.read("lstm.Wf")
     """
 
     def __init__(self, path: str | os.PathLike, *, max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES) -> None:
@@ -400,6 +404,16 @@ class NpzArchive:
             raise
         self._members = members
         self._headers: dict[str, _Header] = {}
+
+    def limit_to(self, max_total_bytes: int) -> None:
+        """Lower the budget, e.g. to :func:`parameter_budget` once the config is read.
+
+        Raises WeightsFileError if the arrays already declare more; later
+        headers are checked against the new budget too.
+        """
+        budget = min(self.max_total_bytes, int(max_total_bytes))
+        _declared_total(list(self._members.values()), self.path, budget)
+        self.max_total_bytes = budget
 
     @property
     def names(self) -> list[str]:
