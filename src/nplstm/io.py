@@ -42,7 +42,8 @@ half-written file where a good one was:
 * a new file gets the mode the umask gives (``0o666 & ~umask``); an existing
   file keeps its permission bits (and, where allowed, its owner and group);
 * a symlink is written through: its final target is replaced and the link
-  stays;
+  stays.  A file with several hard links is replaced, not rewritten in
+  place: its other names keep the old content;
 * a target that exists and is not a regular file (a directory, a device, a
   FIFO, a socket) is refused;
 * the temporary file is ``.<name>.nplstm-<pid>-<8 hex digits>.tmp`` in the
@@ -695,14 +696,15 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
             fcntl.flock(fd, fcntl.LOCK_EX)  # marks it in use until closed (or the process dies)
         except ImportError:
             pass
-        if existing is not None and (existing.st_uid, existing.st_gid) != (os.getuid(), os.getgid()):
+        if existing is not None and hasattr(os, "fchown") and (existing.st_uid, existing.st_gid) != (os.getuid(), os.getgid()):
             try:
                 os.fchown(fd, existing.st_uid, existing.st_gid)
             except OSError:  # not allowed: the file becomes ours, as any rewrite would
                 pass
         write(Path(tmp))
         if existing is not None:  # after writing, so that a read-only file can be saved over
-            os.fchmod(fd, stat.S_IMODE(existing.st_mode) & 0o777)
+            bits = stat.S_IMODE(existing.st_mode) & 0o777
+            os.fchmod(fd, bits) if hasattr(os, "fchmod") else os.chmod(tmp, bits)
         os.fsync(fd)  # flushes the file whichever descriptor wrote it
         os.replace(tmp, real)
         tmp = None
