@@ -3,9 +3,13 @@
 Hypothesis mutates valid files (truncation, flipped bytes, inserted bytes,
 pure noise); each loader must either read the file or refuse it with the
 documented exception, never crash with another one or try a huge allocation.
+The .npz and CSV readers are also run under tracemalloc with random budgets:
+their peak memory must stay within the budget (or a small multiple of the
+result) whatever the bytes.
 """
 
 import io
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -13,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nplstm import SequenceModel, StackedLSTM, WeightsFileError
-from nplstm.io import read_csv, read_npy
+from nplstm.io import NpzArchive, read_csv, read_npy, read_npz
 from nplstm.weights import load_model
 
 FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -154,7 +158,7 @@ def test_onnx_tensor_claiming_terabytes_is_refused(tmp_path):
 
 
 def test_nan_weights_and_wrong_dtypes_are_refused(tmp_path):
-    from nplstm.io import read_npz, save_npz
+    from nplstm.io import save_npz
 
     path = SequenceModel(2, 3, 1, seed=0).save(tmp_path / "m.npz")
     arrays = read_npz(path)
@@ -166,3 +170,120 @@ def test_nan_weights_and_wrong_dtypes_are_refused(tmp_path):
     save_npz(path, arrays)
     with pytest.raises(WeightsFileError, match="complex128"):
         load_model(path)
+
+
+def traced_peak(fn, *args, **kwargs):
+    """``(result or WeightsFileError, tracemalloc peak)``; any other exception propagates."""
+    tracemalloc.start()
+    try:
+        try:
+            result = fn(*args, **kwargs)
+        except WeightsFileError as exc:
+            result = exc
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("name", ["model.npz", "stack.npz"])
+def test_read_npz_with_random_budgets_stays_within_them(name, originals, tmp_path):
+    path = tmp_path / name
+    original = originals[name]
+    path.write_bytes(original)
+    with np.load(path, allow_pickle=False) as npz:  # NumPy's own reader as the reference
+        reference = {k: npz[k] for k in npz.files}
+    declared = sum(128 + a.nbytes for a in reference.values())  # np.savez: a 128-byte header per array
+
+    @FUZZ
+    @given(budget=st.integers(0, 2 * declared), payload=st.one_of(st.just(original), mutated(original)))
+    def check(budget, payload):
+        path.write_bytes(payload)
+        result, peak = traced_peak(read_npz, path, max_total_bytes=budget)
+        assert peak < budget + (1 << 20)
+        if payload == original:
+            if budget >= declared:
+                assert result.keys() == reference.keys()
+                for key, arr in reference.items():
+                    np.testing.assert_array_equal(result[key], arr)
+                    assert result[key].dtype == arr.dtype
+            else:
+                assert isinstance(result, WeightsFileError) and f"over the budget of {budget}" in str(result)
+        elif not isinstance(result, WeightsFileError):
+            assert sum(a.nbytes for a in result.values()) <= budget
+
+    check()
+
+
+@pytest.mark.parametrize("name", ["model.npz", "stack.npz"])
+def test_npz_archive_headers_and_reads_of_mutated_files(name, originals, tmp_path):
+    path = tmp_path / name
+
+    def use(p, order):
+        with NpzArchive(p, max_total_bytes=1 << 20) as npz:
+            names = npz.names
+            for k in order:
+                member = names[k % len(names)] if names else "x"
+                shape, dtype = npz.header(member)
+                arr = npz.read(member)
+                assert arr.shape == shape and arr.dtype == dtype
+        return names
+
+    @FUZZ
+    @given(payload=npz_with_mutated_member(originals[name]), order=st.lists(st.integers(0, 50), max_size=6))
+    def check(payload, order):
+        path.write_bytes(payload)
+        _, peak = traced_peak(use, path, order)
+        assert peak < 2 << 20
+
+    check()
+
+
+csv_values = st.floats(allow_nan=True, allow_infinity=True, width=64)
+
+
+@st.composite
+def csv_file(draw):
+    """A float matrix and a CSV text of it with mixed separators, spaces, comments and blank lines."""
+    rows = draw(st.integers(1, 30))
+    cols = draw(st.integers(1, 8))
+    values = np.array(draw(st.lists(csv_values, min_size=rows * cols, max_size=rows * cols))).reshape(rows, cols)
+    lines = []
+    for row in values:
+        seps = draw(st.lists(st.sampled_from([",", ";", ", ", " ,"]), min_size=cols - 1, max_size=cols - 1))
+        fields = [repr(float(v)) for v in row]
+        text = fields[0] + "".join(s + f for s, f in zip(seps, fields[1:]))
+        if draw(st.booleans()):
+            lines.append(draw(st.sampled_from(["", "# a comment", "   ", "#1,2,3"])))
+        lines.append(draw(st.sampled_from(["", "  "])) + text + draw(st.sampled_from(["", " ", "\r"])))
+    return values, "\n".join(lines) + draw(st.sampled_from(["", "\n"]))
+
+
+def test_read_csv_reads_what_was_written_within_a_memory_bound(tmp_path):
+    path = tmp_path / "x.csv"
+
+    @FUZZ
+    @given(case=csv_file())
+    def check(case):
+        values, text = case
+        path.write_text(text)
+        result, peak = traced_peak(read_csv, path)
+        np.testing.assert_array_equal(result, values)  # repr() round-trips; NaN compares equal here
+        assert result.dtype == np.float64
+        assert peak < 2 * result.nbytes + (64 << 10)
+
+    check()
+
+
+def test_read_csv_of_mutated_files_stays_within_a_memory_bound(originals, tmp_path):
+    path = tmp_path / "x.csv"
+
+    @FUZZ
+    @given(payload=mutated(originals["x.csv"] * 50), max_values=st.integers(0, 400))
+    def check(payload, max_values):
+        path.write_bytes(payload)
+        result, peak = traced_peak(read_csv, path, max_values=max_values)
+        if not isinstance(result, WeightsFileError):
+            assert result.ndim == 2 and result.size <= max_values and result.dtype == np.float64
+        assert peak < 8 * len(payload) + (64 << 10)
+
+    check()

@@ -150,24 +150,54 @@ def torch_module(stack: StackedLSTM) -> Any:
 def load_torch(path: str | os.PathLike, **kwargs: Any) -> StackedLSTM:
     """Read a ``.pt`` file holding a ``torch.nn.LSTM`` state dict.
 
-    Uses ``torch.load(..., weights_only=True)``: tensors and plain containers
-    only, never arbitrary pickled objects.
+    The file must be a regular file.  Its zip directory is checked before
+    torch reads it (:func:`~nplstm.io.check_zip_budget`): at most
+    :data:`~nplstm.io.DEFAULT_MAX_TOTAL_BYTES` declared, and no more than
+    twice its size on disk, since ``torch.save`` stores tensors uncompressed;
+    so a compressed zip bomb is refused before it is inflated.  Then
+    ``torch.load(..., weights_only=True)``: tensors and plain containers only,
+    never arbitrary pickled objects.  ``kwargs`` go to :func:`from_torch`.
     """
+    import warnings
+    import zipfile
+
     import torch
 
-    import warnings
+    from ..io import (
+        DEFAULT_MAX_TOTAL_BYTES,
+        WeightsFileError,
+        check_zip_budget,
+        open_regular_file,
+    )
 
     try:
-        with warnings.catch_warnings():  # torch warns about odd pickle protocols in junk files
-            warnings.simplefilter("ignore", UserWarning)
-            sd = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise InteropError(f"{path}: no such file") from None
-    except Exception as exc:  # torch.load raises many kinds (UnpicklingError, RuntimeError, zip errors, ...)
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        raise InteropError(f"{path} is not a loadable weights-only torch file: {type(exc).__name__}: {first}") from None
+        fh = open_regular_file(path)
+    except WeightsFileError as exc:
+        raise InteropError(str(exc)) from None
+    with fh:
+        try:
+            size = os.fstat(fh.fileno()).st_size
+            if zipfile.is_zipfile(fh):
+                check_zip_budget(fh, DEFAULT_MAX_TOTAL_BYTES, max_expansion=2)
+            elif size > DEFAULT_MAX_TOTAL_BYTES:  # torch's legacy (non-zip) format: read as it is stored
+                raise WeightsFileError(f"{path}: {size} bytes, over the limit of {DEFAULT_MAX_TOTAL_BYTES}")
+            fh.seek(0)
+            with warnings.catch_warnings():  # torch warns about odd pickle protocols in junk files
+                warnings.simplefilter("ignore", UserWarning)
+                sd = torch.load(fh, map_location="cpu", weights_only=True)
+        except WeightsFileError as exc:
+            raise InteropError(str(exc)) from None
+        except Exception as exc:  # torch.load raises many kinds (UnpicklingError, RuntimeError, zip errors, ...)
+            # one line saying what nplstm needs, never torch's advice to retry with weights_only=False
+            text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", str(exc))  # torch's message has terminal escapes
+            found = re.search(r"Unsupported global: GLOBAL ([A-Za-z_][\w.]*)", text)
+            what = f"it holds a pickled {found.group(1)} object" if found else type(exc).__name__
+            raise InteropError(
+                f"{path} is not a loadable weights-only torch file ({what}); "
+                "nplstm needs a state_dict() saved with torch.save, e.g. torch.save(lstm.state_dict(), path)"
+            ) from None
     if not isinstance(sd, Mapping):
-        raise InteropError(f"{path} holds a {type(sd).__name__}, not a state dict")
+        raise InteropError(f"{path} holds a {type(sd).__name__}; nplstm needs a state_dict() saved with torch.save")
     bad = [k for k, v in sd.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad:
         raise InteropError(f"{path}: entries that are not named tensors: {bad[:5]}")
