@@ -210,7 +210,7 @@ def test_empty_csv_says_it_holds_no_numbers(files, content, capsys):
     csv = files["dir"] / "empty.csv"
     csv.write_text(content)
     assert main(["run", "--weights", str(files["stack"]), "--input", str(csv)]) == 1
-    one_line_error(capsys.readouterr().err, "run", "empty.csv", "holds no numbers")
+    one_line_error(capsys.readouterr().err, "run", "empty.csv", "no data rows")
 
 
 def test_one_dimensional_input_is_one_feature_per_step(files, capsys):

@@ -123,3 +123,38 @@ def test_version_one_files_still_load(tmp_path, rng):
     w = stack.layers[0][0]
     np.testing.assert_array_equal(w.Wc, np.hstack([torch_names["weight_hh_l0"][rows["g"]], torch_names["weight_ih_l0"][rows["g"]]]))
     np.testing.assert_array_equal(w.bo[:, 0], torch_names["bias_ih_l0"][rows["o"]] + torch_names["bias_hh_l0"][rows["o"]])
+
+
+def test_a_zip_bomb_parameter_is_refused_from_the_directory(tmp_path):
+    """A valid small config whose parameter member inflates to 200 MB: over the config's budget, never inflated."""
+    import zipfile
+
+    _, path = saved(tmp_path)
+    arrays = read_npz(path)
+    header = io_header((4, 7))
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, value in arrays.items():
+            if name != "lstm.l0.Wf":
+                buf = __import__("io").BytesIO()
+                np.save(buf, value)
+                zf.writestr(f"{name}.npy", buf.getvalue())
+        info = zipfile.ZipInfo("lstm.l0.Wf.npy")
+        info.compress_type = zipfile.ZIP_DEFLATED
+        zf.writestr(info, header + b"\0" * (200 << 20))  # stored deflated: the file stays small
+    assert path.stat().st_size < 1 << 20
+    tracemalloc.start()
+    try:
+        with pytest.raises(WeightsFileError, match="over the budget"):
+            SequenceModel.load(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, f"peak {peak} bytes"
+
+
+def io_header(shape):
+    import io
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f8", "fortran_order": False, "shape": shape})
+    return buf.getvalue()

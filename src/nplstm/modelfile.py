@@ -13,10 +13,14 @@ member      content
 ``dtype``   ``"float64"`` or ``"float32"``
 ==========  =========================================================
 
-Loading checks the schema, the config and every parameter's name, shape,
-dtype and finiteness before the model is built, and refuses parameter sets
-larger than ``max_bytes`` (default :data:`DEFAULT_MAX_PARAMETER_BYTES`) as
-implied by the config, before any parameter is read.  Files of the two
+Loading reads the small schema members first, checks the config and the
+parameter count it implies against ``max_bytes`` (default
+:data:`DEFAULT_MAX_PARAMETER_BYTES`), then limits the whole read to
+:func:`nplstm.io.parameter_budget` of that count and checks every
+parameter's header (name, shape, dtype) before reading any data; values are
+checked for finiteness before the model is built.  A file that claims a
+huge model, or hides a zip bomb, is refused before anything large is
+allocated.  Files of the two
 earlier schemas (``nplstm.SequenceModel/1``, ``nplstm.StackedLSTM/1``) still
 load.  Model classes register themselves with :func:`register`, so this
 module imports none of them.
@@ -31,7 +35,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .io import WeightsFileError, read_npz, require, save_npz
+from .io import NpzArchive, WeightsFileError, parameter_budget, require, save_npz
 
 VERSION = 2
 FORMAT = "nplstm"
@@ -79,9 +83,46 @@ def save_model(model: Persistent, path: str | os.PathLike) -> Any:
     return save_npz(path, arrays)
 
 
+#: Largest schema member (format, kind, config text ...) read before the config is checked.
+_MAX_META_BYTES = 1 << 16
+
+
 def load_model(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_PARAMETER_BYTES) -> Any:
-    """Load any nplstm model file (either schema); WeightsFileError for anything malformed."""
-    return model_from_arrays(read_npz(path), str(path), max_bytes=max_bytes)
+    """Load any nplstm model file (either schema); WeightsFileError for anything malformed.
+
+    ``max_bytes`` bounds the parameters the file's config may describe.
+    """
+    source = str(path)
+    with NpzArchive(path, max_total_bytes=max_bytes) as npz:
+        meta = {}
+        for name in _META:
+            if name in npz:
+                shape, dtype = npz.header(name)
+                if math.prod(shape) * dtype.itemsize > _MAX_META_BYTES:
+                    raise WeightsFileError(f"{source}: member {name!r} is {shape} {dtype}, too large for schema data")
+                meta[name] = npz.read(name)
+        if _text(meta, "format") in (_LEGACY_SEQUENCE_MODEL, _LEGACY_STACK):
+            # version-1 files name their dtype only through their arrays: read them within max_bytes
+            return model_from_arrays(npz.read_all(), source, max_bytes=max_bytes)
+        kind, config, dtype, _, legacy = _schema(meta, source)
+        cls, shapes = _expected(kind, config, dtype, source, max_bytes)
+        n_params = sum(math.prod(s) for s in shapes.values())
+        npz.limit_to(parameter_budget(n_params, np.dtype(dtype).itemsize) + 8 * _MAX_META_BYTES)
+        if legacy is None:
+            members = [n for n in npz.names if n not in meta]
+            unexpected = sorted(set(members) - set(shapes))
+            if unexpected:
+                raise WeightsFileError(f"{source}: arrays {unexpected[:5]} do not belong to a {kind} with config {config}")
+            for name, shape in shapes.items():  # every header before any data
+                if name not in npz:
+                    raise WeightsFileError(f"{source}: missing array {name!r} (expected shape {shape})")
+                got, got_dtype = npz.header(name)
+                if got != shape:
+                    raise WeightsFileError(f"{source}: array {name!r} has shape {got}; expected {shape}")
+                if got_dtype.kind != "f":
+                    raise WeightsFileError(f"{source}: array {name!r} has dtype {got_dtype}; expected floating point")
+        arrays = {n: npz.read(n) for n in npz.names if n not in meta}
+    return _build(cls, kind, config, dtype, legacy(shapes) if legacy is not None else arrays, shapes, source)
 
 
 def load_model_of_kind(path: str | os.PathLike, cls: Any, *, max_bytes: int = DEFAULT_MAX_PARAMETER_BYTES) -> Any:
@@ -101,26 +142,34 @@ def _text(arrays: dict[str, np.ndarray], name: str) -> str | None:
 
 def model_from_arrays(arrays: dict[str, np.ndarray], source: str = "arrays", *,
                       max_bytes: int = DEFAULT_MAX_PARAMETER_BYTES) -> Any:
-    """Build a model from the arrays of a file, checking everything before building it."""
+    """Build a model from arrays already in memory (the members of a file), checking everything first."""
+    kind, config, dtype, params, legacy = _schema(arrays, source)
+    cls, shapes = _expected(kind, config, dtype, source, max_bytes)
+    return _build(cls, kind, config, dtype, legacy(shapes) if legacy is not None else params, shapes, source)
+
+
+def _schema(arrays: dict[str, np.ndarray], source: str) -> tuple[str, Any, str, dict[str, np.ndarray], Any]:
+    """``(kind, config, dtype, parameter arrays, legacy converter or None)`` from the schema members."""
     tag = _text(arrays, "format")
     if tag == _LEGACY_SEQUENCE_MODEL:
-        kind, config, dtype, params, legacy_stack = _legacy_sequence_model(arrays, source)
-    elif tag == _LEGACY_STACK:
-        kind, config, dtype, params, legacy_stack = _legacy_stack(arrays, source)
-    elif tag == FORMAT:
-        version = arrays.get("version")
-        if version is None or version.shape != () or version.dtype.kind not in "iu" or int(version) != VERSION:
-            raise WeightsFileError(f"{source}: unsupported nplstm file version {version!r}; this nplstm reads {VERSION}")
-        kind = _text(arrays, "kind") or ""
-        dtype = _text(arrays, "dtype") or ""
-        try:
-            config = json.loads(_text(arrays, "config") or "")
-        except ValueError:
-            raise WeightsFileError(f"{source}: 'config' is not JSON text") from None
-        params = {k: v for k, v in arrays.items() if k not in _META}
-        legacy_stack = None
-    else:
+        return _legacy_sequence_model(arrays, source)
+    if tag == _LEGACY_STACK:
+        return _legacy_stack(arrays, source)
+    if tag != FORMAT:
         raise WeightsFileError(f"{source}: not an nplstm weights file (format tag {tag!r})")
+    version = arrays.get("version")
+    if version is None or version.shape != () or version.dtype.kind not in "iu" or int(version) != VERSION:
+        raise WeightsFileError(f"{source}: unsupported nplstm file version {version!r}; this nplstm reads {VERSION}")
+    try:
+        config = json.loads(_text(arrays, "config") or "")
+    except ValueError:
+        raise WeightsFileError(f"{source}: 'config' is not JSON text") from None
+    params = {k: v for k, v in arrays.items() if k not in _META}
+    return _text(arrays, "kind") or "", config, _text(arrays, "dtype") or "", params, None
+
+
+def _expected(kind: str, config: Any, dtype: str, source: str, max_bytes: int) -> tuple[Any, dict[str, tuple[int, ...]]]:
+    """The model class and every parameter's shape, from the config alone (no allocation)."""
     if kind not in KINDS:
         raise WeightsFileError(f"{source}: unknown model kind {kind!r}; expected one of {sorted(KINDS)}")
     if dtype not in ("float32", "float64"):
@@ -132,15 +181,17 @@ def model_from_arrays(arrays: dict[str, np.ndarray], source: str = "arrays", *,
         shapes = cls.parameter_shapes(config)
     except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise WeightsFileError(f"{source}: malformed {kind} config {config}: {type(exc).__name__}: {exc}") from None
-    itemsize = np.dtype(dtype).itemsize
-    total = sum(math.prod(s) for s in shapes.values()) * itemsize
+    total = sum(math.prod(s) for s in shapes.values()) * np.dtype(dtype).itemsize
     if total > max_bytes:
         raise WeightsFileError(
             f"{source}: config {config} implies {total} bytes of parameters, over the limit of {max_bytes} "
             f"(pass max_bytes= to allow more)"
         )
-    if legacy_stack is not None:
-        params = legacy_stack(shapes)
+    return cls, shapes
+
+
+def _build(cls: Any, kind: str, config: dict[str, Any], dtype: str, params: dict[str, np.ndarray],
+           shapes: dict[str, tuple[int, ...]], source: str) -> Any:
     unexpected = sorted(set(params) - set(shapes))
     if unexpected:
         raise WeightsFileError(f"{source}: arrays {unexpected[:5]} do not belong to a {kind} with config {config}")

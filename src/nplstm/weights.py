@@ -20,7 +20,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from .io import WeightsFileError
+from .io import WeightsFileError, check_regular_file
 from .layer import LSTM
 from .model import SequenceModel
 from .modelfile import load_model as load_npz_model
@@ -31,6 +31,7 @@ Model = Union[SequenceModel, StackedLSTM, LSTM]
 
 def load_model(path: str | os.PathLike) -> Model:
     """Load a :class:`SequenceModel` or :class:`StackedLSTM` from a weights file."""
+    check_regular_file(path)  # a directory, device or FIFO is refused before any reader sees it
     suffix = Path(path).suffix.lower()
     if suffix == ".npz":
         return load_npz_model(path)
