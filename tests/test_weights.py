@@ -47,6 +47,9 @@ def test_sequence_model_runs_from_file(tmp_path, rng):
 
 
 def test_unknown_suffix_and_foreign_npz(tmp_path):
+    with pytest.raises(WeightsFileError, match="no such file"):
+        load_model(tmp_path / "w.bin")
+    (tmp_path / "w.bin").write_bytes(b"weights")
     with pytest.raises(WeightsFileError, match="unknown weights format '.bin'"):
         load_model(tmp_path / "w.bin")
     np.savez(tmp_path / "other.npz", a=np.zeros(3))

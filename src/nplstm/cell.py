@@ -121,9 +121,14 @@ class Activation:
             else:
                 object.__setattr__(self, attr, float(value))
 
+    @property
+    def coefficients(self) -> tuple[float, float]:
+        """``(alpha, beta)`` with 0 for those this activation does not take."""
+        return (self.alpha if self.alpha is not None else 0.0, self.beta if self.beta is not None else 0.0)
+
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """The activation of ``x`` (a new array, same dtype; finite for finite x)."""
-        a, b = self.alpha, self.beta
+        a, b = self.coefficients
         name = self.name
         with np.errstate(over="ignore", under="ignore"):
             if name == "Sigmoid":
@@ -152,7 +157,7 @@ class Activation:
 
     def derivative(self, x: np.ndarray) -> np.ndarray:
         """d activation / dx at ``x`` (for backpropagation)."""
-        a, b = self.alpha, self.beta
+        a, b = self.coefficients
         name = self.name
         with np.errstate(over="ignore", under="ignore"):
             if name == "Sigmoid":
@@ -248,7 +253,7 @@ class CellOptions:
             if not isinstance(spec, list) or len(spec) != 3 or not isinstance(spec[0], str):
                 raise ValueError(f"cell option {name} must be [name, alpha, beta]; got {spec!r}")
             acts[name] = Activation(*spec)
-        return cls(**acts, clip=config["clip"], input_forget=config["input_forget"], peepholes=config["peepholes"])  # type: ignore[arg-type]
+        return cls(**acts, clip=config["clip"], input_forget=config["input_forget"], peepholes=config["peepholes"])
 
 
 DEFAULT_CELL = CellOptions()

@@ -188,7 +188,7 @@ def open_regular_file(path: str | os.PathLike) -> BinaryIO:
         os.close(fd)
         raise
     fh.raw.name = str(path)  # type: ignore[attr-defined]  # messages name the user's path, not an fd
-    return fh  # type: ignore[return-value]
+    return fh
 
 
 def read_bounded_bytes(path: str | os.PathLike, max_bytes: int) -> bytes:

@@ -97,9 +97,9 @@ def load_model(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_PARAMETE
         meta = {}
         for name in _META:
             if name in npz:
-                shape, dtype = npz.header(name)
-                if math.prod(shape) * dtype.itemsize > _MAX_META_BYTES:
-                    raise WeightsFileError(f"{source}: member {name!r} is {shape} {dtype}, too large for schema data")
+                shape, member_dtype = npz.header(name)
+                if math.prod(shape) * member_dtype.itemsize > _MAX_META_BYTES:
+                    raise WeightsFileError(f"{source}: member {name!r} is {shape} {member_dtype}, too large for schema data")
                 meta[name] = npz.read(name)
         if _text(meta, "format") in (_LEGACY_SEQUENCE_MODEL, _LEGACY_STACK):
             # version-1 files name their dtype only through their arrays: read them within max_bytes

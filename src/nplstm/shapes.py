@@ -151,8 +151,8 @@ def resolve_states(
     c, c_or = as_state_rows(c0, "initial_cell_state", hidden_size, batch, batched, dtype, check_finite)
     if h_or is not None and c_or is not None and h_or != c_or:
         raise ValueError(
-            f"initial_hidden_state is a {h_or} {np.shape(h0)} but initial_cell_state is a "
-            f"{c_or} {np.shape(c0)}; give both in the same orientation"
+            f"initial_hidden_state is a {h_or} {np.shape(h0)} but initial_cell_state is a "  # type: ignore[call-overload]
+            f"{c_or} {np.shape(c0)}; give both in the same orientation"  # type: ignore[call-overload]
         )
     orientation: Orientation = h_or or c_or or ("rows" if batched else "vector")
     if h is None:

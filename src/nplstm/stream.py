@@ -59,7 +59,7 @@ def _batch_of(states: tuple[tuple[Any, int], ...], batch: int | None) -> tuple[i
             raise ValueError(f"batch must be an integer >= 1; got {batch!r}")
         return int(batch), True
     for state, size in states:
-        shape = np.shape(state) if state is not None else ()
+        shape: tuple[int, ...] = np.shape(state) if state is not None else ()
         if len(shape) == 2 and shape[1] == size and not (shape == (size, 1) and size != 1):
             return shape[0], True
     return 1, False

@@ -78,7 +78,7 @@ def describe(model: Model) -> dict[str, Any]:
     return info
 
 
-def run_model(model: Model, x: np.ndarray) -> dict[str, np.ndarray]:
+def run_model(model: Model, x: np.ndarray) -> dict[str, Any]:
     """Run one sequence ``x`` (T, I) or a batch through a loaded model.
 
     Returns ``outputs`` and the final ``h`` and ``c`` (and ``prediction`` for

@@ -32,7 +32,7 @@ def _config_from_state_dict(sd: Mapping[str, np.ndarray]) -> dict[str, Any]:
         raise InteropError(
             f"tensor 'weight_ih_l0' must be (4H, I) and 'weight_hh_l0' (4H, P); got {w_ih.shape} and {w_hh.shape}"
         )
-    layers = {int(_KEY.match(k).group(2)) for k in sd}
+    layers = {int(m.group(2)) for m in map(_KEY.match, sd) if m is not None}
     num_layers = max(layers) + 1
     hidden = w_ih.shape[0] // 4
     proj = sd["weight_hr_l0"].shape[0] if "weight_hr_l0" in sd else 0
@@ -79,7 +79,7 @@ def from_torch(
         dtype = np.float64 if sd["weight_ih_l0"].dtype == np.float64 else np.float32
     stack = StackedLSTM(**cfg, batch_first=bool(batch_first), seed=0, dtype=dtype)
     H, P = stack.hidden_size, stack.state_size
-    expected = set()
+    expected: set[str] = set()
     checked = []
     for _, l, d, cell in stack.cells():
         sfx = f"_l{l}{'_reverse' if d else ''}"
@@ -119,7 +119,7 @@ def to_torch_state_dict(stack: StackedLSTM, *, as_numpy: bool = False) -> dict[s
         if stack.bias:
             sd[f"bias_ih{sfx}"] = b
             sd[f"bias_hh{sfx}"] = np.zeros_like(b)
-        if stack.proj_size:
+        if cell.W_hr is not None:
             sd[f"weight_hr{sfx}"] = cell.W_hr.copy()
     if as_numpy:
         return sd
