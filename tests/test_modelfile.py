@@ -158,3 +158,18 @@ def io_header(shape):
     buf = io.BytesIO()
     np.lib.format.write_array_header_1_0(buf, {"descr": "<f8", "fortran_order": False, "shape": shape})
     return buf.getvalue()
+
+
+@pytest.mark.parametrize("config, message", [([1, 20000, 20000, 0], "implies"), ([4000, 4000, 1, 0], r"has shape \(2, 3\); expected \(4000, 8000\)")])
+def test_version_one_configs_claiming_huge_models_allocate_nothing(tmp_path, config, message):
+    """An 884-byte version-1 file whose config claims gigabytes (issue 12): refused before building the model."""
+    np.savez(tmp_path / "m.npz", format=np.array("nplstm.SequenceModel/1"), config=np.array(config),
+             **{"lstm.Wf": np.zeros((2, 3))})
+    tracemalloc.start()
+    try:
+        with pytest.raises(WeightsFileError, match=message):
+            load_model(tmp_path / "m.npz")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, f"peak {peak} bytes"
