@@ -297,13 +297,25 @@ def cell_step_(
         return
     if pre is not None:
         pre[...] = gates
-    f, i, o, g = split_gates(gates, H)
+    scale, offset = _tanh_form(gates.shape[-1], gates.dtype)
+    _default_step_(split_gates(gates, H), c, h, scratch, gates, scale, offset)
+
+
+def _default_step_(
+    views: tuple[np.ndarray, ...], c: np.ndarray, h: np.ndarray, scratch: np.ndarray,
+    gates: np.ndarray, scale: np.ndarray, offset: np.ndarray, *, prescaled: bool = False,
+) -> None:
+    """The standard cell on pre-activations ``gates`` whose gate views ``views`` are already made.
+
+    ``prescaled``: the sigmoid gates' pre-activations arrive already halved.
+    """
+    f, i, o, g = views
     # σ(a) = ½ + ½·tanh(a/2) and g = tanh(a): one tanh pass over the whole
     # contiguous buffer, framed by one multiply before and a multiply-add
     # after (four calls in all; NumPy's SIMD tanh is as fast as its exp, and
     # tanh never overflows, so ±1e300 needs no clipping and gives no warning).
-    scale, offset = _tanh_form(gates.shape[-1], gates.dtype)
-    np.multiply(gates, scale, out=gates)
+    if not prescaled:
+        np.multiply(gates, scale, out=gates)
     np.tanh(gates, out=gates)
     np.multiply(gates, scale, out=gates)
     np.add(gates, offset, out=gates)
@@ -463,16 +475,19 @@ def run_sequence(
     proj = np.empty((chunk, B, H4), dtype=dtype)
     fast = default and kernels.use_kernel(T, B, H, P, x.shape[2], dtype, training=trace is not None)
     if not fast:
-        gates_buf = np.empty((B, H4), dtype=dtype)
-        scratch = np.empty((B, H), dtype=dtype)
-        h_full_buf = np.empty((B, H), dtype=dtype) if W_hr is not None else h
+        rows = _Rows(h, c, H4, W_hr is not None)
         W_hrT = W_hr.T if W_hr is not None else None
+        scale, offset = _tanh_form(H4, dtype)
+        if default:  # halve the sigmoid gates' weights once (exact in binary), not their pre-activations every step
+            W_hT = W_hT * scale
     for start in range(0, T, chunk):
         stop = min(T, start + chunk)
         n_steps = stop - start
         block = proj[:n_steps]
         np.matmul(x[start:stop].reshape(n_steps * B, -1), W_xT, out=block.reshape(n_steps * B, H4))
         block += b
+        if default and not fast:
+            block *= scale
         sizes = batch_sizes[start:stop] if batch_sizes is not None else None
         if fast:
             kernels.forward(
@@ -487,23 +502,51 @@ def run_sequence(
         for k in range(n_steps):
             t = start + k
             n = B if sizes is None else int(sizes[k])
-            gates = (trace.gates[t] if trace is not None else gates_buf)[:n]
-            h_n, c_n = h[:n], c[:n]
-            np.matmul(h_n, W_hT, out=gates)
-            gates += block[k, :n]
-            h_full = h_full_buf[:n]
-            cell_step_(gates, c_n, h_full, scratch[:n], options, peep,
-                       trace.pre[t, :n] if trace is not None and trace.pre is not None else None)
+            h_n, c_n, gates, views, scratch, h_full = rows.of(n)
+            if trace is not None:  # record the activations in place
+                gates = trace.gates[t, :n]
+                views = split_gates(gates, H)
+            np.dot(h_n, W_hT, out=gates)  # np.dot: half of np.matmul's call overhead for one small product
+            np.add(gates, block[k, :n] if n < B else block[k], out=gates)
+            if default:
+                if trace is not None and trace.pre is not None:
+                    trace.pre[t, :n] = gates
+                _default_step_(views, c_n, h_full, scratch, gates, scale, offset, prescaled=True)
+            else:
+                cell_step_(gates, c_n, h_full, scratch, options, peep,
+                           trace.pre[t, :n] if trace is not None and trace.pre is not None else None)
             if W_hrT is not None:
-                np.matmul(h_full, W_hrT, out=h_n)
+                np.dot(h_full, W_hrT, out=h_n)
             for target in receivers:
-                target[t, :n] = h_n
-                if n < B:
+                if n == B:
+                    target[t] = h_n
+                else:
+                    target[t, :n] = h_n
                     target[t, n:] = 0
             if trace is not None:
                 trace.c[t, :n] = c_n
                 if trace.h_full is not None:
                     trace.h_full[t, :n] = h_full
+
+
+class _Rows:
+    """Views of the loop's state and work buffers for the first n rows, made once per n (not per step)."""
+
+    def __init__(self, h: np.ndarray, c: np.ndarray, width: int, projection: bool) -> None:
+        B, H = c.shape
+        self.h, self.c = h, c
+        self.gates = np.empty((B, width), dtype=h.dtype)
+        self.scratch = np.empty((B, H), dtype=h.dtype)
+        self.h_full = np.empty((B, H), dtype=h.dtype) if projection else h
+        self.cache: dict[int, tuple[np.ndarray, ...]] = {}
+
+    def of(self, n: int) -> tuple[np.ndarray, ...]:
+        views = self.cache.get(n)
+        if views is None:
+            gates = self.gates[:n]
+            views = (self.h[:n], self.c[:n], gates, split_gates(gates, self.c.shape[1]), self.scratch[:n], self.h_full[:n])
+            self.cache[n] = views
+        return views
 
 
 def _trace_slice(trace: Trace | None, start: int, stop: int) -> Trace | None:
