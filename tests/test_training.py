@@ -221,3 +221,22 @@ def test_progress_bar_on_a_terminal_only(monkeypatch):
     fake.text.clear()
     fit(SequenceModel(1, 3, 1, seed=0), X, Y, epochs=2, batch_size=10, progress=False)
     assert "".join(fake.text) == ""
+
+
+def test_many_to_many_loss_counts_only_valid_steps(rng):
+    """A per-step loss on padded sequences: equal to the loss over each sequence's own steps, by hand."""
+    from nplstm.training import _loss, as_dataset
+
+    model = SequenceModel(2, 3, 1, many_to_many=True, seed=0)
+    seqs = [rng.normal(size=(n, 2)) for n in (4, 2, 3)]
+    targets = [rng.normal(size=(n, 1)) for n in (4, 2, 3)]
+    data = as_dataset(model, seqs, targets)
+    assert data.X.shape == (3, 4, 2) and data.lengths.tolist() == [4, 2, 3]
+    prediction = model.predict(data.X, lengths=data.lengths)
+    value, grad = _loss(model, "mse", prediction, data)
+    alone = [model.predict(s[None])[0] for s in seqs]  # each sequence run by itself
+    diffs = np.concatenate([(p - y).ravel() for p, y in zip(alone, targets)])
+    assert value == pytest.approx(np.mean(diffs**2), rel=1e-12)
+    assert np.all(grad[1, 2:] == 0) and np.all(grad[2, 3:] == 0)
+    history = fit(model, seqs, targets, epochs=2, batch_size=2, progress=False)
+    assert len(history.loss) == 2 and np.isfinite(history.loss).all()
