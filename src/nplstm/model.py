@@ -160,8 +160,8 @@ class SequenceModel:
         self._check_x(x)
         outputs, (h_n, c_n), stack_tape = self.lstm.forward_train(x, state, lengths=lengths)
         features = self._features(outputs, h_n)
-        tape = ModelTape(self, stack_tape, features, stack_tape.packing.lengths if stack_tape.packing else None,
-                         np.shape(x))
+        packing = stack_tape.packing
+        tape = ModelTape(self, stack_tape, features, packing.lengths[packing.inverse] if packing else None, np.shape(x))
         return self.head.forward(features), (h_n, c_n), tape
 
     def backward(self, tape: ModelTape, d_prediction: Any) -> dict[str, np.ndarray]:

@@ -214,13 +214,12 @@ def check_lengths(lengths: object, batch: int, steps: int) -> np.ndarray | None:
     arr = np.asarray(lengths)
     if arr.ndim == 0:
         arr = arr.reshape(1)
-    if arr.dtype.kind == "f" and arr.size and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
-        arr = arr.astype(np.int64)
-    if arr.dtype.kind not in "iu":
+    whole_floats = arr.dtype.kind == "f" and bool(np.all(np.isfinite(arr))) and bool(np.all(arr == np.round(arr)))
+    if arr.dtype.kind not in "iu" and not whole_floats:
         raise TypeError(f"lengths must be integers; got dtype {arr.dtype}")
     if arr.shape != (batch,):
         raise ValueError(f"lengths must have one entry per sequence, shape ({batch},); got {arr.shape}")
-    if batch and (arr.min() < 1 or arr.max() > steps):
+    if batch and (arr.min() < 1 or arr.max() > steps):  # checked before any cast, so 1e30 cannot wrap around
         raise ValueError(f"lengths must lie in [1, T={steps}]; got values from {arr.min()} to {arr.max()}")
     arr = arr.astype(np.int64)
     return None if np.all(arr == steps) else arr
