@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import kernels
 from .cell import DEFAULT_CELL, CellOptions, DirectionWeights, Trace, split_gates
 
 
@@ -65,8 +66,12 @@ def backward_sequence(
     default = options.is_default
     tanh_c = np.empty((B, H), dtype=dt)
     work = np.empty((B, H), dtype=dt)
+    steps = range(T - 1, -1, -1)
+    if default and kernels.use_kernel(T, B, H, W_h.shape[1], x.shape[2], dt, training=True):
+        kernels.backward(trace, W_h, W_hr, c0, d_outputs, dh, dc, d_pre, dW_hr=dW_hr, batch_sizes=batch_sizes)
+        steps = range(0)  # the compiled loop did every step
 
-    for t in range(T - 1, -1, -1):
+    for t in steps:
         n = B if batch_sizes is None else int(batch_sizes[t])
         dh_n, dc_n = dh[:n], dc[:n]
         if d_outputs is not None:
