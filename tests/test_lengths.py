@@ -237,6 +237,20 @@ def test_single_layer_trace_with_lengths_stops_at_each_length(rng):
             assert not traced[k][n:, b].any(), k
 
 
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_stack_trace_with_lengths_equals_each_sequence_traced_alone(rng, bidirectional):
+    stack = randomize(StackedLSTM(2, 3, 2, bidirectional=bidirectional, proj_size=2, seed=0), rng)
+    x, h0, c0 = random_inputs(rng, stack)
+    traced = stack.trace(x, (h0, c0), lengths=LENGTHS)
+    for b, n in enumerate(LENGTHS):
+        alone = stack.trace(x[:n, b], (h0[:, b], c0[:, b]))
+        for l, layer in enumerate(traced):
+            for d, named in enumerate(layer):
+                for k, v in named.items():
+                    np.testing.assert_allclose(v[:n, b], alone[l][d][k], rtol=0, atol=1e-13, err_msg=f"{l}{d}{k}")
+                    assert not v[n:, b].any(), (l, d, k)
+
+
 # ------------------------------------------------------------------ errors
 @pytest.mark.parametrize(
     "lengths, error, message",
@@ -295,6 +309,17 @@ def test_many_to_one_reads_each_sequences_last_valid_step(rng, bidirectional):
     # and the training forward predicts the same
     train_pred, _, _ = model.forward_train(X, lengths=LENGTHS)
     np.testing.assert_allclose(train_pred, pred, rtol=0, atol=1e-13)
+
+
+def test_many_to_many_with_lengths_equals_each_sequence_alone(rng):
+    model = SequenceModel(2, 4, 3, num_layers=2, bidirectional=True, many_to_many=True, seed=0)
+    for value in model.parameters().values():
+        value[...] = rng.uniform(-0.7, 0.7, size=value.shape)
+    X = rng.normal(size=(B, T, 2))
+    pred = model.predict(X, lengths=LENGTHS)
+    assert pred.shape == (B, T, 3)
+    for b, n in enumerate(LENGTHS):
+        np.testing.assert_allclose(pred[b, :n], model.predict(X[b : b + 1, :n])[0], rtol=0, atol=1e-13)
 
 
 def test_fit_learns_the_sum_of_sequences_of_different_lengths():
