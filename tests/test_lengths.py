@@ -84,6 +84,23 @@ def test_forward_equals_torch_packed_sequence(cfg, with_hx):
         assert not time_major[n:, b].any()
 
 
+@pytest.mark.parametrize("cfg", [GRID[5], GRID[18], GRID[23]], ids=cfg_id)
+def test_float32_forward_equals_torch_packed_sequence(cfg):
+    from nplstm.interop import from_torch
+
+    torch, module, x, h0, c0 = torch_setup(cfg)
+    module = module.float()
+    x, h0, c0 = x.float(), h0.float(), c0.float()
+    with torch.no_grad():
+        ref_out, ref_h, ref_c = torch_packed_forward(torch, module, x, (h0, c0), LENGTHS, cfg["batch_first"])
+    stack = from_torch(module)
+    assert stack.dtype == np.float32
+    out, (h, c) = stack.forward(x.numpy(), (h0.numpy(), c0.numpy()), lengths=LENGTHS)
+    assert out.dtype == h.dtype == c.dtype == np.float32
+    for got, want in ((out, ref_out), (h, ref_h), (c, ref_c)):
+        np.testing.assert_allclose(got, want.numpy(), rtol=0, atol=1e-5)
+
+
 BACKWARD_GRID = [
     dict(num_layers=1, bidirectional=False, proj_size=0, batch_first=False, input_size=3, hidden_size=4),
     dict(num_layers=1, bidirectional=True, proj_size=0, batch_first=True, input_size=2, hidden_size=3),
