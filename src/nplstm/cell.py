@@ -90,6 +90,11 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(x, -limit, limit)))
 
 
+def _is_real_number(value: object) -> bool:
+    """An int or float (NumPy scalars too), but not a bool."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
 def _softplus(x: np.ndarray) -> np.ndarray:
     return np.logaddexp(0, x).astype(x.dtype, copy=False)
 
@@ -117,6 +122,8 @@ class Activation:
                 object.__setattr__(self, attr, default)
             elif default is None:
                 raise ValueError(f"activation {self.name} takes no {attr}; got {value!r}")
+            elif not _is_real_number(value):
+                raise TypeError(f"activation {self.name}: {attr} must be a finite number; got {value!r}")
             elif not np.isfinite(value):
                 raise ValueError(f"activation {self.name}: {attr} must be finite; got {value!r}")
             else:
@@ -225,11 +232,16 @@ class CellOptions:
             if not isinstance(getattr(self, name), Activation):
                 raise TypeError(f"{name} must be an nplstm.cell.Activation; got {getattr(self, name)!r}")
         if self.clip is not None:
+            if not _is_real_number(self.clip):
+                raise TypeError(f"clip must be a positive finite number or None; got {self.clip!r}")
             if not np.isfinite(self.clip) or self.clip <= 0:
                 raise ValueError(f"clip must be a positive finite number or None; got {self.clip!r}")
             object.__setattr__(self, "clip", float(self.clip))
-        object.__setattr__(self, "input_forget", bool(self.input_forget))
-        object.__setattr__(self, "peepholes", bool(self.peepholes))
+        for flag in ("input_forget", "peepholes"):
+            value = getattr(self, flag)
+            if not isinstance(value, (bool, np.bool_)):  # bool("no") would be True: a silently different cell
+                raise TypeError(f"{flag} must be True or False; got {value!r}")
+            object.__setattr__(self, flag, bool(value))
 
     @property
     def is_default(self) -> bool:
@@ -253,8 +265,12 @@ class CellOptions:
             spec = config[name]
             if not isinstance(spec, list) or len(spec) != 3 or not isinstance(spec[0], str):
                 raise ValueError(f"cell option {name} must be [name, alpha, beta]; got {spec!r}")
-            acts[name] = Activation(*spec)
-        return cls(**acts, clip=config["clip"], input_forget=config["input_forget"], peepholes=config["peepholes"])
+        try:
+            for name in ("gate_activation", "cell_activation", "hidden_activation"):
+                acts[name] = Activation(*config[name])
+            return cls(**acts, clip=config["clip"], input_forget=config["input_forget"], peepholes=config["peepholes"])
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"malformed cell options: {exc}") from None
 
 
 DEFAULT_CELL = CellOptions()
