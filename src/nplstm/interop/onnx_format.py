@@ -1218,10 +1218,15 @@ def _build(plan: _Plan, dtype: Any, label: str) -> StackedLSTM | OnnxLSTM:
 # --------------------------------------------------------------------------- verification
 
 
-def _float32_copy(model: Any) -> Any:
-    """The model with float16/float64 tensors and types as float32 (onnxruntime's LSTM is float32-only)."""
+def _ort_compatible(model: Any) -> Any:
+    """The same graph as onnxruntime's CPU LSTM can run it.
+
+    Its LSTM kernel is float32-only and layout 0 only: float16/float64
+    tensors and types become float32, and each layout=1 node becomes a
+    layout=0 node between Transposes (an exact rewrite).
+    """
     import onnx
-    from onnx import TensorProto, numpy_helper
+    from onnx import TensorProto, helper, numpy_helper
 
     other = (TensorProto.DOUBLE, TensorProto.FLOAT16)
     out = onnx.ModelProto()
@@ -1232,10 +1237,29 @@ def _float32_copy(model: Any) -> Any:
     for vi in list(out.graph.input) + list(out.graph.output) + list(out.graph.value_info):
         if vi.type.tensor_type.elem_type in other:
             vi.type.tensor_type.elem_type = TensorProto.FLOAT
-    for node in out.graph.node:
+    nodes = []
+    for k, node in enumerate(out.graph.node):
         for attr in node.attribute:
             if node.op_type == "Cast" and attr.name == "to" and attr.i in other:
                 attr.i = TensorProto.FLOAT
+        layout = [a for a in node.attribute if a.name == "layout"]
+        if node.op_type != "LSTM" or not layout or layout[0].i != 1:
+            nodes.append(node)
+            continue
+        layout[0].i = 0
+        tag = f"_nplstm_layout0_{k}"
+        for slot in (0, 5, 6):
+            if slot < len(node.input) and node.input[slot]:
+                nodes.append(helper.make_node("Transpose", [node.input[slot]], [f"{tag}_in{slot}"], perm=[1, 0, 2]))
+                node.input[slot] = f"{tag}_in{slot}"
+        nodes.append(node)
+        for slot, perm in ((0, [2, 0, 1, 3]), (1, [1, 0, 2]), (2, [1, 0, 2])):
+            if slot < len(node.output) and node.output[slot]:
+                original = node.output[slot]
+                node.output[slot] = f"{tag}_out{slot}"
+                nodes.append(helper.make_node("Transpose", [node.output[slot]], [original], perm=perm))
+    del out.graph.node[:]
+    out.graph.node.extend(nodes)
     return out
 
 
@@ -1275,7 +1299,7 @@ def verify_import(model: Any, imported: StackedLSTM | OnnxLSTM, *, seed: int = 0
     rng = np.random.default_rng(seed)
     feeds = _random_feeds(model, plan, rng)
     try:
-        session = ort.InferenceSession(_float32_copy(model).SerializeToString(), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(_ort_compatible(model).SerializeToString(), providers=["CPUExecutionProvider"])
         expected = session.run(None, feeds)
     except Exception as exc:
         raise InteropError(f"verify: onnxruntime cannot run this graph ({_first_line(exc)}); pass verify=False to skip") from None
