@@ -392,8 +392,13 @@ def _to_array(tensor: Any) -> np.ndarray:
 # --------------------------------------------------------------------------- plumbing interpreter
 
 
+def _node_name(node: Any) -> str:
+    """The node's name, or its first named output for nameless nodes."""
+    return node.name or next((o for o in node.output if o), "")
+
+
 def _where(node: Any) -> str:
-    return f"node {node.op_type} {node.name or node.output[0]!r}"
+    return f"node {node.op_type} {_node_name(node)!r}"
 
 
 def _attrs(node: Any) -> dict[str, Any]:
@@ -694,7 +699,7 @@ def _weight(where: str, label: str, value: Any, deps: frozenset[str], shape: tup
 
 
 def _layer_spec(node: Any, args: list[Any], arg_deps: list[frozenset[str]]) -> _Layer:
-    where = f"LSTM node {node.name or node.output[0]!r}"
+    where = f"LSTM node {_node_name(node)!r}"
     attrs = _attrs(node)
     direction = attrs.get("direction", "forward")
     if direction not in ("forward", "reverse", "bidirectional"):
@@ -729,7 +734,7 @@ def _layer_spec(node: Any, args: list[Any], arg_deps: list[frozenset[str]]) -> _
     if input_forget not in (0, 1):
         raise InteropError(f"{where}: input_forget must be 0 or 1; got {input_forget}")
     return _Layer(
-        name=node.name or node.output[0],
+        name=_node_name(node),
         direction=direction,
         layout=layout,
         hidden_size=H,
@@ -756,6 +761,7 @@ class _Plan:
     batch_first: bool
     sizes: dict[str, int]
     state_inputs: tuple[str, str] | None = None
+    states_batch_major: bool = False
     initial_states: tuple[np.ndarray, np.ndarray] | None = None
     lens_input: str | None = None
     lengths: np.ndarray | None = None
@@ -945,7 +951,7 @@ def _match_at(model: Any, nodes: list[Any], consts: dict[str, np.ndarray], sizes
 
 def _nodes_between(nodes: list[Any], a: Any, b: Any) -> list[str]:
     ia, ib = nodes.index(a), nodes.index(b)
-    return [f"{n.op_type} {n.name or n.output[0]!r}" for n in nodes[ia + 1 : ib] if n.op_type not in ("Constant",)]
+    return [f"{n.op_type} {_node_name(n)!r}" for n in nodes[ia + 1 : ib] if n.op_type not in ("Constant",)]
 
 
 def _match_first_input(node: Any, layer: _Layer, record: dict[str, Any], feeds: dict[str, np.ndarray]) -> tuple[str, bool]:
@@ -998,12 +1004,23 @@ def _match_states(plan: _Plan, lstm_nodes: list[Any], record: dict[str, Any]) ->
                 raise InteropError(f"LSTM node {layer.name!r}: {label} must be rows of one graph input or a constant; it depends on {sorted(dep)}")
             g = next(iter(dep))
             G = feeds[g]
-            if G.ndim != 3 or G.shape[0] != L * D or G.shape[2] != H:
-                raise InteropError(f"graph input {g!r} feeding {label} must be (L·D, B, H) = ({L * D}, B, {H}); got {G.shape}")
-            expected = G[k * D : (k + 1) * D]
-            if arr.shape != expected.shape or not np.array_equal(arr, expected):
-                raise InteropError(f"LSTM node {layer.name!r}: {label} is not rows {k * D}..{(k + 1) * D - 1} of graph input {g!r}")
-            sources[s].append(("input", g))
+            # (L·D, B, H) as torch and time-major ONNX write it, or (B, L·D, H) beside layout=1 nodes
+            candidates = [("LBH", G), ("BLH", G.transpose(1, 0, 2) if G.ndim == 3 else G)]
+            orientation = next(
+                (
+                    o
+                    for o, view in candidates
+                    if view.ndim == 3 and view.shape[0] == L * D and view.shape[2] == H
+                    and arr.shape == view[k * D : (k + 1) * D].shape and np.array_equal(arr, view[k * D : (k + 1) * D])
+                ),
+                None,
+            )
+            if orientation is None:
+                raise InteropError(
+                    f"LSTM node {layer.name!r}: {label} is not rows {k * D}..{(k + 1) * D - 1} of graph input {g!r} "
+                    f"laid out (L·D, B, H) = ({L * D}, B, {H}) or (B, L·D, H); it has shape {G.shape}"
+                )
+            sources[s].append(("input", g, orientation))
     kinds = {src[0] if src else None for per_kind in sources for src in per_kind}
     if "input" in kinds:
         if kinds != {"input"}:
@@ -1012,7 +1029,11 @@ def _match_states(plan: _Plan, lstm_nodes: list[Any], record: dict[str, Any]) ->
         c_names = {src[1] for src in sources[1]}
         if len(h_names) != 1 or len(c_names) != 1:
             raise InteropError(f"initial_h / initial_c come from several graph inputs ({sorted(h_names)}, {sorted(c_names)})")
+        orientations = {src[2] for per_kind in sources for src in per_kind}
+        if len(orientations) != 1:
+            raise InteropError("initial_h and initial_c graph inputs are laid out differently")
         plan.state_inputs = (h_names.pop(), c_names.pop())
+        plan.states_batch_major = orientations.pop() == "BLH"
         return
     # constants (or absent): all-zero ones are no initial state
     arrays = []
@@ -1307,6 +1328,8 @@ def verify_import(model: Any, imported: StackedLSTM | OnnxLSTM, *, seed: int = 0
     hx = None
     if plan.state_inputs is not None:
         hx = (feeds[plan.state_inputs[0]], feeds[plan.state_inputs[1]])
+        if plan.states_batch_major:
+            hx = (hx[0].transpose(1, 0, 2), hx[1].transpose(1, 0, 2))
     kwargs = {}
     if plan.lens_input is not None:
         kwargs["lengths"] = feeds[plan.lens_input].astype(np.int64)
@@ -1387,7 +1410,8 @@ def from_onnx(
     StackedLSTM or OnnxLSTM
         A StackedLSTM whenever the graph is one: its ``forward(x, hx,
         lengths=...)`` takes the graph input ``X`` (its batch_first matches
-        the graph), the state graph inputs (L·D, B, H) and the
+        the graph), the state graph inputs as (L·D, B, H) (transpose a
+        graph's batch-major (B, L·D, H) state inputs) and the
         ``sequence_lens`` graph input, and returns ``(Y, (Y_h, Y_c))`` laid
         out as torch does.  An :class:`OnnxLSTM` wraps it when the graph also
         has a reverse-only direction, constant initial states or constant
