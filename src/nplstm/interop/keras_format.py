@@ -101,12 +101,8 @@ def cell_options_from_config(cfg: Mapping[str, Any]) -> Any:
             raise InteropError(f"{what}={name!r} does not map onto nplstm's cell; supported: {sorted(KERAS_ACTIVATIONS)}")
     if (activation, recurrent) == ("tanh", "sigmoid"):
         return None
-    try:
-        from ..cell import Activation, CellOptions  # type: ignore[attr-defined]
-    except ImportError:
-        raise InteropError(
-            f"activation={activation!r}, recurrent_activation={recurrent!r} need a newer nplstm engine"
-        ) from None
+    from ..cell import Activation, CellOptions
+
     g = Activation(*KERAS_ACTIVATIONS[activation])
     return CellOptions(gate_activation=Activation(*KERAS_ACTIVATIONS[recurrent]), cell_activation=g, hidden_activation=g)
 
@@ -194,10 +190,9 @@ class KerasLSTM:
         lengths = None if self.mask_value is None else _trailing_lengths(x, self.mask_value)
         if self.go_backwards:  # Keras reads the reversed sequence and returns outputs in that order
             x = x[:, ::-1] if lengths is None else _reverse_within(x, lengths)
-        if lengths is None:
-            seq, (h_n, c_n) = self.stack.forward(x)
-        else:
-            seq, (h_n, c_n) = self.stack.forward(x, lengths=lengths)
+        seq, (h_n, c_n) = self.stack.forward(x, lengths=lengths)
+        assert seq is not None  # return_sequences is on
+        if lengths is not None:
             if self.go_backwards:
                 # Keras met the padding first (state untouched, zero output), then the valid steps
                 shifted = np.zeros_like(seq)

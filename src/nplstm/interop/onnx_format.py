@@ -69,6 +69,8 @@ from .gates import InteropError, packed, unpack
 
 ONNX_ORDER = "iofc"
 OPSET = 17
+#: Model metadata key holding the exported stack's CellOptions at full precision.
+CELL_METADATA = "nplstm.cell_options"
 #: Default bound on the bytes read from external-data files (when allowed).
 DEFAULT_MAX_EXTERNAL_BYTES = 1 << 30
 
@@ -196,7 +198,7 @@ def to_onnx(
         inits.append(numpy_helper.from_array(value.astype(np_dtype) if value.dtype.kind == "f" else value, name))
         return name
 
-    x_dims = ["B", "T", stack.input_size] if stack.batch_first else ["T", "B", stack.input_size]
+    x_dims: list[str | int] = ["B", "T", stack.input_size] if stack.batch_first else ["T", "B", stack.input_size]
     inputs = [helper.make_tensor_value_info("X", elem, x_dims)]
     layer_in = "X"
     if stack.batch_first:
@@ -221,7 +223,8 @@ def to_onnx(
             Bias.append(np.concatenate([b, np.zeros_like(b)]))
             if peepholes:
                 P.append(np.concatenate([cell.Pi[:, 0], cell.Po[:, 0], cell.Pf[:, 0]]))
-        names = [layer_in, const(f"W_{l}", np.stack(W)), const(f"R_{l}", np.stack(R)), const(f"B_{l}", np.stack(Bias)), lens]
+        bias_name = const(f"B_{l}", np.stack(Bias)) if stack.bias else ""
+        names = [layer_in, const(f"W_{l}", np.stack(W)), const(f"R_{l}", np.stack(R)), bias_name, lens]
         if with_initial_states:
             starts, ends, axes = const(f"start_{l}", np.array([l * D])), const(f"end_{l}", np.array([(l + 1) * D])), const(f"axes_{l}", np.array([0]))
             nodes.append(helper.make_node("Slice", ["initial_h", starts, ends, axes], [f"h0_{l}"], name=f"initial_h_{l}"))
@@ -246,7 +249,7 @@ def to_onnx(
         nodes.append(helper.make_node("Identity", [layer_in], ["Y"], name="output"))
     nodes.append(helper.make_node("Concat", y_h, ["Y_h"], axis=0, name="concat_h"))
     nodes.append(helper.make_node("Concat", y_c, ["Y_c"], axis=0, name="concat_c"))
-    y_dims = ["B", "T", D * H] if stack.batch_first else ["T", "B", D * H]
+    y_dims: list[str | int] = ["B", "T", D * H] if stack.batch_first else ["T", "B", D * H]
     outputs = [
         helper.make_tensor_value_info("Y", elem, y_dims),
         helper.make_tensor_value_info("Y_h", elem, [L * D, "B", H]),
@@ -255,6 +258,11 @@ def to_onnx(
     graph = helper.make_graph(nodes, "nplstm", inputs, outputs, initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="nplstm")
     model.ir_version = min(model.ir_version, 8)
+    if options is not None and not options.is_default:
+        # ONNX attributes are float32; the exact float64 alpha/beta/clip ride along for from_onnx
+        import json
+
+        helper.set_model_props(model, {CELL_METADATA: json.dumps(options.to_config())})
     onnx.checker.check_model(model, full_check=True)
     if path is not None:
         from ..io import write_atomic
@@ -455,7 +463,7 @@ def _run_plumbing(node: Any, args: list[Any]) -> list[np.ndarray]:
     from onnx import helper
 
     op, attrs = node.op_type, _attrs(node)
-    x = args[0] if args else None
+    x: Any = args[0] if args else None
     if op == "Identity":
         return [x]
     if op == "Transpose":
@@ -496,7 +504,7 @@ def _run_plumbing(node: Any, args: list[Any]) -> list[np.ndarray]:
         return [np.take(x, np.asarray(args[1]).astype(np.int64), axis=attrs.get("axis", 0))]
     if op == "Split":
         axis = attrs.get("axis", 0) % x.ndim
-        split = _ints(args[1]) if len(args) > 1 and args[1] is not None else list(attrs.get("split", []))
+        split: list[int] = _ints(args[1]) if len(args) > 1 and args[1] is not None else list(attrs.get("split", []))
         if not split:
             n = attrs.get("num_outputs", len(node.output))
             size = -(-x.shape[axis] // n)
@@ -504,12 +512,12 @@ def _run_plumbing(node: Any, args: list[Any]) -> list[np.ndarray]:
         return list(np.split(x, np.cumsum(split)[:-1], axis=axis))
     if op == "Shape":
         dims = np.array(x.shape, dtype=np.int64)
-        return [dims[attrs.get("start", 0) : attrs.get("end", None)]]
+        return [dims[attrs.get("start", 0) : attrs.get("end", len(dims))]]
     if op == "Cast":
         return [np.asarray(x).astype(helper.tensor_dtype_to_np_dtype(attrs["to"]))]
     if op == "Expand":
-        shape = np.broadcast_shapes(x.shape, tuple(_check_size(node, _ints(args[1]))))
-        return [np.broadcast_to(x, shape).copy()]
+        target = np.broadcast_shapes(x.shape, tuple(_check_size(node, _ints(args[1]))))
+        return [np.broadcast_to(x, target).copy()]
     if op == "ConstantOfShape":
         fill = np.zeros(1, dtype=np.float32)
         for a in node.attribute:
@@ -575,7 +583,7 @@ def _evaluate(
             to = np.dtype(helper.tensor_dtype_to_np_dtype(_attrs(node)["to"]))
             if to.kind != "f" and np.asarray(args[0]).dtype.kind == "f":
                 raise InteropError(f"{_where(node)}: casts data to {to}, which changes its values")
-        out_deps = frozenset()
+        out_deps: frozenset[str] = frozenset()
         if node.op_type not in ("Shape", "ConstantOfShape"):
             out_deps = out_deps.union(*(arg_deps[k] for k in data_positions if k < len(arg_deps)))
         try:
@@ -626,6 +634,7 @@ class _Layer:
     activations: tuple[tuple[str, float | None, float | None], ...]
     clip: float | None
     input_forget: bool
+    has_bias: bool = True
 
     @property
     def num_directions(self) -> int:
@@ -746,6 +755,7 @@ def _layer_spec(node: Any, args: list[Any], arg_deps: list[frozenset[str]]) -> _
         activations=_activations(where, attrs, D),
         clip=None if clip is None else float(clip),
         input_forget=bool(input_forget),
+        has_bias=args[3] is not None,
     )
 
 
@@ -902,9 +912,9 @@ def _unify_batch(model: Any, nodes: list[Any], consts: dict[str, np.ndarray], si
             axis = 0 if slot == 4 else 1
             for source in record["deps"].get(names[slot], frozenset()):
                 if source in by_name:
-                    keys = _symbolic_keys(by_name[source])
-                    if len(keys) > axis and keys[axis] is not None:
-                        sizes[keys[axis]] = batch
+                    key = (_symbolic_keys(by_name[source]) + [None, None])[axis]
+                    if key is not None:
+                        sizes[key] = batch
     return sizes
 
 
@@ -1061,7 +1071,7 @@ def _match_states(plan: _Plan, lstm_nodes: list[Any], record: dict[str, Any]) ->
 
 def _match_lengths(plan: _Plan, lstm_nodes: list[Any], record: dict[str, Any]) -> None:
     feeds, deps = record["feeds"], record["deps"]
-    found = []
+    found: list[tuple[str, Any] | None] = []
     for k, node in enumerate(lstm_nodes):
         names = list(node.input) + [""] * (8 - len(node.input))
         if not names[4]:
@@ -1077,14 +1087,16 @@ def _match_lengths(plan: _Plan, lstm_nodes: list[Any], record: dict[str, Any]) -
         if len(dep) != 1 or next(iter(dep)) not in feeds or not np.array_equal(value, feeds[next(iter(dep))]):
             raise InteropError(f"{where}: sequence_lens must be a graph input or a constant; it depends on {sorted(dep)}")
         found.append(("input", next(iter(dep))))
-    if all(f is None for f in found):
+    given = [f for f in found if f is not None]
+    if not given:
         return
-    if any(f is None for f in found) or len({(f[0], f[1] if f[0] == "input" else f[1].tobytes()) for f in found}) != 1:
+    if len(given) != len(found) or len({(kind, v if kind == "input" else v.tobytes()) for kind, v in given}) != 1:
         raise InteropError("sequence_lens is given to some LSTM nodes only, or differs between them; nplstm applies one to every layer")
-    if found[0][0] == "input":
-        plan.lens_input = found[0][1]
+    kind, value = given[0]
+    if kind == "input":
+        plan.lens_input = value
     else:
-        plan.lengths = found[0][1]
+        plan.lengths = value
 
 
 # --------------------------------------------------------------------------- the imported object
@@ -1172,8 +1184,8 @@ class OnnxLSTM:
         time_axis = 1 if self.batch_first else 0
         if self.reverse:
             x = _reverse_within(x, lengths, time_axis)
-        kwargs = {} if lengths is None else {"lengths": lengths}
-        out, states = self.stack.forward(x, hx, **kwargs)
+        out, states = self.stack.forward(x, hx, lengths=lengths)
+        assert out is not None  # return_sequences is on
         if self.reverse:
             out = _reverse_within(out, lengths, time_axis)
         return out, states
@@ -1201,24 +1213,51 @@ def _cell_options_for(layer: _Layer) -> Any:
     )
     if plain:
         return None
-    try:
-        from ..cell import Activation, CellOptions  # type: ignore[attr-defined]
-    except ImportError:
-        raise InteropError(f"LSTM node {layer.name!r}: activations/clip/input_forget/peepholes need a newer nplstm engine") from None
+    from ..cell import Activation, CellOptions
+
     f, g, h = (Activation(n, alpha, beta) for n, alpha, beta in layer.activations)
     return CellOptions(
         gate_activation=f, cell_activation=g, hidden_activation=h, clip=layer.clip, input_forget=layer.input_forget, peepholes=layer.P is not None
     )
 
 
-def _build(plan: _Plan, dtype: Any, label: str) -> StackedLSTM | OnnxLSTM:
+def _same_in_float32(a: Any, b: Any) -> bool:
+    """Two CellOptions that write the same (float32) ONNX attributes."""
+    def key(o: Any) -> tuple[Any, ...]:
+        acts = (o.gate_activation, o.cell_activation, o.hidden_activation)
+        def f32(v: float | None) -> float | None:
+            return None if v is None else float(np.float32(v))
+
+        return tuple((x.name, f32(x.alpha), f32(x.beta)) for x in acts) + (f32(o.clip), o.input_forget, o.peepholes)
+
+    return key(a) == key(b)
+
+
+def _exact_options(options: Any, metadata: str | None) -> Any:
+    """The exporter's full-precision CellOptions when they agree with the node's float32 attributes."""
+    if options is None or metadata is None:
+        return options
+    import json
+
+    from ..cell import CellOptions
+
+    try:
+        exact = CellOptions.from_config(json.loads(metadata))
+    except (ValueError, TypeError):
+        return options
+    return exact if _same_in_float32(exact, options) else options
+
+
+def _build(plan: _Plan, dtype: Any, label: str, metadata: str | None = None) -> StackedLSTM | OnnxLSTM:
     layers = plan.layers
     first = layers[0]
     D, H, I = first.num_directions, first.hidden_size, first.W.shape[2]
     if dtype is None:
         dtype = np.float64 if first.source_dtype == np.float64 else np.float32
-    options = _cell_options_for(first)
+    options = _exact_options(_cell_options_for(first), metadata)
     kwargs: dict[str, Any] = {} if options is None else {"cell": options}
+    # a graph without any B input is a stack without bias (a missing B is zeros)
+    kwargs["bias"] = any(layer.has_bias for layer in layers)
     stack = StackedLSTM(I, H, num_layers=len(layers), bidirectional=D == 2, batch_first=plan.batch_first, seed=0, dtype=dtype, **kwargs)
     for l, layer in enumerate(layers):
         for d, cell in enumerate(stack.layers[l]):
@@ -1330,10 +1369,8 @@ def verify_import(model: Any, imported: StackedLSTM | OnnxLSTM, *, seed: int = 0
         hx = (feeds[plan.state_inputs[0]], feeds[plan.state_inputs[1]])
         if plan.states_batch_major:
             hx = (hx[0].transpose(1, 0, 2), hx[1].transpose(1, 0, 2))
-    kwargs = {}
-    if plan.lens_input is not None:
-        kwargs["lengths"] = feeds[plan.lens_input].astype(np.int64)
-    out, (h_n, c_n) = imported.forward(x, hx, **kwargs)
+    lengths = None if plan.lens_input is None else feeds[plan.lens_input].astype(np.int64)
+    out, (h_n, c_n) = imported.forward(x, hx, lengths=lengths)
     D, L = plan.layers[0].num_directions, len(plan.layers)
     batch_first = plan.batch_first
     seq = np.asarray(out).transpose(1, 0, 2) if batch_first else np.asarray(out)
@@ -1420,7 +1457,8 @@ def from_onnx(
     model, label = _load_model(model_or_path, allow_external_data, max_external_bytes)
     try:
         plan = _match(model)
-        imported = _build(plan, dtype, label)
+        metadata = {p.key: p.value for p in model.metadata_props}.get(CELL_METADATA)
+        imported = _build(plan, dtype, label, metadata)
     except InteropError as exc:
         raise InteropError(f"{label}: {exc}") from None
     except Exception as exc:  # a file that parses but whose fields are nonsense
