@@ -100,3 +100,43 @@ def test_onnx_backend_case(name, as_graph_inputs):
 
 def test_the_cases_cover_the_operator():
     assert {"test_lstm_defaults", "test_lstm_with_initial_bias", "test_lstm_with_peepholes", "test_lstm_batchwise"} <= set(CASES)
+
+
+def generated_data_dirs():
+    import pathlib
+
+    root = pathlib.Path(onnx.__file__).parent / "backend" / "test" / "data" / "node"
+    return sorted(root.glob("test_lstm_*")) if root.is_dir() else []
+
+
+def run_data_dir(case_dir):
+    """Import a backend test directory (model.onnx + test_data_set_0/*.pb) and compare with its outputs."""
+    node = onnx.load(str(case_dir / "model.onnx")).graph.node[0]
+    data = case_dir / "test_data_set_0"
+
+    def tensors(kind):
+        return [numpy_helper.to_array(onnx.load_tensor(str(p))) for p in sorted(data.glob(f"{kind}_*.pb"))]
+
+    model, feeds, expected = case_model(node, tensors("input"), tensors("output"), as_graph_inputs=True)
+    got = node_outputs(node, from_onnx(model), feeds)
+    for key, want in expected.items():
+        np.testing.assert_allclose(got[key], want, rtol=1e-5, atol=1e-6, err_msg=f"{case_dir.name}: {key}")
+
+
+@pytest.mark.skipif(not generated_data_dirs(), reason="this onnx wheel ships no generated backend test data")
+@pytest.mark.parametrize("case_dir", generated_data_dirs(), ids=lambda p: p.name)
+def test_onnx_backend_generated_data(case_dir):
+    run_data_dir(case_dir)
+
+
+def test_data_dir_reader_on_cases_written_in_that_format(tmp_path):
+    """The reader above, on the cases written the way onnx's generator lays them out."""
+    for name, (node, inputs, outputs) in CASES.items():
+        case_dir = tmp_path / name
+        (case_dir / "test_data_set_0").mkdir(parents=True)
+        model, _, _ = case_model(node, inputs, outputs, as_graph_inputs=True)
+        onnx.save(model, str(case_dir / "model.onnx"))
+        for kind, arrays in (("input", inputs), ("output", outputs)):
+            for k, a in enumerate(arrays):
+                onnx.save_tensor(numpy_helper.from_array(a), str(case_dir / "test_data_set_0" / f"{kind}_{k}.pb"))
+        run_data_dir(case_dir)

@@ -368,3 +368,34 @@ def test_huge_external_file_is_refused_before_reading(tmp_path, rng):
     small.mkdir()
     with pytest.raises(InteropError, match=r"exceeds max_external_bytes=50 at tensor 'W_0'"):
         from_onnx(external_model(small, rng)[0], allow_external_data=True, max_external_bytes=50)
+
+
+# ---------------------------------------------------------------- hostile sizes
+
+
+def test_huge_declared_input_is_refused_with_bounded_memory(rng):
+    W, R, B = weights(rng, 1, 3, 2)
+    node = helper.make_node("LSTM", ["X", "W", "R", "B"], ["Y"], hidden_size=3, name="lstm")
+    model = make_model([node], [vi("X", [1 << 20, 1 << 20, 2])], [vi("Y", None)], dict(W=W, R=R, B=B))
+    tracemalloc.start()
+    with pytest.raises(InteropError, match="over the .*-element limit for checking the graph"):
+        from_onnx(model)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 50 * 1024 * 1024
+
+
+def test_zero_state_of_absurd_shape_is_refused_with_bounded_memory(rng):
+    W, R, B = weights(rng, 1, 3, 2)
+    nodes = [
+        const("huge", np.array([1, 1 << 30, 3], dtype=np.int64)),
+        helper.make_node("ConstantOfShape", ["huge"], ["h0"], name="zeros"),
+        helper.make_node("LSTM", ["X", "W", "R", "B", "", "h0", "h0"], ["Y"], hidden_size=3, name="lstm"),
+    ]
+    model = make_model(nodes, [vi("X", ["T", "B", 2])], [vi("Y", None)], dict(W=W, R=R, B=B))
+    tracemalloc.start()
+    with pytest.raises(InteropError, match=r"node ConstantOfShape 'zeros': builds a tensor of shape \[1, 1073741824, 3\]"):
+        from_onnx(model)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 50 * 1024 * 1024
