@@ -399,3 +399,20 @@ def test_zero_state_of_absurd_shape_is_refused_with_bounded_memory(rng):
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert peak < 50 * 1024 * 1024
+
+
+def test_unknown_attributes_and_foreign_domains_are_refused(rng):
+    W, R, B = weights(rng, 1, 3, 2)
+    node = helper.make_node("LSTM", ["X", "W", "R", "B"], ["Y"], hidden_size=3, name="lstm", peephole_mode=1)
+    model = make_model([node], [vi("X", ["T", "B", 2])], [vi("Y", None)], dict(W=W, R=R, B=B))
+    with pytest.raises(InteropError, match=r"LSTM node 'lstm': unknown attribute\(s\) \['peephole_mode'\]"):
+        from_onnx(model, verify=False)
+    nodes = [
+        helper.make_node("Transpose", ["X"], ["xt"], perm=[1, 0, 2], name="custom_t", domain="com.example"),
+        helper.make_node("LSTM", ["xt", "W", "R", "B"], ["Y"], hidden_size=3, name="lstm"),
+    ]
+    graph = helper.make_graph(nodes, "g", [vi("X", ["B", "T", 2])], [vi("Y", None)],
+                              initializer=[numpy_helper.from_array(v, k) for k, v in dict(W=W, R=R, B=B).items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
+    with pytest.raises(InteropError, match=r"node Transpose 'custom_t': operator of domain 'com.example'"):
+        from_onnx(model, verify=False)

@@ -561,6 +561,8 @@ def _evaluate(
         values[name], deps[name] = value, frozenset({name})
     lstm_index = 0
     for node in nodes:
+        if node.domain not in ("", "ai.onnx"):
+            raise InteropError(f"{_where(node)}: operator of domain {node.domain!r} is not the standard one; nplstm cannot reproduce it")
         missing = [n for n in node.input if n not in values]
         if missing:
             raise InteropError(f"{_where(node)}: input {missing[0]!r} is not produced by any node before it")
@@ -707,9 +709,19 @@ def _weight(where: str, label: str, value: Any, deps: frozenset[str], shape: tup
     return out
 
 
+#: Attributes of the LSTM operator (all versions); any other is refused rather than ignored.
+_LSTM_ATTRIBUTES = {
+    "activation_alpha", "activation_beta", "activations", "clip", "direction", "hidden_size", "input_forget", "layout",
+    "output_sequence",
+}
+
+
 def _layer_spec(node: Any, args: list[Any], arg_deps: list[frozenset[str]]) -> _Layer:
     where = f"LSTM node {_node_name(node)!r}"
     attrs = _attrs(node)
+    unknown = sorted(set(attrs) - _LSTM_ATTRIBUTES)
+    if unknown:
+        raise InteropError(f"{where}: unknown attribute(s) {unknown}; nplstm does not know what they change")
     direction = attrs.get("direction", "forward")
     if direction not in ("forward", "reverse", "bidirectional"):
         raise InteropError(f"{where}: unknown direction {direction!r}")
@@ -878,6 +890,11 @@ def _match(model: Any) -> _Plan:
         sizes = _unify_batch(model, nodes, consts, sizes)
         plans.append(_match_at(model, nodes, consts, sizes, lstm_nodes))
     a, b = plans
+    for la, lb in zip(a.layers, b.layers):
+        for name in ("W", "R", "B", "P"):
+            wa, wb = getattr(la, name), getattr(lb, name)
+            if (wa is None) != (wb is None) or (wa is not None and not np.array_equal(wa, wb)):
+                raise InteropError(f"LSTM node {la.name!r}: tensor {name!r} changes with the input sizes")
     if a.batch_first != b.batch_first or a.state_inputs != b.state_inputs or a.lens_input != b.lens_input:
         raise InteropError("the graph's wiring changes with the input sizes; nplstm cannot map it onto one LSTM")
     if (a.initial_states is None) != (b.initial_states is None):
