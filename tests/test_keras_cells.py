@@ -135,11 +135,21 @@ def test_saved_keras_file_loads(tmp_path, rng):
     assert_parity(from_keras(path)(x), keras_numpy(model(x)))
 
 
-def test_import_keras_chooses_an_installed_backend():
+@pytest.mark.parametrize("code", [
+    "from nplstm.interop.keras_format import import_keras; print(import_keras().backend.backend())",
+    "from nplstm.interop import from_keras; import keras; print(keras.backend.backend())",
+], ids=["import_keras", "user-import-after"])
+def test_a_backend_is_chosen_when_keras_backend_is_unset(code):
     """Without KERAS_BACKEND keras 3 would pick tensorflow; nplstm picks torch when it is installed."""
     pytest.importorskip("torch")
     env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
-    code = "from nplstm.interop.keras_format import import_keras; k = import_keras(); print(k.backend.backend())"
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "torch"
+    assert done.stdout.strip().splitlines()[-1] == "torch"
+
+
+def test_a_backend_set_by_the_user_is_kept():
+    env = dict(os.environ, KERAS_BACKEND="numpy")
+    code = "from nplstm.interop import from_keras; import os; print(os.environ['KERAS_BACKEND'])"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.stdout.strip() == "numpy", done.stderr

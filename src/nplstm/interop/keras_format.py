@@ -19,9 +19,12 @@ by :class:`KerasLSTM`, and so are:
   gives: the last valid output (LSTM) or zeros (Bidirectional, or
   ``zero_output_for_mask=True``).
 
-Keras needs a backend: :func:`import_keras` picks ``KERAS_BACKEND=torch``
-(then jax, then tensorflow) when the variable is unset and keras is not yet
-imported, and says what to install when none is importable.
+Keras needs a backend, and Keras 3 defaults to tensorflow, which
+``nplstm[keras]`` does not install.  Importing this module sets
+``KERAS_BACKEND=torch`` (else jax, else tensorflow, whichever is installed)
+when the variable is unset and keras is not yet imported
+(:func:`default_keras_backend`), so ``from_keras`` and a later ``import
+keras`` work; :func:`import_keras` says what to install when none is.
 """
 
 from __future__ import annotations
@@ -53,20 +56,25 @@ KERAS_ACTIVATIONS: dict[str, tuple[str, float | None, float | None]] = {
 _BACKENDS = ("torch", "jax", "tensorflow")
 
 
-def import_keras() -> Any:
-    """Import keras, choosing a backend when ``KERAS_BACKEND`` is unset.
+def default_keras_backend() -> str | None:
+    """Set ``KERAS_BACKEND`` to an installed backend unless it is set or keras is already imported.
 
     Keras 3 defaults to tensorflow, which ``nplstm[keras]`` does not
-    install.  Unless keras is already imported or ``KERAS_BACKEND`` is set,
-    the first importable of torch, jax and tensorflow is chosen.
+    install; the first importable of torch, jax and tensorflow is chosen.
+    Called when this module is imported, so a later ``import keras`` works
+    too.  Returns the backend in force (None: none is installed).
     """
     if "keras" not in sys.modules and not os.environ.get("KERAS_BACKEND"):
         backend = next((b for b in _BACKENDS if importlib.util.find_spec(b) is not None), None)
-        if backend is None:
-            raise InteropError(
-                "keras needs a backend: install torch, jax or tensorflow and set KERAS_BACKEND to its name"
-            )
-        os.environ["KERAS_BACKEND"] = backend
+        if backend is not None:
+            os.environ["KERAS_BACKEND"] = backend
+    return os.environ.get("KERAS_BACKEND")
+
+
+def import_keras() -> Any:
+    """Import keras with :func:`default_keras_backend`; InteropError saying what to install otherwise."""
+    if default_keras_backend() is None and "keras" not in sys.modules:
+        raise InteropError("keras needs a backend: install torch, jax or tensorflow and set KERAS_BACKEND to its name")
     try:
         import keras
     except ImportError as exc:
@@ -319,3 +327,6 @@ def from_keras(
         mask_value=mask_value,
         zero_output_for_mask=zero_output,
     )
+
+
+default_keras_backend()
