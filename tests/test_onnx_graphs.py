@@ -416,3 +416,21 @@ def test_unknown_attributes_and_foreign_domains_are_refused(rng):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
     with pytest.raises(InteropError, match=r"node Transpose 'custom_t': operator of domain 'com.example'"):
         from_onnx(model, verify=False)
+
+
+def test_onnx_lstm_takes_one_sequence_and_the_command_line_runs_it(rng, tmp_path):
+    W, R, B = weights(rng, 1, 3, 2)
+    node = helper.make_node("LSTM", ["X", "W", "R", "B"], ["Y", "Y_h"], hidden_size=3, direction="reverse", name="rev")
+    outputs = [vi("Y", ["T", 1, "B", 3]), vi("Y_h", [1, "B", 3])]
+    model = make_model([node], [vi("X", ["T", "B", 2])], outputs, dict(W=W, R=R, B=B))
+    imported = from_onnx(model)
+    x = rng.normal(size=(5, 2)).astype(np.float32)
+    Y, Y_h = run_ort(model, {"X": x[:, None]})
+    out, (h, _) = imported.forward(x)
+    np.testing.assert_allclose(out, Y[:, 0, 0], atol=1e-5)
+    np.testing.assert_allclose(h, Y_h[:, 0], atol=1e-5)
+    from nplstm.weights import load_model, run_model
+
+    path = tmp_path / "rev.onnx"
+    onnx.save(model, str(path))
+    np.testing.assert_allclose(run_model(load_model(path), x)["outputs"], Y[:, 0, 0], atol=1e-5)

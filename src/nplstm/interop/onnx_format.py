@@ -1190,12 +1190,17 @@ class OnnxLSTM:
     ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
         """Compute what the graph computes: ``(outputs, (h_n, c_n))`` as :meth:`StackedLSTM.forward`.
 
-        ``x`` is (T, B, I) or (B, T, I) (batch_first); ``hx`` overrides the
+        ``x`` is (T, B, I) or (B, T, I) (batch_first), or one sequence (T,
+        I); ``hx`` overrides the
         constant initial states; ``lengths`` the constant sequence lengths.
         """
         x = np.asarray(x)
+        if x.ndim == 2:  # one sequence (T, I), as StackedLSTM takes it
+            one = (np.asarray(hx[0])[:, None], np.asarray(hx[1])[:, None]) if hx is not None else None
+            out, (h, c) = self.forward(x[None] if self.batch_first else x[:, None], one, lengths=lengths)
+            return (out[0] if self.batch_first else out[:, 0]), (h[:, 0], c[:, 0])
         if x.ndim != 3:
-            raise ValueError(f"x must be 3-D {'(B, T, I)' if self.batch_first else '(T, B, I)'}; got shape {x.shape}")
+            raise ValueError(f"x must be (T, I) or {'(B, T, I)' if self.batch_first else '(T, B, I)'}; got shape {x.shape}")
         batch = x.shape[0] if self.batch_first else x.shape[1]
         if lengths is None:
             lengths = self.lengths
