@@ -1212,11 +1212,11 @@ class OnnxLSTM:
         time_axis = 1 if self.batch_first else 0
         if self.reverse:
             x = _reverse_within(x, lengths, time_axis)
-        out, states = self.stack.forward(x, hx, lengths=lengths)
-        assert out is not None  # return_sequences is on
+        seq, states = self.stack.forward(x, hx, lengths=lengths)
+        assert seq is not None  # return_sequences is on
         if self.reverse:
-            out = _reverse_within(out, lengths, time_axis)
-        return out, states
+            seq = _reverse_within(seq, lengths, time_axis)
+        return seq, states
 
     __call__ = forward
 
