@@ -434,3 +434,15 @@ def test_onnx_lstm_takes_one_sequence_and_the_command_line_runs_it(rng, tmp_path
     path = tmp_path / "rev.onnx"
     onnx.save(model, str(path))
     np.testing.assert_allclose(run_model(load_model(path), x)["outputs"], Y[:, 0, 0], atol=1e-5)
+
+
+def test_a_cast_of_the_input_to_float16_is_refused(rng):
+    """Small graphs' labels fit float16 exactly, so the cast itself must be refused."""
+    W, R, B = weights(rng, 1, 3, 2, np.float16)
+    nodes = [
+        helper.make_node("Cast", ["X"], ["x16"], to=TensorProto.FLOAT16, name="to_half"),
+        helper.make_node("LSTM", ["x16", "W", "R", "B"], ["Y"], hidden_size=3, name="lstm"),
+    ]
+    model = make_model(nodes, [vi("X", ["T", "B", 2])], [vi("Y", None, TensorProto.FLOAT16)], dict(W=W, R=R, B=B))
+    with pytest.raises(InteropError, match=r"node Cast 'to_half': casts data to float16"):
+        from_onnx(model, verify=False)
