@@ -613,7 +613,6 @@ def test_a_weights_file_with_a_malformed_cell_is_refused(tmp_path):
         load_model(bad)
 
 
-@pytest.mark.xfail(strict=True, reason="to_onnx (interop/onnx_format.py) writes the default cell for any CellOptions")
 def test_onnx_export_of_a_variant_is_refused_or_faithful():
     ort = pytest.importorskip("onnxruntime")
     from nplstm.interop import InteropError

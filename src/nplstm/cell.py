@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -554,15 +554,15 @@ class _Rows:
         self.gates = np.empty((B, width), dtype=h.dtype)
         self.scratch = np.empty((B, H), dtype=h.dtype)
         self.h_full = np.empty((B, H), dtype=h.dtype) if projection else h
-        self.cache: dict[int, tuple[np.ndarray, ...]] = {}
+        self.cache: dict[int, Any] = {}
 
-    def of(self, n: int) -> tuple[np.ndarray, ...]:
-        views = self.cache.get(n)
-        if views is None:
+    def of(self, n: int) -> Any:
+        """``(h, c, gates, gate views, scratch, h_full)`` of the first n rows."""
+        if n not in self.cache:
             gates = self.gates[:n]
-            views = (self.h[:n], self.c[:n], gates, split_gates(gates, self.c.shape[1]), self.scratch[:n], self.h_full[:n])
-            self.cache[n] = views
-        return views
+            self.cache[n] = (self.h[:n], self.c[:n], gates, split_gates(gates, self.c.shape[1]),
+                             self.scratch[:n], self.h_full[:n])
+        return self.cache[n]
 
 
 def _trace_slice(trace: Trace | None, start: int, stop: int) -> Trace | None:

@@ -18,7 +18,6 @@ from .model import SequenceModel, pad_sequences
 from .optim import Adam, Optimizer, clip_grad_norm
 from .params import positive_int
 
-
 #: A batch whose loss exceeds this multiple of the first batch's (before any update) counts as diverged.
 DIVERGENCE_FACTOR = 1e6
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
@@ -26,7 +26,10 @@ from .model import SequenceModel
 from .modelfile import load_model as load_npz_model
 from .stack import StackedLSTM
 
-Model = Union[SequenceModel, StackedLSTM, LSTM]
+if TYPE_CHECKING:
+    from .interop.onnx_format import OnnxLSTM
+
+Model = Union[SequenceModel, StackedLSTM, LSTM, "OnnxLSTM"]
 
 
 def load_model(path: str | os.PathLike) -> Model:
