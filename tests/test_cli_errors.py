@@ -8,7 +8,6 @@ error: ...``, naming the problem.
 import os
 import subprocess
 import sys
-import warnings
 
 import numpy as np
 import pytest

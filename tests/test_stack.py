@@ -5,6 +5,7 @@ import pytest
 
 from nplstm import LSTM
 from nplstm.stack import StackedLSTM
+
 from test_backward import numeric_gradient, rel_error
 
 

@@ -10,6 +10,7 @@ from nplstm.losses import mse, softmax_cross_entropy
 from nplstm.model import SequenceModel
 from nplstm.optim import SGD, Adam, Optimizer, clip_grad_norm
 from nplstm.training import History, fit, truncated_bptt
+
 from test_backward import numeric_gradient, rel_error
 
 

@@ -5,6 +5,7 @@ import pytest
 
 from nplstm import LSTM, SequenceModel, StackedLSTM, WeightsFileError
 from nplstm.weights import describe, load_model, run_model
+
 from reference import load_into, random_weights
 
 
