@@ -9,7 +9,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nplstm import LSTM
-
 from reference import load_into, random_weights, reference_lstm
 
 pytestmark = pytest.mark.usefixtures("each_backend")  # both step-loop paths, see conftest
