@@ -152,3 +152,14 @@ def test_mismatched_state_dicts_are_refused(edit, message):
     edit(sd)
     with pytest.raises(InteropError, match=message):
         from_torch(sd)
+
+
+def test_a_cell_variant_is_not_exported_as_a_plain_lstm():
+    from nplstm.cell import CellOptions
+    from nplstm.interop import InteropError
+
+    stack = StackedLSTM(2, 3, cell=CellOptions(peepholes=True, clip=0.5), seed=0)
+    with pytest.raises(InteropError, match="only the standard cell"):
+        to_torch_state_dict(stack)
+    with pytest.raises(InteropError, match="only the standard cell"):
+        torch_module(stack)

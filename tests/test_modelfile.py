@@ -62,7 +62,7 @@ def test_a_config_implying_gigabytes_is_refused_before_any_allocation(tmp_path):
     rewrite(path, set_config(input_size=50_000_000))  # a 1-KB file claiming a 1.6 GB model, then 4000x4000
     tracemalloc.start()
     try:
-        with pytest.raises(WeightsFileError, match=r"implies \d+ bytes of parameters, over the limit"):
+        with pytest.raises(WeightsFileError, match=r"implies \d+ (bytes of )?parameters, over the limit"):
             SequenceModel.load(path, max_bytes=1 << 28)
         rewrite(path, set_config(input_size=3, hidden_size=4000))
         with pytest.raises(WeightsFileError, match="'lstm.l0.Wf' has shape"):
@@ -173,3 +173,33 @@ def test_version_one_configs_claiming_huge_models_allocate_nothing(tmp_path, con
     finally:
         tracemalloc.stop()
     assert peak < 8 << 20, f"peak {peak} bytes"
+
+
+def test_a_config_with_millions_of_layers_is_refused_by_arithmetic(tmp_path):
+    """A 5-KB file claiming 10**7 layers: refused from the config's parameter count, before listing any layer."""
+    model = StackedLSTM(2, 3, seed=0)
+    path = model.save(tmp_path / "s.npz")
+    rewrite(path, set_config(num_layers=10**7))
+    tracemalloc.start()
+    try:
+        with pytest.raises(WeightsFileError, match=r"implies \d+ parameters, over the limit"):
+            load_model(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20
+
+
+def test_parameter_count_by_arithmetic_equals_the_listed_shapes():
+    import math
+
+    from nplstm.stack import stack_parameter_shapes
+
+    for cfg in [dict(input_size=3, hidden_size=5, num_layers=3, bidirectional=True, proj_size=2, bias=True),
+                dict(input_size=1, hidden_size=4, num_layers=2, bidirectional=False, proj_size=0, bias=False,
+                     cell={**StackedLSTM(1, 4).cell.to_config(), "peepholes": True})]:
+        shapes = stack_parameter_shapes(cfg)
+        total = sum(math.prod(s) for s in shapes.values())
+        stack_parameter_shapes(cfg, max_count=total)  # exactly at the limit: fine
+        with pytest.raises(ValueError, match=f"implies {total} parameters"):
+            stack_parameter_shapes(cfg, max_count=total - 1)

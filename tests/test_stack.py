@@ -130,3 +130,56 @@ def test_stack_gradients_match_finite_differences(batched, rng):
         assert rel_error(grads[name], numeric_gradient(loss, param)) < 1e-6, name
     for name, arr in (("x", x), ("h_0", h0), ("c_0", c0)):
         assert rel_error(grads[name], numeric_gradient(loss, arr)) < 1e-6, name
+
+
+def test_a_tape_is_independent_of_later_edits_to_the_input_and_the_weights(rng):
+    """The caller reuses its input buffer and updates the weights before backward: the tape still gives the
+    gradients of the forward it recorded (computed again on fresh copies as the reference)."""
+    stack = StackedLSTM(3, 4, num_layers=2, bidirectional=True, seed=0)
+    buf = rng.normal(size=(5, 2, 3))
+    x, before = buf.copy(), {k: v.copy() for k, v in stack.parameters().items()}
+    out, _, tape = stack.forward_train(buf)
+    w = rng.normal(size=out.shape)
+    buf[...] = rng.normal(size=buf.shape)  # reused buffer
+    for p in stack.parameters().values():  # an optimizer step
+        p += 0.3
+    grads = stack.backward(tape, w)
+    fresh = StackedLSTM(3, 4, num_layers=2, bidirectional=True, seed=0)
+    for name, value in before.items():
+        fresh.parameters()[name][...] = value
+    expected = fresh.backward(fresh.forward_train(x)[2], w)
+    for name, value in expected.items():
+        np.testing.assert_allclose(grads[name], value, rtol=0, atol=1e-13, err_msg=name)
+
+
+def test_nan_in_padding_never_reaches_the_gradients(rng):
+    stack = StackedLSTM(2, 3, num_layers=2, bidirectional=True, seed=0)
+    x = rng.normal(size=(5, 2, 2))
+    clean = x.copy()
+    x[3:, 1] = np.nan  # past the second sequence's length
+    out, (h, c), tape = stack.forward_train(x, lengths=[5, 3])
+    grads = stack.backward(tape, np.ones_like(out), np.ones_like(h))
+    ref_out, _, ref_tape = stack.forward_train(clean, lengths=[5, 3])
+    ref = stack.backward(ref_tape, np.ones_like(out), np.ones_like(h))
+    np.testing.assert_array_equal(out, ref_out)
+    for name, value in ref.items():
+        np.testing.assert_array_equal(grads[name], value, err_msg=name)
+
+
+def test_empty_sequences_train_and_trace():
+    stack = StackedLSTM(2, 3, num_layers=2, seed=0)
+    h0 = np.ones((2, 1, 3))
+    out, (h, c), tape = stack.forward_train(np.zeros((0, 1, 2)), (h0, np.zeros((2, 1, 3))))
+    assert out.shape == (0, 1, 3)
+    np.testing.assert_array_equal(h, h0)
+    grads = stack.backward(tape, None, np.ones_like(h))
+    np.testing.assert_array_equal(grads["h_0"], 1.0)  # h_n is h_0 itself
+    assert all(np.all(grads[name] == 0) for name in stack.parameters())
+    assert LSTM(2, 3).trace(np.zeros((0, 2)))["h"].shape == (0, 3)
+
+
+def test_a_tape_goes_back_to_the_face_that_made_it(rng):
+    lstm = LSTM(2, 3, seed=0)
+    *_, tape = lstm.forward_train(rng.normal(size=(4, 2)))
+    with pytest.raises(ValueError, match="another face of the model"):
+        lstm.engine.backward(tape, np.ones((4, 3)))

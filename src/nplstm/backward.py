@@ -92,14 +92,15 @@ def backward_sequence(
         dh[:n] = da @ W_h  # dL/dh_{t-1}
 
     flat = d_pre.reshape(T * B, 4 * H)
-    h_prev = np.concatenate([h0[None], trace.h[:-1]], axis=0).reshape(T * B, -1) if T else h0[:0]
+    h_prev = np.concatenate([h0[None], trace.h[:-1]], axis=0).reshape(T * B, h0.shape[1]) if T else h0[:0]
+    I = x.shape[2]  # explicit sizes: reshape(..., -1) cannot infer them when T·B = 0
     return DirectionGradients(
-        W_x=flat.T @ x.reshape(T * B, -1),
+        W_x=flat.T @ x.reshape(T * B, I),
         W_h=flat.T @ h_prev,
         b=flat.sum(axis=0),
         W_hr=dW_hr,
         P=dP,
-        x=(flat @ W_xT.T).reshape(T, B, -1),
+        x=(flat @ W_xT.T).reshape(T, B, I),
         h0=dh,
         c0=dc,
     )

@@ -13,6 +13,7 @@ from typing import Any, Union
 import numpy as np
 
 from .layer import LSTM
+from .shapes import as_real_array
 from .stack import StackedLSTM
 
 Recurrent = Union[LSTM, StackedLSTM]
@@ -30,7 +31,7 @@ def _forward_block(block: np.ndarray, stack: StackedLSTM) -> np.ndarray:
     """One chunk (n, T, I) → one flat array [outputs | h_n | c_n] per sequence."""
     n = block.shape[0]
     outputs, h, c, _ = stack.run_time_major(
-        np.ascontiguousarray(block.transpose(1, 0, 2), dtype=stack.dtype),
+        np.ascontiguousarray(as_real_array(block, "xs", stack.dtype).transpose(1, 0, 2)),
         np.zeros((stack.num_layers * stack.num_directions, n, stack.state_size), dtype=stack.dtype),
         np.zeros((stack.num_layers * stack.num_directions, n, stack.hidden_size), dtype=stack.dtype),
     )
@@ -56,6 +57,8 @@ def forward(model: Recurrent, xs: Any) -> tuple[Any, tuple[Any, Any]]:
         raise TypeError(f"xs must be a dask array (N, T, I); got {type(xs).__name__}")
     if xs.ndim != 3 or xs.shape[2] != stack.input_size:
         raise ValueError(f"xs must be (N, T, {stack.input_size}); got {xs.shape}")
+    if xs.dtype.kind not in "iuf":
+        raise TypeError(f"xs must hold real numbers (int or float); got dtype {xs.dtype}")
     if len(xs.chunks[1]) > 1 or len(xs.chunks[2]) > 1:
         xs = xs.rechunk({1: -1, 2: -1})
     N, T, _ = xs.shape

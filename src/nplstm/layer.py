@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from .cell import CellOptions
 from .modelfile import load_model_of_kind, register, save_model
 from .params import LayerWeights
 from .shapes import (
@@ -26,12 +27,15 @@ from .shapes import (
     state_in_rows,
     state_out,
 )
-from .stack import StackedLSTM, Tape
+from .stack import StackedLSTM, Tape, stack_parameter_shapes
 from .stream import StreamState, initial_state, step
 
 
 class _Delegate:
     """A public parameter of the one layer, read from and assigned to its LayerWeights."""
+
+    def __init__(self, doc: str) -> None:
+        self.__doc__ = doc
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
@@ -56,7 +60,6 @@ class _LayerLayout:
     B: int
 
 
-@register
 class LSTM:
     """A single LSTM layer with the hidden state first in ``z = [h; x]``.
 
@@ -83,7 +86,7 @@ class LSTM:
 
     Attributes
     ----------
-    Wf, Wi, Wc, Wo : (H, H + I) arrays
+    Wf, Wi, Wc, Wo : (H, H + I) arrays ((H, P + I) with a projection)
         Forget, input, candidate and output gate weights acting on
         ``[h_{t-1}; x_t]``.  Assign or write in place freely (assignments are
         checked for shape and finiteness).
@@ -95,18 +98,18 @@ class LSTM:
 
     KIND = "LSTM"
 
-    Wf = _Delegate()
-    Wi = _Delegate()
-    Wc = _Delegate()
-    Wo = _Delegate()
-    bf = _Delegate()
-    bi = _Delegate()
-    bc = _Delegate()
-    bo = _Delegate()
-    W_hr = _Delegate()
-    Pi = _Delegate()
-    Pf = _Delegate()
-    Po = _Delegate()
+    Wf = _Delegate("Forget gate weights (H, P + I) acting on z = [h; x]; assign or write in place.")
+    Wi = _Delegate("Input gate weights (H, P + I) acting on z = [h; x]; assign or write in place.")
+    Wc = _Delegate("Candidate weights (H, P + I) acting on z = [h; x]; assign or write in place.")
+    Wo = _Delegate("Output gate weights (H, P + I) acting on z = [h; x]; assign or write in place.")
+    bf = _Delegate("Forget gate bias (H, 1) (assign (H,) or (H, 1)).")
+    bi = _Delegate("Input gate bias (H, 1) (assign (H,) or (H, 1)).")
+    bc = _Delegate("Candidate bias (H, 1) (assign (H,) or (H, 1)).")
+    bo = _Delegate("Output gate bias (H, 1) (assign (H,) or (H, 1)).")
+    W_hr = _Delegate("LSTMP projection (P, H), or None without proj_size.")
+    Pi = _Delegate("Input gate peephole (H, 1), with cell=CellOptions(peepholes=True).")
+    Pf = _Delegate("Forget gate peephole (H, 1), with cell=CellOptions(peepholes=True).")
+    Po = _Delegate("Output gate peephole (H, 1), with cell=CellOptions(peepholes=True).")
 
     def __init__(
         self,
@@ -154,21 +157,6 @@ class LSTM:
         """Everything needed to rebuild this layer (weights aside), JSON-able."""
         cfg = self.engine.config()
         return {k: cfg[k] for k in ("input_size", "hidden_size", "batch_first", "proj_size", "cell")}
-
-    @classmethod
-    def parameter_shapes(cls, config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
-        """The shape of every parameter an LSTM of ``config`` has, without building it."""
-        full = dict(config, num_layers=1, bidirectional=False, bias=True)
-        return {name.split(".", 1)[1]: shape for name, shape in StackedLSTM.parameter_shapes(full).items()}
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any], dtype: Any) -> LSTM:
-        from .cell import CellOptions
-
-        cfg = dict(config)
-        cell = cfg.pop("cell", None)
-        return cls(cfg.pop("input_size"), cfg.pop("hidden_size"), seed=0, dtype=dtype,
-                   cell=CellOptions.from_config(cell) if cell is not None else None, **cfg)
 
     def save(self, path: Any) -> Any:
         """Write to ``.npz`` (no pickle, atomically); read back with :meth:`load`."""
@@ -358,3 +346,19 @@ class LSTM:
         named["h_0"] = state_out(grads["h_0"][0], o).reshape(h_shape)
         named["c_0"] = state_out(grads["c_0"][0], o).reshape(c_shape)
         return named
+
+
+# ------------------------------------------------------------ weight files
+def _lstm_parameter_shapes(config: dict[str, Any], max_count: int | None = None) -> dict[str, tuple[int, ...]]:
+    full = dict(config, num_layers=1, bidirectional=False, bias=True)
+    return {name.split(".", 1)[1]: shape for name, shape in stack_parameter_shapes(full, max_count).items()}
+
+
+def _lstm_from_config(config: dict[str, Any], dtype: Any) -> LSTM:
+    cfg = dict(config)
+    cell = cfg.pop("cell", None)
+    return LSTM(cfg.pop("input_size"), cfg.pop("hidden_size"), seed=0, dtype=dtype,
+                cell=CellOptions.from_config(cell) if cell is not None else None, **cfg)
+
+
+register(LSTM, shapes=_lstm_parameter_shapes, build=_lstm_from_config)

@@ -11,7 +11,8 @@ import numpy as np
 from .head import Linear
 from .modelfile import load_model_of_kind, register, save_model
 from .params import as_generator, model_dtype, positive_int
-from .stack import StackedLSTM, Tape
+from .shapes import as_real_array
+from .stack import StackedLSTM, Tape, stack_parameter_shapes
 
 
 @dataclass
@@ -25,7 +26,7 @@ class ModelTape:
     x_shape: tuple[int, ...]
 
 
-def pad_sequences(sequences: Sequence[Any], dtype: Any = np.float64) -> tuple[np.ndarray, np.ndarray]:
+def pad_sequences(sequences: Sequence[Any], *, dtype: Any = np.float64) -> tuple[np.ndarray, np.ndarray]:
     """Pad a list of ``(T_k, I)`` (or ``(T_k,)``) sequences with trailing zeros.
 
     Returns ``(X (N, max T, I), lengths (N,))`` for ``forward(..., lengths=...)``.
@@ -46,7 +47,6 @@ def pad_sequences(sequences: Sequence[Any], dtype: Any = np.float64) -> tuple[np
     return X, lengths
 
 
-@register
 class SequenceModel:
     """A stack of LSTM layers plus a dense head, for sequence regression or classification.
 
@@ -168,7 +168,10 @@ class SequenceModel:
         """Gradients of every parameter (named as :meth:`parameters`) and of ``x``, ``h_0``, ``c_0``."""
         if not isinstance(tape, ModelTape) or tape.model is not self:
             raise ValueError("backward needs the tape this model's forward_train returned")
-        d_prediction = np.asarray(d_prediction, dtype=self.dtype)
+        d_prediction = as_real_array(d_prediction, "d_prediction", self.dtype)
+        expected = tape.features.shape[:-1] + (self.head.out_features,)
+        if d_prediction.shape != expected:
+            raise ValueError(f"d_prediction must have the prediction's shape {expected}; got {d_prediction.shape}")
         head_grads, d_features = self.head.backward(tape.features, d_prediction)
         if self.many_to_many:
             lstm_grads = self.lstm.backward(tape.stack_tape, d_features)
@@ -193,28 +196,6 @@ class SequenceModel:
             "proj_size": s.proj_size, "many_to_many": self.many_to_many,
         }
 
-    @classmethod
-    def parameter_shapes(cls, config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
-        """The shape of every parameter a model of ``config`` has, without building it."""
-        stack_cfg = {
-            "input_size": config["input_size"], "hidden_size": config["hidden_size"],
-            "num_layers": config.get("num_layers", 1), "bidirectional": config.get("bidirectional", False),
-            "proj_size": config.get("proj_size", 0), "bias": True,
-        }
-        output_size = positive_int(config["output_size"], "output_size")
-        if not isinstance(config.get("many_to_many", False), bool):
-            raise TypeError(f"many_to_many must be true or false; got {config['many_to_many']!r}")
-        shapes = {f"lstm.{k}": v for k, v in StackedLSTM.parameter_shapes(stack_cfg).items()}
-        features = (2 if stack_cfg["bidirectional"] else 1) * (stack_cfg["proj_size"] or stack_cfg["hidden_size"])
-        shapes["head.W"] = (output_size, features)
-        shapes["head.b"] = (output_size,)
-        return shapes
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any], dtype: Any) -> SequenceModel:
-        cfg = dict(config)
-        return cls(cfg.pop("input_size"), cfg.pop("hidden_size"), cfg.pop("output_size"), **cfg, seed=0, dtype=dtype)
-
     def save(self, path: str | os.PathLike) -> Any:
         """Write the whole model to ``.npz`` (no pickle), atomically."""
         return save_model(self, path)
@@ -223,3 +204,28 @@ class SequenceModel:
     def load(cls, path: str | os.PathLike, **kwargs: Any) -> SequenceModel:
         """Read a model written by :meth:`save`; a malformed file raises WeightsFileError."""
         return load_model_of_kind(path, cls, **kwargs)
+
+
+# ------------------------------------------------------------ weight files
+def _model_parameter_shapes(config: dict[str, Any], max_count: int | None = None) -> dict[str, tuple[int, ...]]:
+    stack_cfg = {
+        "input_size": config["input_size"], "hidden_size": config["hidden_size"],
+        "num_layers": config.get("num_layers", 1), "bidirectional": config.get("bidirectional", False),
+        "proj_size": config.get("proj_size", 0), "dropout": config.get("dropout", 0.0), "bias": True,
+    }
+    output_size = positive_int(config["output_size"], "output_size")
+    if not isinstance(config.get("many_to_many", False), bool):
+        raise TypeError(f"many_to_many must be true or false; got {config['many_to_many']!r}")
+    shapes = {f"lstm.{k}": v for k, v in stack_parameter_shapes(stack_cfg, max_count).items()}
+    features = (2 if stack_cfg["bidirectional"] else 1) * (stack_cfg["proj_size"] or stack_cfg["hidden_size"])
+    shapes["head.W"] = (output_size, features)
+    shapes["head.b"] = (output_size,)
+    return shapes
+
+
+def _model_from_config(config: dict[str, Any], dtype: Any) -> SequenceModel:
+    cfg = dict(config)
+    return SequenceModel(cfg.pop("input_size"), cfg.pop("hidden_size"), cfg.pop("output_size"), **cfg, seed=0, dtype=dtype)
+
+
+register(SequenceModel, shapes=_model_parameter_shapes, build=_model_from_config)

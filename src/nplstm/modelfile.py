@@ -31,11 +31,13 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
 from .io import NpzArchive, WeightsFileError, parameter_budget, require, save_npz
+from .shapes import as_real_array
 
 VERSION = 2
 FORMAT = "nplstm"
@@ -59,13 +61,21 @@ class Persistent(Protocol):
     def parameters(self) -> dict[str, np.ndarray]: ...
 
 
-KINDS: dict[str, Any] = {}
+@dataclass(frozen=True)
+class FileKind:
+    """How to rebuild one model class from a file: its parameter shapes and its constructor, from a config."""
+
+    cls: Any
+    shapes: Callable[..., dict[str, tuple[int, ...]]]  # (config, max_count) -> {name: shape}
+    build: Callable[[dict[str, Any], Any], Any]  # (config, dtype) -> model
 
 
-def register(cls: Any) -> Any:
-    """Class decorator: make ``cls`` (with ``KIND``, ``parameter_shapes``, ``from_config``) loadable."""
-    KINDS[cls.KIND] = cls
-    return cls
+KINDS: dict[str, FileKind] = {}
+
+
+def register(cls: Any, *, shapes: Callable[..., dict[str, tuple[int, ...]]], build: Callable[[dict[str, Any], Any], Any]) -> None:
+    """Make ``cls`` (which has ``KIND``, ``config()`` and ``parameters()``) loadable."""
+    KINDS[cls.KIND] = FileKind(cls, shapes, build)
 
 
 def save_model(model: Persistent, path: str | os.PathLike) -> Any:
@@ -178,7 +188,7 @@ def _expected(kind: str, config: Any, dtype: str, source: str, max_bytes: int) -
     if not isinstance(config, dict) or not all(isinstance(k, str) for k in config):
         raise WeightsFileError(f"{source}: 'config' must be a JSON object; got {config!r}")
     try:
-        shapes = cls.parameter_shapes(config)
+        shapes = cls.shapes(config, max_bytes // np.dtype(dtype).itemsize)
     except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise WeightsFileError(f"{source}: malformed {kind} config {config}: {type(exc).__name__}: {exc}") from None
     total = sum(math.prod(s) for s in shapes.values()) * np.dtype(dtype).itemsize
@@ -196,8 +206,12 @@ def _build(cls: Any, kind: str, config: dict[str, Any], dtype: str, params: dict
     if unexpected:
         raise WeightsFileError(f"{source}: arrays {unexpected[:5]} do not belong to a {kind} with config {config}")
     values = {name: require(params, name, shape, source) for name, shape in shapes.items()}
+    try:  # a float64 value beyond float32's range must not become inf in a float32 model
+        values = {name: as_real_array(value, name, np.dtype(dtype)) for name, value in values.items()}
+    except ValueError as exc:
+        raise WeightsFileError(f"{source}: {exc}") from None
     try:
-        model = cls.from_config(config, dtype)
+        model = cls.build(config, dtype)
     except (TypeError, ValueError) as exc:
         raise WeightsFileError(f"{source}: malformed {kind} config {config}: {exc}") from None
     targets = model.parameters()

@@ -11,6 +11,7 @@ the next forward sees it and nothing needs re-fusing.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -192,6 +193,17 @@ class LayerWeights:
     def parameters(self) -> dict[str, np.ndarray]:
         """The trainable arrays by name (views: writing into them updates the weights)."""
         return {name: getattr(self, name) for name in self.parameter_names()}
+
+    def snapshot(self) -> LayerWeights:
+        """A copy of these weights, frozen (what a training tape keeps of the forward's weights)."""
+        frozen = copy.copy(self)
+        for name in ("WT", "b", "W_hr_storage", "P"):
+            value = getattr(self, name)
+            if value is not None:
+                value = value.copy()
+                value.flags.writeable = False
+                setattr(frozen, name, value)
+        return frozen
 
     def fused_matrix(self) -> np.ndarray:
         """The contiguous (P + I, 4H) view ``[W_h; W_x]ᵀ``: ``z @ it`` gives all four gates for z = [h; x]."""

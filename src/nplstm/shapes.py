@@ -39,7 +39,13 @@ def as_real_array(a: object, name: str, dtype: np.dtype, check_finite: bool = Fa
             f"{name} is a masked array, whose mask nplstm would ignore; give a plain array "
             f"(and lengths=... for sequences of different lengths)"
         )
-    arr = np.asarray(a)
+    try:
+        arr = np.asarray(a)
+    except ValueError:  # NumPy's "inhomogeneous shape" for ragged nesting
+        raise ValueError(
+            f"{name} is ragged (its rows have different lengths); give a rectangular array "
+            f"(pad sequences of different lengths and pass lengths=...)"
+        ) from None
     if arr.dtype.kind not in _NUMERIC_KINDS:
         raise TypeError(f"{name} must hold real numbers (int or float); got dtype {arr.dtype}")
     if arr.dtype.kind == "f" and arr.dtype.itemsize > np.dtype(dtype).itemsize and arr.size:
@@ -77,6 +83,8 @@ def as_time_major(
         layout = "(B, T, I)" if batch_first else "(T, B, I)"
         if arr.shape[2] != I:
             raise ValueError(f"x must have shape {layout} with I = {I}; got {arr.shape}")
+        if arr.shape[0 if batch_first else 1] == 0:
+            raise ValueError(f"x is a batch of 0 sequences (shape {arr.shape}); give at least one")
         return (arr.transpose(1, 0, 2) if batch_first else arr), True
     raise ValueError(
         f"x must be (T,), (T, {I}) or a batch {'(B, T, I)' if batch_first else '(T, B, I)'} "

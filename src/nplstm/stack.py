@@ -14,6 +14,7 @@ work on time-major arrays and serve the other faces.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -84,12 +85,12 @@ class Tape:
     model: Any
     inputs: list[np.ndarray] = field(default_factory=list)  # time-major input of each layer (sorted rows)
     traces: list[list[Trace]] = field(default_factory=list)
+    weights: list[list[LayerWeights]] = field(default_factory=list)  # the weights the forward used (copies)
     masks: list[np.ndarray | None] = field(default_factory=list)
     h0: np.ndarray | None = None
     c0: np.ndarray | None = None
     packing: Packing | None = None
     layout: Any = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,6 @@ class StackLayout:
     B: int
 
 
-@register
 class StackedLSTM:
     """An LSTM of ``num_layers`` layers, optionally bidirectional, like ``torch.nn.LSTM``.
 
@@ -162,6 +162,9 @@ class StackedLSTM:
         if cell is not None and not isinstance(cell, CellOptions):
             raise TypeError(f"cell must be an nplstm.cell.CellOptions or None; got {type(cell).__name__}")
         self.cell = cell if cell is not None else DEFAULT_CELL
+        if dropout and num_layers == 1:
+            warnings.warn(f"dropout={dropout} acts between layers, so it does nothing with num_layers=1", UserWarning,
+                          stacklevel=2)
         self.dropout = float(dropout)
         self.bias = bool(bias)
         self.batch_first = bool(batch_first)
@@ -222,36 +225,6 @@ class StackedLSTM:
             "bidirectional": self.bidirectional, "proj_size": self.proj_size, "cell": self.cell.to_config(),
         }
 
-    @classmethod
-    def parameter_shapes(cls, config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
-        """The shape of every parameter a stack of ``config`` has, without building it."""
-        I = positive_int(config["input_size"], "input_size")
-        H = positive_int(config["hidden_size"], "hidden_size")
-        L = positive_int(config["num_layers"], "num_layers")
-        proj = positive_int(config["proj_size"], "proj_size", minimum=0)
-        if proj >= H:
-            raise ValueError(f"proj_size must be smaller than hidden_size {H}; got {proj}")
-        for flag in ("bidirectional", "bias"):
-            if not isinstance(config[flag], bool):
-                raise TypeError(f"{flag} must be true or false; got {config[flag]!r}")
-        P = proj or H
-        D = 2 if config["bidirectional"] else 1
-        cell = CellOptions.from_config(config["cell"]) if isinstance(config.get("cell"), dict) else DEFAULT_CELL
-        shapes: dict[str, tuple[int, ...]] = {}
-        for l in range(L):
-            for d in range(D):
-                names = LayerWeights.names_for(proj=bool(config["proj_size"]), peepholes=cell.peepholes,
-                                               bias=bool(config["bias"]))
-                for name in names:
-                    if name == "W_hr":
-                        shape = (P, H)
-                    elif name[0] == "W":
-                        shape = (H, P + (I if l == 0 else D * P))
-                    else:  # biases and peepholes
-                        shape = (H, 1)
-                    shapes[cls.prefix(l, d) + name] = shape
-        return shapes
-
     def __repr__(self) -> str:
         cell = "" if self.cell.is_default else f", cell={self.cell!r}"
         return (
@@ -269,12 +242,6 @@ class StackedLSTM:
     def load(cls, path: Any, **kwargs: Any) -> StackedLSTM:
         """Read a stack written by :meth:`save`; a malformed file raises WeightsFileError."""
         return load_model_of_kind(path, cls, **kwargs)
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any], dtype: Any) -> StackedLSTM:
-        cfg = dict(config)
-        cell = cfg.pop("cell", None)
-        return cls(**cfg, cell=CellOptions.from_config(cell) if cell is not None else None, seed=0, dtype=dtype)
 
     # -------------------------------------------------------- user layout
     def _user_in(
@@ -361,8 +328,7 @@ class StackedLSTM:
         shapes (None: zero).  Returns gradients named as in :meth:`parameters`,
         plus ``x``, ``h_0`` and ``c_0``.
         """
-        layout = self._check_tape(tape)
-        assert isinstance(layout, StackLayout)
+        layout = self._check_tape(tape, StackLayout)
         T, B = layout.T, layout.B
         LD, P, H = self.num_layers * self.num_directions, self.state_size, self.hidden_size
         D = self.num_directions
@@ -395,11 +361,14 @@ class StackedLSTM:
             grads["h_0"], grads["c_0"] = grads["h_0"][:, 0], grads["c_0"][:, 0]
         return grads
 
-    def _check_tape(self, tape: Any) -> Any:
+    def _check_tape(self, tape: Any, layout: type | None = None) -> Any:
         if not isinstance(tape, Tape):
             raise TypeError(f"backward needs the Tape returned by forward_train; got {type(tape).__name__}")
         if tape.model is not self:
             raise ValueError("this tape was recorded by another model")
+        if layout is not None and not isinstance(tape.layout, layout):
+            raise ValueError("this tape was recorded through another face of the model (e.g. LSTM.forward_train): "
+                             "give it to that face's backward")
         return tape.layout
 
     def trace(self, x: Any, hx: tuple[Any, Any] | None = None, *, lengths: Any = None) -> list[list[dict[str, np.ndarray]]]:
@@ -440,16 +409,25 @@ class StackedLSTM:
         packing = Packing.of(lengths, T) if lengths is not None else None
         if packing is not None:
             x, h0, c0 = x[:, packing.order], h0[:, packing.order], c0[:, packing.order]
+        if record:
+            # The tape owns its input: the caller may reuse its buffer before backward.
+            # Padding is zeroed: whatever it holds (NaN included) must not reach the gradients.
+            x = np.array(x, copy=True) if packing is None else x
+            if packing is not None:
+                x[np.arange(T)[:, None] >= packing.lengths[None, :]] = 0
         h_n = np.array(h0, dtype=self.dtype, order="C", copy=True)
         c_n = np.array(c0, dtype=self.dtype, order="C", copy=True)
-        tape = Tape(self, h0=h_n.copy(), c0=c_n.copy(), packing=packing) if record else None
+        tape = None
+        if record:
+            tape = Tape(self, h0=h_n.copy(), c0=c_n.copy(), packing=packing,
+                        weights=[[w.snapshot() for w in pair] for pair in self.layers])
         keep = return_sequences or record
         outputs = np.empty((T, B, D * P), dtype=self.dtype) if keep else None
         # A unidirectional stack in inference runs block by block through all
         # layers, so lower layers never hold more than a block of steps.
         block = T if (record or D == 2) else min(T, STREAM_BLOCK)
         buffers = [np.empty((block, B, D * P), dtype=self.dtype) for _ in range(L - 1)] if not record else []
-        for start in range(0, T, max(block, 1)):
+        for start in range(0, max(T, 1), max(block, 1)):  # T = 0 still records empty layers
             stop = min(T, start + block)
             layer_input = x[start:stop]
             for l in range(L):
@@ -526,7 +504,7 @@ class StackedLSTM:
             if d_out is not None and mask is not None:
                 d_out = d_out * mask
             d_input = np.zeros(layer_input.shape, dtype=self.dtype)
-            for d, weights in enumerate(self.layers[l]):
+            for d, weights in enumerate(tape.weights[l]):  # the weights of the forward, not today's
                 k = l * D + d
                 trace = tape.traces[l][d]
                 d_dir = None if d_out is None else d_out[:, :, d * P : (d + 1) * P]
@@ -578,3 +556,60 @@ class StackedLSTM:
                 named_layer.append(named)
             result.append(named_layer)
         return result
+
+
+# ------------------------------------------------------------ weight files
+def _flag(config: dict[str, Any], name: str, default: bool = False) -> bool:
+    value = config.get(name, default)
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be true or false; got {value!r}")
+    return value
+
+
+def stack_parameter_shapes(config: dict[str, Any], max_count: int | None = None) -> dict[str, tuple[int, ...]]:
+    """The shape of every parameter a stack of ``config`` has, without building it.
+
+    Checks the config first; with ``max_count``, refuses a config implying more
+    parameters than that before listing them (a hostile file may claim 10⁷ layers).
+    """
+    I = positive_int(config["input_size"], "input_size")
+    H = positive_int(config["hidden_size"], "hidden_size")
+    L = positive_int(config["num_layers"], "num_layers")
+    proj = positive_int(config["proj_size"], "proj_size", minimum=0)
+    if proj >= H:
+        raise ValueError(f"proj_size must be smaller than hidden_size {H}; got {proj}")
+    bidirectional, bias = _flag(config, "bidirectional"), _flag(config, "bias", True)
+    _flag(config, "batch_first")
+    dropout = config.get("dropout", 0.0)
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise ValueError(f"dropout must be a number in [0, 1); got {dropout!r}")
+    P = proj or H
+    D = 2 if bidirectional else 1
+    cell = CellOptions.from_config(config["cell"]) if config.get("cell") is not None else DEFAULT_CELL
+    names = LayerWeights.names_for(proj=bool(proj), peepholes=cell.peepholes, bias=bias)
+    small = H * sum(name[0] in "bP" for name in names)  # biases and peepholes, (H, 1) each
+    per_direction = 4 * H * P + small + (P * H if proj else 0)
+    count = D * 4 * H * I + (L - 1) * D * 4 * H * D * P + L * D * per_direction
+    if max_count is not None and count > max_count:
+        raise ValueError(f"the config implies {count} parameters, over the limit of {max_count} (pass max_bytes= to allow more)")
+    shapes: dict[str, tuple[int, ...]] = {}
+    for l in range(L):
+        for d in range(D):
+            for name in names:
+                if name == "W_hr":
+                    shape = (P, H)
+                elif name[0] == "W":
+                    shape = (H, P + (I if l == 0 else D * P))
+                else:  # biases and peepholes
+                    shape = (H, 1)
+                shapes[StackedLSTM.prefix(l, d) + name] = shape
+    return shapes
+
+
+def _stack_from_config(config: dict[str, Any], dtype: Any) -> StackedLSTM:
+    cfg = dict(config)
+    cell = cfg.pop("cell", None)
+    return StackedLSTM(**cfg, cell=CellOptions.from_config(cell) if cell is not None else None, seed=0, dtype=dtype)
+
+
+register(StackedLSTM, shapes=stack_parameter_shapes, build=_stack_from_config)

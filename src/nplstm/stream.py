@@ -60,7 +60,8 @@ def _batch_of(states: tuple[tuple[Any, int], ...], batch: int | None) -> tuple[i
         return int(batch), True
     for state, size in states:
         shape: tuple[int, ...] = np.shape(state) if state is not None else ()
-        if len(shape) == 2 and shape[1] == size and not (shape == (size, 1) and size != 1):
+        # (size, 1) is a column, and (1, 1) could be either: only other 2-D shapes say "rows"
+        if len(shape) == 2 and shape[1] == size and shape != (size, 1) and shape != (1, 1):
             return shape[0], True
     return 1, False
 
@@ -90,8 +91,9 @@ def step(state: StreamState, x_t: Any) -> np.ndarray:
         B, I = state.x.shape
         also = f" or ({I},)" if B == 1 else ""
         raise ValueError(f"x_t must have shape ({B}, {I}){also} for this stream; got {shape}")
-    if not isinstance(x_t, np.ndarray) or x_t.dtype.kind not in "iuf":
-        x_t = as_real_array(x_t, "x_t", state.x.dtype)  # refuses bool, complex, text; allocates only then
+    if not isinstance(x_t, np.ndarray) or x_t.dtype.kind not in "iuf" or x_t.dtype.itemsize > state.x.dtype.itemsize:
+        # refuses bool, complex, text and values beyond a float32 model's range; allocates only then
+        x_t = as_real_array(x_t, "x_t", state.x.dtype)
     np.copyto(state.x, np.reshape(x_t, state.x.shape), casting="same_kind")
     # One fused product for all four gates, then the one step body of cell.py.
     np.matmul(state.z, state.WT, out=state.gates)

@@ -17,8 +17,10 @@ from .losses import LOSSES
 from .model import SequenceModel, pad_sequences
 from .optim import Adam, Optimizer, clip_grad_norm
 from .params import positive_int
+from .shapes import as_real_array, check_lengths
 
-#: A batch whose loss exceeds this multiple of the first batch's (before any update) counts as diverged.
+#: A batch whose loss exceeds this multiple of the first batch's (before any update; at least the loss of
+#: predicting zeros or uniform classes) counts as diverged.
 DIVERGENCE_FACTOR = 1e6
 
 
@@ -102,11 +104,16 @@ def as_dataset(model: SequenceModel, X: Any, Y: Any, lengths: Any = None, name: 
 
     Refuses non-finite values naming the array and the first bad index.
     """
-    if isinstance(X, (list, tuple)) and X and np.ndim(X[0]) >= 1 and len({np.shape(s) for s in X}) > 1:
+    if isinstance(X, (list, tuple)) and X and all(np.ndim(s) in (1, 2) for s in X):
+        # a list of sequences (each (T_k, I), or (T_k,) for one feature): pad them
         if lengths is not None:
             raise ValueError(f"give either a list of sequences or padded {name} with lengths, not both")
-        X, lengths = pad_sequences(X, model.dtype)
+        X, padded_lengths = pad_sequences(X, dtype=model.dtype)
+        lengths = padded_lengths
         if model.many_to_many and isinstance(Y, (list, tuple)):
+            for k, (y, n) in enumerate(zip(Y, padded_lengths)):
+                if len(y) != n:
+                    raise ValueError(f"sequence {k} has {n} steps but its targets have {len(y)}; give one target per step")
             Y = _pad_targets(Y, X.shape[1])
     for label, value in ((name, X), ("Y" if name == "X" else "Y_val", Y)):
         if isinstance(value, np.ma.MaskedArray):
@@ -123,10 +130,11 @@ def as_dataset(model: SequenceModel, X: Any, Y: Any, lengths: Any = None, name: 
         if arr.dtype.kind == "f" and not np.isfinite(arr).all():
             raise ValueError(f"{label} holds NaN or inf, first at index {_first_bad(arr)}; clean the data before fit")
     if lengths is not None:
-        from .shapes import check_lengths
-
         lengths = check_lengths(lengths, len(X), X.shape[1])
-    return Dataset(X.astype(model.dtype, copy=False), Y, lengths)
+    X = as_real_array(X, name, model.dtype)  # refuses values a float32 model would turn into inf
+    if Y.dtype.kind == "f":
+        as_real_array(Y, "targets", model.dtype)
+    return Dataset(X, Y, lengths)
 
 
 def _pad_targets(Y: Any, T: int) -> np.ndarray:
@@ -153,6 +161,13 @@ def _loss(model: SequenceModel, loss: str, prediction: np.ndarray, batch: Datase
     grad = np.zeros_like(prediction)
     grad[valid] = d_valid
     return value, grad
+
+
+def _loss_scale(loss: str, data: Dataset) -> float:
+    """The loss of a know-nothing model (predicting 0, or uniform classes): a floor for the divergence yardstick."""
+    if loss == "mse":
+        return float(np.mean(np.square(data.Y, dtype=np.float64))) + 1e-12
+    return float(np.log(max(int(np.max(data.Y, initial=0)) + 1, 2)))
 
 
 def evaluate(model: SequenceModel, X: Any, Y: Any, loss: str = "mse", batch_size: int = 256, *, lengths: Any = None) -> float:
@@ -273,6 +288,7 @@ def fit(
     best, best_weights, waited = np.inf, None, 0
     last_good = {k: v.copy() for k, v in model.parameters().items()}
     first_loss: float | None = None
+    data_scale = _loss_scale(loss, data)
     bar = _Progress(epochs * -(-len(data) // batch_size), progress)
 
     def restore(weights: dict[str, np.ndarray]) -> None:
@@ -291,8 +307,8 @@ def fit(
                 with np.errstate(over="ignore", invalid="ignore"):  # a blow-up is reported below, not warned about
                     norm = clip_grad_norm(trained, clip_norm if clip_norm is not None else np.inf)
                 if first_loss is None:  # before any update: the yardstick for divergence
-                    first_loss = float(value)
-                exploded = value > DIVERGENCE_FACTOR * max(first_loss, np.finfo(np.float64).tiny)
+                    first_loss = max(float(value), data_scale)
+                exploded = value > DIVERGENCE_FACTOR * first_loss
                 if exploded or not (np.isfinite(value) and np.isfinite(norm)):
                     restore(best_weights if best_weights is not None else last_good)
                     raise TrainingDivergedError(

@@ -78,6 +78,9 @@ def describe(model: Model) -> dict[str, Any]:
     }
     config = model.config() if hasattr(model, "config") else {}
     info.update({k: v for k, v in config.items() if k != "cell"})
+    cell = getattr(stack_of(model), "cell", None)
+    if cell is not None and not cell.is_default:
+        info["cell"] = repr(cell)
     return info
 
 

@@ -109,7 +109,11 @@ def to_torch_state_dict(stack: StackedLSTM, *, as_numpy: bool = False) -> dict[s
 
     The bias goes to ``bias_ih`` and ``bias_hh`` is zero.  Tensors are
     ``torch.Tensor`` (or NumPy arrays with ``as_numpy=True``, no torch needed).
+    ``torch.nn.LSTM`` has only the standard cell: a stack with other
+    :class:`~nplstm.cell.CellOptions` is refused rather than exported wrong.
     """
+    if not stack.cell.is_default:
+        raise InteropError(f"torch.nn.LSTM has only the standard cell; this stack has cell={stack.cell!r}")
     sd: dict[str, Any] = {}
     for _, l, d, cell in stack.cells():
         sfx = f"_l{l}{'_reverse' if d else ''}"
