@@ -1,18 +1,36 @@
-"""Optional compiled kernels (numba) for where Python overhead dominates.
+"""The compiled fused engine (numba): one direction of one layer, forward and backward.
 
-A NumPy step costs about fifteen ufunc calls whatever the size, which is
-most of the time for small hidden sizes and for streaming one step at a
-time.  When numba is installed (``pip install 'nplstm[fast]'``), small
-problems run instead through :func:`sequence_kernel`, one compiled loop
-over time, batch and gates.  It computes exactly what
-:func:`nplstm.cell.cell_step_` computes, the same formulas in the same
-order but for the summation order of the matrix product; the tests hold
-the two paths to 1e-12 in float64.  Large problems stay on the NumPy path,
-whose BLAS matrix products are faster there.
+The NumPy step loop in :mod:`nplstm.cell` / :mod:`nplstm.backward` is the
+readable reference; this module computes the same equations faster when
+numba and scipy are installed (``pip install 'nplstm[fast]'``).  Where the
+time goes, and so how this is built:
 
-``set_backend("numpy" | "numba" | "auto")`` forces a path (for tests and
-the benchmark); "auto" picks numba for problems below
-:data:`NUMBA_MAX_WORK` multiply-adds per step.
+* The recurrent GEMM ``h_{t-1} W_hᵀ`` is most of the work.  It goes to BLAS
+  through numba's ``np.dot`` (scipy's cython BLAS), except for batches of at
+  most :data:`SMALL_BATCH` rows where a plain compiled loop beats the BLAS
+  call overhead.
+* Everything else of a step (adding the input projection, the clip, the four
+  activations, ``c``, ``h``) is ONE compiled pass per row over contiguous
+  memory, with no temporaries, instead of ~15 NumPy ufunc calls.
+* NumPy's exp/tanh cost 3-4 ns per element; the hand-written float32
+  versions below (Cody-Waite exp, Eigen's rational tanh) vectorise to well
+  under 1 ns.  They are within a few ulp; float64 uses an exp accurate to
+  ~1 ulp, so the float64 engine matches the reference to 1e-12.
+* The whole time loop is one compiled call (the caller passes chunks of
+  steps), so Python runs once per chunk, not once per step.
+* Rows of a batch are independent through time, so with several threads
+  the batch is split into slices that each run the whole loop (``nogil``)
+  in their own thread, every slice with single-threaded BLAS.
+
+numba compiles with ``error_model="numpy"`` (no division checks) and
+fastmath flags WITHOUT ``reassoc`` (reassociation could undo the exp's range
+reduction) and without ``nnan``/``ninf`` (the float32-overflow case must
+behave like the NumPy path), so its loops vectorise to AVX2/AVX-512.
+
+``import nplstm`` never imports numba: the kernels are compiled (or loaded
+from numba's on-disk cache) on their first use, and the "auto" policy of
+:func:`use_kernel` keeps tiny problems on the NumPy path so they never wait
+for that.
 """
 
 from __future__ import annotations
@@ -20,38 +38,74 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 import numpy as np
 
-# numba is an optional extra, and importing it takes a while: look, don't import.
-_HAVE_NUMBA = importlib.util.find_spec("numba") is not None
-_compiled: Callable[..., None] | None = None
+# numba and scipy are optional, and importing numba takes a while: look, don't import.
+# numba's np.dot calls BLAS through scipy, so the engine needs both.
+_HAVE_NUMBA = importlib.util.find_spec("numba") is not None and importlib.util.find_spec("scipy") is not None
 
-#: Multiply-adds per step (B·4H·(P+I)) below which "auto" uses the numba kernel.
-NUMBA_MAX_WORK = 400_000  # crossover measured with bench on 2 cores (AMD EPYC, AVX2)
+#: Batches of at most this many active rows use a compiled loop for the
+#: recurrent product instead of a BLAS call (measured crossover, see bench).
+SMALL_BATCH = 4
+
+#: "auto" keeps problems whose NumPy run is estimated below this many seconds
+#: on the NumPy path: they finish before numba could even be imported.
+TINY_SECONDS = 2e-3
+
+#: Rows per thread below which splitting the batch over threads does not pay.
+MIN_ROWS_PER_THREAD = 8
 
 _backend = "auto"
+_threads: int | None = None
+_pool: ThreadPoolExecutor | None = None
+_compile_lock = threading.Lock()
+_compiled = False
 
 
 def available() -> bool:
-    """Whether the compiled kernels can run here."""
+    """Whether the compiled engine can run here (numba and scipy installed)."""
     return _HAVE_NUMBA
 
 
 def set_backend(name: str) -> None:
-    """Choose the step loop: "numpy", "numba" (raises if missing) or "auto"."""
+    """Choose the engine: "numpy", "numba" (raises if missing) or "auto"."""
     global _backend
     if name not in ("numpy", "numba", "auto"):
         raise ValueError(f"backend must be 'numpy', 'numba' or 'auto'; got {name!r}")
     if name == "numba" and not _HAVE_NUMBA:
-        raise RuntimeError("the numba backend needs numba: pip install 'nplstm[fast]'")
+        raise RuntimeError("the numba backend needs numba and scipy: pip install 'nplstm[fast]'")
     _backend = name
 
 
 def get_backend() -> str:
+    """The engine chosen by :func:`set_backend` (or ``NPLSTM_BACKEND``)."""
     return _backend
+
+
+def set_threads(n: int | None) -> None:
+    """Threads the engine may use (None: the CPUs this process may run on)."""
+    global _threads
+    if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1):
+        raise ValueError(f"threads must be an integer >= 1 or None; got {n!r}")
+    _threads = None if n is None else int(n)
+
+
+def get_threads() -> int:
+    """Threads the engine uses: :func:`set_threads`, else ``NPLSTM_NUM_THREADS``, else the CPU count."""
+    if _threads is not None:
+        return _threads
+    env = os.environ.get("NPLSTM_NUM_THREADS")
+    if env and env.isdigit() and int(env) >= 1:
+        return int(env)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
 
 
 def _backend_from_environment() -> None:
@@ -63,105 +117,492 @@ def _backend_from_environment() -> None:
             warnings.warn(f"ignoring NPLSTM_BACKEND={name!r}: {exc}", RuntimeWarning, stacklevel=2)
 
 
-def use_kernel(T: int, B: int, H: int, P: int, I: int, dtype: Any, *, training: bool) -> bool:
-    """Whether a run of this size should go through the compiled kernel (being rewritten: never, for now)."""
-    return False
+def use_kernel(T: int, B: int, H: int, P: int, I: int, dtype: np.dtype, *, training: bool) -> bool:
+    """Whether a run of this shape should go through the compiled engine.
 
-
-def _sequence_kernel(x, W_xT, W_hT, b, h, c, gates_buf, outputs, trace_gates, trace_c, limit):  # pragma: no cover - compiled
-    """The step loop of :func:`nplstm.cell.run_sequence` for inference or training.
-
-    x (T, B, I); W_xT (I, 4H); W_hT (H, 4H); b (4H,); h, c (B, H) updated in
-    place; gates_buf (B, 4H) work space; outputs (T, B, H), trace_gates
-    (T, B, 4H) and trace_c (T, B, H) written when their first dimension is T
-    (pass empty (0, ·, ·) arrays to skip them).
+    "numpy" and a missing numba say no, "numba" says yes.  "auto" says yes
+    unless the whole problem is so small that the NumPy path (about 20 µs of
+    ufunc overhead per step, twice that when training) finishes in under
+    :data:`TINY_SECONDS`: those never import or compile numba (cold start).
+    Above that the engine is faster at every measured shape.
     """
-    T, B, I = x.shape
-    P, H4 = W_hT.shape
+    if _backend == "numpy" or not _HAVE_NUMBA:
+        return False
+    if _backend == "numba":
+        return True
+    per_step = (40e-6 if training else 20e-6) + 8.0 * B * H * (I + P) / 20e9 * (3 if training else 1)
+    return T * per_step >= TINY_SECONDS
+
+
+# --------------------------------------------------------------------------
+# Compiled code.  The functions below are plain Python (readable, and
+# runnable uncompiled for debugging); _compile() replaces each one marked
+# @_jit by its numba-compiled version in this module's namespace, which is
+# where numba resolves the calls between them.
+
+_JIT_NAMES: list[str] = []
+
+
+def _jit(fn: Callable[..., Any]) -> Callable[..., Any]:
+    _JIT_NAMES.append(fn.__name__)
+    return fn
+
+
+# float32 exp: Cody-Waite reduction x = n·ln2 + r, |r| <= ln2/2, then Cephes'
+# degree-5 minimax polynomial for e^r (about 1 ulp); 2^n is built from its bits.
+_LOG2E_32 = np.float32(1.44269504088896341)
+_LN2_HI_32 = np.float32(0.693359375)
+_LN2_LO_32 = np.float32(-2.12194440e-4)
+_EXP_P32 = [np.float32(v) for v in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1)]
+_EP0, _EP1, _EP2, _EP3, _EP4, _EP5 = _EXP_P32
+# float64 exp: the same reduction with Cephes' split of ln2 and Taylor's series
+# to degree 13 (remainder < 4e-18 relative on |r| <= ln2/2).
+_LOG2E_64 = 1.4426950408889634
+_LN2_HI_64 = 6.93145751953125e-1
+_LN2_LO_64 = 1.42860682030941723212e-6
+# Eigen's rational tanh for float32 (p(x)/q(x), a few ulp); beyond ±7.905 it is ±1 to float32 precision.
+_TANH_CLAMP_32 = np.float32(7.90531110763549805)
+_TA = [np.float32(v) for v in (-2.76076847742355e-16, 2.00018790482477e-13, -8.60467152213735e-11, 5.12229709037114e-08, 1.48572235717979e-05, 6.37261928875436e-04, 4.89352455891786e-03)]
+_TA13, _TA11, _TA9, _TA7, _TA5, _TA3, _TA1 = _TA
+_TB = [np.float32(v) for v in (1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03, 4.89352518554385e-03)]
+_TB6, _TB4, _TB2, _TB0 = _TB
+_F32_ONE = np.float32(1.0)
+_F32_HALF = np.float32(0.5)
+
+
+@_jit
+def _exp_parts(x, mantissa, bits, j, double):  # pragma: no cover - compiled
+    """e^x (x already clipped) as mantissa[j] · 2^n, with 2^n's bit pattern in bits[j].
+
+    Split in two so that both halves are plain arithmetic that vectorises;
+    :func:`_exp_scale` reads the 2^n back through a float view of ``bits``.
+    """
+    if double:
+        n = np.floor(x * _LOG2E_64 + 0.5)
+        r = x - n * _LN2_HI_64
+        r = r - n * _LN2_LO_64
+        p = 1.0 / 6227020800.0
+        p = p * r + 1.0 / 479001600.0
+        p = p * r + 1.0 / 39916800.0
+        p = p * r + 1.0 / 3628800.0
+        p = p * r + 1.0 / 362880.0
+        p = p * r + 1.0 / 40320.0
+        p = p * r + 1.0 / 5040.0
+        p = p * r + 1.0 / 720.0
+        p = p * r + 1.0 / 120.0
+        p = p * r + 1.0 / 24.0
+        p = p * r + 1.0 / 6.0
+        p = p * r + 0.5
+        p = p * r + 1.0
+        mantissa[j] = p * r + 1.0
+        bits[j] = (np.int64(n) + 1023) << 52
+    else:
+        n = np.floor(x * _LOG2E_32 + _F32_HALF)
+        r = x - n * _LN2_HI_32
+        r = r - n * _LN2_LO_32
+        p = _EP0
+        p = p * r + _EP1
+        p = p * r + _EP2
+        p = p * r + _EP3
+        p = p * r + _EP4
+        p = p * r + _EP5
+        mantissa[j] = p * r * r + r + _F32_ONE
+        bits[j] = (np.int32(n) + 127) << 23
+
+
+@_jit
+def _tanh32(x):  # pragma: no cover - compiled
+    """Eigen's float32 tanh: odd rational approximation on the clamped input."""
+    x = min(max(x, -_TANH_CLAMP_32), _TANH_CLAMP_32)
+    x2 = x * x
+    p = _TA13
+    p = p * x2 + _TA11
+    p = p * x2 + _TA9
+    p = p * x2 + _TA7
+    p = p * x2 + _TA5
+    p = p * x2 + _TA3
+    p = p * x2 + _TA1
+    q = _TB6
+    q = q * x2 + _TB4
+    q = q * x2 + _TB2
+    q = q * x2 + _TB0
+    return x * p / q
+
+
+@_jit
+def _sigmoid_(a, n, limit, mantissa, bits, scale):  # pragma: no cover - compiled
+    """a[:n] = σ(clip(a[:n])) in place: 1 / (1 + e^-a), which is exact in relative terms near 0 and 1."""
+    double = a.itemsize == 8
+    for j in range(n):
+        x = a[j]
+        x = min(max(x, -limit), limit)
+        _exp_parts(-x, mantissa, bits, j, double)
+    for j in range(n):
+        a[j] = 1.0 / (1.0 + mantissa[j] * scale[j])
+
+
+@_jit
+def _tanh_(src, dst, n, limit, mantissa, bits, scale):  # pragma: no cover - compiled
+    """dst[:n] = tanh(clip(src[:n])); may be in place.
+
+    float32: Eigen's rational form.  float64: 1 - 2/(1 + e^{2x}), whose
+    absolute error (~2e-16) is what the 1e-12 contract needs.
+    """
+    if src.itemsize == 4:
+        for j in range(n):
+            dst[j] = _tanh32(src[j])
+    else:
+        for j in range(n):
+            x = src[j]
+            x = min(max(x, -limit), limit)
+            _exp_parts(2.0 * x, mantissa, bits, j, True)
+        for j in range(n):
+            dst[j] = 1.0 - 2.0 / (1.0 + mantissa[j] * scale[j])
+
+
+@_jit
+def _recurrent_product(h, W_T, out, n):  # pragma: no cover - compiled
+    """out[:n] = h[:n] @ W_T; BLAS, or for a few rows a loop that reads W_T once for all of them."""
+    if n > SMALL_BATCH:
+        np.dot(h[:n], W_T, out[:n])
+        return
+    K, N = W_T.shape
+    for r in range(n):
+        for j in range(N):
+            out[r, j] = 0.0
+    for k in range(K):
+        w = W_T[k]
+        for r in range(n):
+            hk = h[r, k]
+            o = out[r]
+            for j in range(N):
+                o[j] += hk * w[j]
+
+
+@_jit
+def _active(batch_sizes, t, row0, row1):  # pragma: no cover - compiled
+    """Active rows at step t among rows [row0, row1), counted from row0."""
+    if batch_sizes is None:
+        return row1 - row0
+    return min(row1, max(row0, batch_sizes[t])) - row0
+
+
+@_jit
+def _forward_loop(proj, W_hT, h_all, c_all, outputs, gates_t, c_t, h_t, hfull_t, W_hrT, batch_sizes, limit, row0, row1, work, bits):  # pragma: no cover - compiled
+    """The whole time loop of :func:`forward` for rows [row0, row1) (one thread's slice).
+
+    work (2, 4H) is scratch for the exp, bits an integer view of work[1].
+
+    Rows are addressed by slicing inside (not by the caller) so that every
+    slice stays C-contiguous for BLAS.
+    """
+    T, _, H4 = proj.shape
     H = H4 // 4
-    record = trace_gates.shape[0] == T and T > 0
-    keep = outputs.shape[0] == T and T > 0
+    B = row1 - row0
+    dt = h_all.dtype
+    h = h_all[row0:row1]
+    c = c_all[row0:row1]
+    act = np.empty((B, H4), dtype=dt)  # pre-activations, then activations
+    hfull = np.empty((B, H), dtype=dt)
+    mantissa = work[0]  # the exp's mantissas and 2^n (bits is an integer view of scale) for one row
+    scale = work[1]
+    hf = h if W_hrT is None else hfull  # no projection: o ⊙ tanh(c) is h itself
     for t in range(T):
-        for r in range(B):
-            gates = gates_buf[r]  # always contiguous, so the loops below vectorize
-            # W z + b as column updates: the inner loops run over contiguous rows
+        n = _active(batch_sizes, t, row0, row1)
+        _recurrent_product(h, W_hT, act, n)
+        proj_t = proj[t, row0:row1]
+        for r in range(n):
+            ar = act[r]
+            pr = proj_t[r]
             for j in range(H4):
-                gates[j] = 0.0
-            for k in range(P):
-                hk = h[r, k]
-                for j in range(H4):
-                    gates[j] += hk * W_hT[k, j]
-            for k in range(I):
-                xk = x[t, r, k]
-                for j in range(H4):
-                    gates[j] += xk * W_xT[k, j]
-            for j in range(H4):
-                a = gates[j] + b[j]
-                if a > limit:
-                    a = limit
-                elif a < -limit:
-                    a = -limit
-                if j >= 3 * H:  # candidate: tanh(a) = 2σ(2a) − 1, as in cell_step_
-                    s = 1.0 / (math.exp(-(a * 2.0)) + 1.0)
-                    gates[j] = s * 2.0 - 1.0
-                else:
-                    gates[j] = 1.0 / (math.exp(-a) + 1.0)
+                ar[j] += pr[j]
+            # f, i, o = σ(a), g = tanh(a) (gate order f, i, o, g)
+            _sigmoid_(ar, 3 * H, limit, mantissa, bits, scale)
+            g_pre = ar[3 * H :]
+            _tanh_(g_pre, g_pre, H, limit, mantissa, bits, scale)
+            f, i, o, g = split_gates(ar, H)
+            cr = c[r]
             for j in range(H):
-                cj = c[r, j] * gates[j] + gates[H + j] * gates[3 * H + j]
-                c[r, j] = cj
-                h[r, j] = math.tanh(cj) * gates[2 * H + j]
-            if keep:
-                for j in range(H):
-                    outputs[t, r, j] = h[r, j]
-            if record:
-                for j in range(H4):
-                    trace_gates[t, r, j] = gates[j]
-                for j in range(H):
-                    trace_c[t, r, j] = c[r, j]
+                cr[j] = f[j] * cr[j] + i[j] * g[j]
+            hr = hf[r]
+            _tanh_(cr, hr, H, limit, mantissa, bits, scale)
+            for j in range(H):
+                hr[j] *= o[j]
+        if W_hrT is not None:
+            np.dot(hfull[:n], W_hrT, h[:n])
+        if outputs is not None:
+            out_t = outputs[t, row0:row1]
+            out_t[:n] = h[:n]
+            out_t[n:] = 0.0
+        if gates_t is not None:
+            gates_t[t, row0 : row0 + n] = act[:n]
+            c_t[t, row0 : row0 + n] = c[:n]
+            h_t[t, row0 : row0 + n] = h[:n]
+            if hfull_t is not None:
+                hfull_t[t, row0 : row0 + n] = hfull[:n]
 
 
-def sequence_kernel() -> Callable[..., None]:
-    """The compiled :func:`_sequence_kernel` (numba is imported on first use)."""
+@_jit
+def _backward_loop(gates_t, c_t, hfull_t, W_h, W_hr, c0, d_outputs, dh_all, dc_all, d_pre, dW_hr, batch_sizes, limit, row0, row1, work, bits):  # pragma: no cover - compiled
+    """The whole reversed time loop of :func:`backward` for rows [row0, row1).
+
+    dW_hr (P, H) is accumulated (the caller zeroes it).
+    """
+    T, _, H4 = d_pre.shape
+    H = H4 // 4
+    B = row1 - row0
+    dt = dh_all.dtype
+    dh = dh_all[row0:row1]
+    dc = dc_all[row0:row1]
+    dhf = np.empty((B, H), dtype=dt)
+    tanh_c = np.empty(H, dtype=dt)
+    mantissa = work[0]
+    scale = work[1]
+    dhfull = dh if W_hr is None else dhf
+    for t in range(T - 1, -1, -1):
+        n = _active(batch_sizes, t, row0, row1)
+        if d_outputs is not None:
+            dh[:n] += d_outputs[t, row0 : row0 + n]
+        if W_hr is not None:
+            # h = h_full W_hrᵀ: dW_hr += dhᵀ h_full, dL/dh_full = dh W_hr
+            dW_hr += np.dot(dh[:n].T, hfull_t[t, row0 : row0 + n])
+            np.dot(dh[:n], W_hr, dhf[:n])
+        d_pre_t = d_pre[t, row0:row1]
+        gates_tt = gates_t[t, row0:row1]
+        c_tt = c_t[t, row0:row1]
+        c_prev_t = c0[row0:row1] if t == 0 else c_t[t - 1, row0:row1]
+        for r in range(n):
+            f, i, o, g = split_gates(gates_tt[r], H)
+            d_f, d_i, d_o, d_g = split_gates(d_pre_t[r], H)
+            c_prev = c_prev_t[r]
+            _tanh_(c_tt[r], tanh_c, H, limit, mantissa, bits, scale)
+            dhr = dhfull[r]
+            dcr = dc[r]
+            for j in range(H):
+                tc = tanh_c[j]
+                oj = o[j]
+                d_o[j] = dhr[j] * tc * oj * (1.0 - oj)
+                dcj = dcr[j] + dhr[j] * oj * (1.0 - tc * tc)
+                fj = f[j]
+                ij = i[j]
+                gj = g[j]
+                d_f[j] = dcj * c_prev[j] * fj * (1.0 - fj)
+                d_i[j] = dcj * gj * ij * (1.0 - ij)
+                d_g[j] = dcj * ij * (1.0 - gj * gj)
+                dcr[j] = dcj * fj  # dL/dc_{t-1}
+        d_pre_t[n:] = 0.0
+        _recurrent_product(d_pre_t, W_h, dh, n)  # dL/dh_{t-1} for the active rows
+
+
+def split_gates(a, H):  # pragma: no cover - replaced by cell.split_gates at compile time
+    raise NotImplementedError
+
+
+def _gate_slicer() -> Callable[..., Any]:
+    """The project's one gate-slice helper, :func:`nplstm.cell.split_gates`."""
+    from . import cell
+
+    if hasattr(cell, "split_gates"):
+        return cell.split_gates
+
+    def split_gates(a, H):  # TEMPORARY until the lead's cell.split_gates lands: the same basic slicing
+        return a[..., :H], a[..., H : 2 * H], a[..., 2 * H : 3 * H], a[..., 3 * H :]
+
+    return split_gates
+
+
+def _compile() -> None:
+    """Import numba and compile (or load from its cache) the kernels, once per process."""
     global _compiled
-    if _compiled is None:
+    with _compile_lock:
+        if _compiled:
+            return
         import numba
 
-        _compiled = numba.njit(cache=True, nogil=True)(_sequence_kernel)
-    return _compiled
+        namespace = globals()
+        namespace["split_gates"] = numba.njit(inline="always")(_gate_slicer())
+        flags = {"nsz", "arcp", "contract", "afn"}  # no reassoc, no nnan/ninf: see the module docstring
+        for name in _JIT_NAMES:
+            namespace[name] = numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=flags)(namespace[name])
+        _compiled = True
 
 
-def run_kernel(
-    x: np.ndarray,
-    W_xT: np.ndarray,
+# --------------------------------------------------------------------------
+# The interface the layer calls.
+
+
+def _slices(B: int, batch_sizes: np.ndarray | None) -> list[tuple[int, int]]:
+    """Row ranges for the threads: contiguous, and balanced by active steps when lengths vary."""
+    threads = min(get_threads(), B // MIN_ROWS_PER_THREAD)
+    if threads <= 1:
+        return [(0, B)]
+    if batch_sizes is None:
+        bounds = [round(k * B / threads) for k in range(threads + 1)]
+    else:
+        # row r is active for (#steps with batch_sizes > r) steps: split that work evenly
+        steps = np.searchsorted(-np.asarray(batch_sizes), -np.arange(B), side="right")
+        cum = np.concatenate([[0], np.cumsum(steps)])
+        bounds = [int(np.searchsorted(cum, k * cum[-1] / threads)) for k in range(threads + 1)]
+        bounds[0], bounds[-1] = 0, B
+    return [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
+def _run_sliced(job: Callable[[int, int], None], slices: list[tuple[int, int]]) -> None:
+    """Run ``job(start, stop)`` for every slice, in parallel threads when there are several."""
+    global _pool
+    if len(slices) == 1:
+        job(*slices[0])
+        return
+    if _pool is None or _pool._max_workers < len(slices):  # type: ignore[attr-defined]
+        _pool = ThreadPoolExecutor(max_workers=len(slices), thread_name_prefix="nplstm")
+    with _single_threaded_blas():
+        futures = [_pool.submit(job, a, b) for a, b in slices[1:]]
+        job(*slices[0])
+        for fut in futures:
+            fut.result()
+
+
+_blas_controller: Any = None
+
+
+class _single_threaded_blas:
+    """Limit BLAS to one thread while the slices run (they are the parallelism), if threadpoolctl is there."""
+
+    def __enter__(self) -> None:
+        global _blas_controller
+        self._limit = None
+        if _blas_controller is None:
+            try:
+                from threadpoolctl import ThreadpoolController
+            except ImportError:
+                _blas_controller = False
+            else:
+                _blas_controller = ThreadpoolController()
+        if _blas_controller:
+            self._limit = _blas_controller.limit(limits=1, user_api="blas")
+
+    def __exit__(self, *exc: object) -> None:
+        if self._limit is not None:
+            self._limit.restore_original_limits()
+
+
+def _exp_work(n: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Scratch for :func:`_exp_parts`: (2, n) floats and an integer view of its second row."""
+    work = np.empty((2, n), dtype=dtype)
+    return work, work[1].view(np.int64 if dtype.itemsize == 8 else np.int32)
+
+
+def forward(
+    proj: np.ndarray,
     W_hT: np.ndarray,
-    b: np.ndarray,
     h: np.ndarray,
     c: np.ndarray,
-    gates_buf: np.ndarray,
-    outputs: np.ndarray | None,
-    trace: Any,
+    *,
+    outputs: np.ndarray | None = None,
+    tape: Any = None,
+    W_hrT: np.ndarray | None = None,
+    batch_sizes: np.ndarray | None = None,
     limit: float,
 ) -> None:
-    """Call the compiled kernel, standing in empty arrays for what is not wanted."""
-    T, B, _ = x.shape
-    empty = np.empty((0, B, 0), dtype=h.dtype)
-    if trace is not None and outputs is None:
-        outputs = trace.h
-    sequence_kernel()(
-        x,
-        W_xT,
-        W_hT,
-        b,
-        h,
-        c,
-        gates_buf,
-        outputs if outputs is not None else empty,
-        trace.gates if trace is not None else empty,
-        trace.c if trace is not None else empty,
-        limit,
-    )
-    if trace is not None and outputs is not trace.h:
-        trace.h[...] = outputs
+    """Run one direction of one layer over a chunk of steps, in place.
+
+    Parameters
+    ----------
+    proj : (T, B, 4H) C-contiguous array
+        ``x_t W_xᵀ + b`` for each step, gate blocks f, i, o, g.  Overwritten (scratch).
+    W_hT : (P, 4H) C-contiguous array
+        Recurrent weight, transposed.
+    h : (B, P) array
+    c : (B, H) array
+        Initial state on entry, final state on exit.
+    outputs : (T, B, P) array, optional
+        Receives h_t; rows inactive at step t get 0.
+    tape : object with ``gates``, ``c``, ``h``, ``h_full`` arrays, optional
+        Filled for active rows (what :func:`backward` needs).
+    W_hrT : (H, P) array, optional
+        LSTMP projection, ``h = h_full @ W_hrT``.
+    batch_sizes : (T,) int64 array, optional
+        Non-increasing active row counts per step; inactive rows keep h, c.
+    limit : float
+        Pre-activation clip.
+    """
+    _compile()
+    B = proj.shape[1]
+    dt = proj.dtype
+    if batch_sizes is not None:
+        batch_sizes = np.ascontiguousarray(batch_sizes, dtype=np.int64)
+    gates_t = c_t = h_t = hfull_t = None
+    if tape is not None:
+        gates_t, c_t, h_t = tape.gates, tape.c, tape.h
+        hfull_t = tape.h_full if W_hrT is not None else None
+
+    def job(start: int, stop: int) -> None:
+        _forward_loop(proj, W_hT, h, c, outputs, gates_t, c_t, h_t, hfull_t, W_hrT, batch_sizes, dt.type(limit), start, stop, *_exp_work(proj.shape[2], dt))
+
+    _run_sliced(job, _slices(B, batch_sizes))
+
+
+def backward(
+    tape: Any,
+    W_h: np.ndarray,
+    W_hr: np.ndarray | None,
+    c0: np.ndarray,
+    d_outputs: np.ndarray | None,
+    dh: np.ndarray,
+    dc: np.ndarray,
+    d_pre: np.ndarray,
+    *,
+    dW_hr: np.ndarray | None = None,
+    batch_sizes: np.ndarray | None = None,
+) -> None:
+    """Backpropagate through one run of :func:`forward`, in place.
+
+    Parameters
+    ----------
+    tape : the tape :func:`forward` filled
+    W_h : (4H, P) array
+    W_hr : (P, H) array or None
+    c0 : (B, H) array
+        The initial cell state of the forward run.
+    d_outputs : (T, B, P) array or None
+        dL/dh_t.
+    dh, dc : (B, P), (B, H) arrays
+        dL/dh_T, dL/dc_T on entry (per row: at its last active step); dL/dh_0, dL/dc_0 on exit.
+    d_pre : (T, B, 4H) array
+        Receives dL/d(pre-activation), 0 for inactive rows.
+    dW_hr : (P, H) array, optional
+        Accumulates dL/dW_hr when projecting.
+    batch_sizes : (T,) int64 array, optional
+        As given to :func:`forward`.
+    """
+    _compile()
+    B = d_pre.shape[1]
+    dt = d_pre.dtype
+    limit = _limit_of(dt)
+    if batch_sizes is not None:
+        batch_sizes = np.ascontiguousarray(batch_sizes, dtype=np.int64)
+    slices = _slices(B, batch_sizes)
+    partial_dW = [None if W_hr is None else np.zeros_like(W_hr) for _ in slices]
+    index = {s: k for k, s in enumerate(slices)}
+    hfull_t = tape.h_full if W_hr is not None else None
+
+    def job(start: int, stop: int) -> None:
+        _backward_loop(
+            tape.gates, tape.c, hfull_t, W_h, W_hr, c0, d_outputs, dh, dc, d_pre,
+            partial_dW[index[(start, stop)]], batch_sizes, dt.type(limit), start, stop, *_exp_work(d_pre.shape[2], dt),
+        )
+
+    _run_sliced(job, slices)
+    if dW_hr is not None and W_hr is not None:
+        for part in partial_dW:
+            dW_hr += part
+
+
+def _limit_of(dtype: np.dtype) -> float:
+    """The pre-activation clip of :mod:`nplstm.cell` (imported late: cell imports this module)."""
+    from .cell import PREACT_LIMIT
+
+    return PREACT_LIMIT[np.dtype(dtype)]
 
 
 _backend_from_environment()
