@@ -141,6 +141,7 @@ def use_kernel(T: int, B: int, H: int, P: int, I: int, dtype: np.dtype, *, train
 # where numba resolves the calls between them.
 
 _JIT_NAMES: list[str] = []
+_INLINE_NAMES: set[str] = set()
 
 
 def _jit(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -148,69 +149,74 @@ def _jit(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-# float32 exp: Cody-Waite reduction x = n·ln2 + r, |r| <= ln2/2, then Cephes'
-# degree-5 minimax polynomial for e^r (about 1 ulp); 2^n is built from its bits.
-_LOG2E_32 = np.float32(1.44269504088896341)
-_LN2_HI_32 = np.float32(0.693359375)
-_LN2_LO_32 = np.float32(-2.12194440e-4)
-_EXP_P32 = [np.float32(v) for v in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1)]
-_EP0, _EP1, _EP2, _EP3, _EP4, _EP5 = _EXP_P32
-# float64 exp: the same reduction with Cephes' split of ln2 and Taylor's series
-# to degree 13 (remainder < 4e-18 relative on |r| <= ln2/2).
-_LOG2E_64 = 1.4426950408889634
-_LN2_HI_64 = 6.93145751953125e-1
-_LN2_LO_64 = 1.42860682030941723212e-6
-# Eigen's rational tanh for float32 (p(x)/q(x), a few ulp); beyond ±7.905 it is ±1 to float32 precision.
-_TANH_CLAMP_32 = np.float32(7.90531110763549805)
-_TA = [np.float32(v) for v in (-2.76076847742355e-16, 2.00018790482477e-13, -8.60467152213735e-11, 5.12229709037114e-08, 1.48572235717979e-05, 6.37261928875436e-04, 4.89352455891786e-03)]
-_TA13, _TA11, _TA9, _TA7, _TA5, _TA3, _TA1 = _TA
-_TB = [np.float32(v) for v in (1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03, 4.89352518554385e-03)]
-_TB6, _TB4, _TB2, _TB0 = _TB
-_F32_ONE = np.float32(1.0)
-_F32_HALF = np.float32(0.5)
+def _jit_inline(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Per-element helpers: inlined by numba, so the loops around them vectorise."""
+    _INLINE_NAMES.add(fn.__name__)
+    return _jit(fn)
 
 
-@_jit
-def _exp_parts(x, mantissa, bits, j, double):  # pragma: no cover - compiled
-    """e^x (x already clipped) as mantissa[j] · 2^n, with 2^n's bit pattern in bits[j].
+# The constants are typed per precision: a Python float in a float32 loop
+# would promote the whole loop to float64 (half the vector width, plus conversions).
+#
+# exp: Cody-Waite reduction x = n·ln2 + r, |r| <= ln2/2 (ln2 split in a part
+# exact in few bits and a correction), a polynomial for e^r, and 2^n built
+# from its bit pattern.  float32: Cephes' degree-5 minimax polynomial (about
+# 1 ulp).  float64: Taylor's series to degree 13 (remainder < 4e-18 relative).
+_F32 = np.float32
+_ONE32, _HALF32, _TWO32 = _F32(1.0), _F32(0.5), _F32(2.0)
+_LOG2E_32, _LN2_HI_32, _LN2_LO_32 = _F32(1.44269504088896341), _F32(0.693359375), _F32(-2.12194440e-4)
+_EP0, _EP1, _EP2, _EP3, _EP4, _EP5 = (_F32(v) for v in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1))
+_LOG2E_64, _LN2_HI_64, _LN2_LO_64 = 1.4426950408889634, 6.93145751953125e-1, 1.42860682030941723212e-6
+# Eigen's rational tanh for float32 (odd p(x)/q(x), a few ulp); beyond ±7.905 tanh is ±1 to float32 precision.
+_TANH_CLAMP_32 = _F32(7.90531110763549805)
+_TA13, _TA11, _TA9, _TA7, _TA5, _TA3, _TA1 = (_F32(v) for v in (-2.76076847742355e-16, 2.00018790482477e-13, -8.60467152213735e-11, 5.12229709037114e-08, 1.48572235717979e-05, 6.37261928875436e-04, 4.89352455891786e-03))
+_TB6, _TB4, _TB2, _TB0 = (_F32(v) for v in (1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03, 4.89352518554385e-03))
+
+
+@_jit_inline
+def _exp32_parts(x, mantissa, bits, j):  # pragma: no cover - compiled
+    """float32 e^x (x clipped to ±88) as mantissa[j] · 2^n, with 2^n's bit pattern in bits[j].
 
     Split in two so that both halves are plain arithmetic that vectorises;
-    :func:`_exp_scale` reads the 2^n back through a float view of ``bits``.
+    the caller reads 2^n back through a float view of ``bits``.
     """
-    if double:
-        n = np.floor(x * _LOG2E_64 + 0.5)
-        r = x - n * _LN2_HI_64
-        r = r - n * _LN2_LO_64
-        p = 1.0 / 6227020800.0
-        p = p * r + 1.0 / 479001600.0
-        p = p * r + 1.0 / 39916800.0
-        p = p * r + 1.0 / 3628800.0
-        p = p * r + 1.0 / 362880.0
-        p = p * r + 1.0 / 40320.0
-        p = p * r + 1.0 / 5040.0
-        p = p * r + 1.0 / 720.0
-        p = p * r + 1.0 / 120.0
-        p = p * r + 1.0 / 24.0
-        p = p * r + 1.0 / 6.0
-        p = p * r + 0.5
-        p = p * r + 1.0
-        mantissa[j] = p * r + 1.0
-        bits[j] = (np.int64(n) + 1023) << 52
-    else:
-        n = np.floor(x * _LOG2E_32 + _F32_HALF)
-        r = x - n * _LN2_HI_32
-        r = r - n * _LN2_LO_32
-        p = _EP0
-        p = p * r + _EP1
-        p = p * r + _EP2
-        p = p * r + _EP3
-        p = p * r + _EP4
-        p = p * r + _EP5
-        mantissa[j] = p * r * r + r + _F32_ONE
-        bits[j] = (np.int32(n) + 127) << 23
+    n = np.floor(x * _LOG2E_32 + _HALF32)
+    r = x - n * _LN2_HI_32
+    r = r - n * _LN2_LO_32
+    p = _EP0
+    p = p * r + _EP1
+    p = p * r + _EP2
+    p = p * r + _EP3
+    p = p * r + _EP4
+    p = p * r + _EP5
+    mantissa[j] = p * r * r + r + _ONE32
+    bits[j] = (np.int32(n) + np.int32(127)) << np.int32(23)
 
 
-@_jit
+@_jit_inline
+def _exp64_parts(x, mantissa, bits, j):  # pragma: no cover - compiled
+    """float64 e^x (x clipped to ±708) as mantissa[j] · 2^n, like :func:`_exp32_parts`."""
+    n = np.floor(x * _LOG2E_64 + 0.5)
+    r = x - n * _LN2_HI_64
+    r = r - n * _LN2_LO_64
+    p = 1.0 / 6227020800.0
+    p = p * r + 1.0 / 479001600.0
+    p = p * r + 1.0 / 39916800.0
+    p = p * r + 1.0 / 3628800.0
+    p = p * r + 1.0 / 362880.0
+    p = p * r + 1.0 / 40320.0
+    p = p * r + 1.0 / 5040.0
+    p = p * r + 1.0 / 720.0
+    p = p * r + 1.0 / 120.0
+    p = p * r + 1.0 / 24.0
+    p = p * r + 1.0 / 6.0
+    p = p * r + 0.5
+    p = p * r + 1.0
+    mantissa[j] = p * r + 1.0
+    bits[j] = (np.int64(n) + 1023) << 52
+
+
+@_jit_inline
 def _tanh32(x):  # pragma: no cover - compiled
     """Eigen's float32 tanh: odd rational approximation on the clamped input."""
     x = min(max(x, -_TANH_CLAMP_32), _TANH_CLAMP_32)
@@ -231,46 +237,66 @@ def _tanh32(x):  # pragma: no cover - compiled
 
 @_jit
 def _sigmoid_(a, n, limit, mantissa, bits, scale):  # pragma: no cover - compiled
-    """a[:n] = σ(clip(a[:n])) in place: 1 / (1 + e^-a), which is exact in relative terms near 0 and 1."""
-    double = a.itemsize == 8
-    for j in range(n):
-        x = a[j]
-        x = min(max(x, -limit), limit)
-        _exp_parts(-x, mantissa, bits, j, double)
-    for j in range(n):
-        a[j] = 1.0 / (1.0 + mantissa[j] * scale[j])
+    """a[:n] = σ(clip(a[:n])) in place, as 1 / (1 + e^-a): accurate in relative terms near 0 and near 1."""
+    if a.itemsize == 4:
+        for j in range(n):
+            _exp32_parts(-min(max(a[j], -limit), limit), mantissa, bits, j)
+        for j in range(n):
+            a[j] = _ONE32 / (_ONE32 + mantissa[j] * scale[j])
+    else:
+        for j in range(n):
+            _exp64_parts(-min(max(a[j], -limit), limit), mantissa, bits, j)
+        for j in range(n):
+            a[j] = 1.0 / (1.0 + mantissa[j] * scale[j])
 
 
 @_jit
-def _tanh_(src, dst, n, limit, mantissa, bits, scale):  # pragma: no cover - compiled
-    """dst[:n] = tanh(clip(src[:n])); may be in place.
+def _tanh_(a, n, limit, mantissa, bits, scale):  # pragma: no cover - compiled
+    """a[:n] = tanh(clip(a[:n])) in place (one array, so LLVM vectorises without alias checks).
 
     float32: Eigen's rational form.  float64: 1 - 2/(1 + e^{2x}), whose
     absolute error (~2e-16) is what the 1e-12 contract needs.
     """
-    if src.itemsize == 4:
+    if a.itemsize == 4:
         for j in range(n):
-            dst[j] = _tanh32(src[j])
+            a[j] = _tanh32(a[j])
     else:
         for j in range(n):
-            x = src[j]
-            x = min(max(x, -limit), limit)
-            _exp_parts(2.0 * x, mantissa, bits, j, True)
+            _exp64_parts(2.0 * min(max(a[j], -limit), limit), mantissa, bits, j)
         for j in range(n):
-            dst[j] = 1.0 - 2.0 / (1.0 + mantissa[j] * scale[j])
+            a[j] = 1.0 - 2.0 / (1.0 + mantissa[j] * scale[j])
 
 
 @_jit
 def _recurrent_product(h, W_T, out, n):  # pragma: no cover - compiled
-    """out[:n] = h[:n] @ W_T; BLAS, or for a few rows a loop that reads W_T once for all of them."""
+    """out[:n] = h[:n] @ W_T: BLAS, or for a few rows a loop over rows of W_T.
+
+    For a handful of rows the BLAS call's fixed cost dominates.  The loop
+    adds four rows of W_T at a time into each output row, so every load and
+    store of ``out`` carries four multiply-adds, all over contiguous memory.
+    """
     if n > SMALL_BATCH:
         np.dot(h[:n], W_T, out[:n])
         return
     K, N = W_T.shape
     for r in range(n):
-        for j in range(N):
-            out[r, j] = 0.0
-    for k in range(K):
+        out[r, :] = 0.0
+    k = 0
+    while k + 4 <= K:
+        w0 = W_T[k]
+        w1 = W_T[k + 1]
+        w2 = W_T[k + 2]
+        w3 = W_T[k + 3]
+        for r in range(n):
+            h0 = h[r, k]
+            h1 = h[r, k + 1]
+            h2 = h[r, k + 2]
+            h3 = h[r, k + 3]
+            o = out[r]
+            for j in range(N):
+                o[j] += h0 * w0[j] + h1 * w1[j] + h2 * w2[j] + h3 * w3[j]
+        k += 4
+    for k in range(k, K):
         w = W_T[k]
         for r in range(n):
             hk = h[r, k]
@@ -319,13 +345,14 @@ def _forward_loop(proj, W_hT, h_all, c_all, outputs, gates_t, c_t, h_t, hfull_t,
             # f, i, o = σ(a), g = tanh(a) (gate order f, i, o, g)
             _sigmoid_(ar, 3 * H, limit, mantissa, bits, scale)
             g_pre = ar[3 * H :]
-            _tanh_(g_pre, g_pre, H, limit, mantissa, bits, scale)
+            _tanh_(g_pre, H, limit, mantissa, bits, scale)
             f, i, o, g = split_gates(ar, H)
             cr = c[r]
             for j in range(H):
                 cr[j] = f[j] * cr[j] + i[j] * g[j]
             hr = hf[r]
-            _tanh_(cr, hr, H, limit, mantissa, bits, scale)
+            hr[:] = cr
+            _tanh_(hr, H, limit, mantissa, bits, scale)
             for j in range(H):
                 hr[j] *= o[j]
         if W_hrT is not None:
@@ -375,7 +402,8 @@ def _backward_loop(gates_t, c_t, hfull_t, W_h, W_hr, c0, d_outputs, dh_all, dc_a
             f, i, o, g = split_gates(gates_tt[r], H)
             d_f, d_i, d_o, d_g = split_gates(d_pre_t[r], H)
             c_prev = c_prev_t[r]
-            _tanh_(c_tt[r], tanh_c, H, limit, mantissa, bits, scale)
+            tanh_c[:] = c_tt[r]
+            _tanh_(tanh_c, H, limit, mantissa, bits, scale)
             dhr = dhfull[r]
             dcr = dc[r]
             for j in range(H):
@@ -423,7 +451,8 @@ def _compile() -> None:
         namespace["split_gates"] = numba.njit(inline="always")(_gate_slicer())
         flags = {"nsz", "arcp", "contract", "afn"}  # no reassoc, no nnan/ninf: see the module docstring
         for name in _JIT_NAMES:
-            namespace[name] = numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=flags)(namespace[name])
+            inline = "always" if name in _INLINE_NAMES else "never"
+            namespace[name] = numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=flags, inline=inline)(namespace[name])
         _compiled = True
 
 
