@@ -168,7 +168,7 @@ _LOG2E_32, _LN2_HI_32, _LN2_LO_32 = _F32(1.44269504088896341), _F32(0.693359375)
 _EP0, _EP1, _EP2, _EP3, _EP4, _EP5 = (_F32(v) for v in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1))
 _LOG2E_64, _LN2_HI_64, _LN2_LO_64 = 1.4426950408889634, 6.93145751953125e-1, 1.42860682030941723212e-6
 # Eigen's rational tanh for float32 (odd p(x)/q(x), a few ulp); beyond ±7.905 tanh is ±1 to float32 precision.
-_TANH_CLAMP_32 = _F32(7.90531110763549805)
+_TANH_CLAMP_32, _NINE32 = _F32(7.90531110763549805), _F32(9.0)
 _TA13, _TA11, _TA9, _TA7, _TA5, _TA3, _TA1 = (_F32(v) for v in (-2.76076847742355e-16, 2.00018790482477e-13, -8.60467152213735e-11, 5.12229709037114e-08, 1.48572235717979e-05, 6.37261928875436e-04, 4.89352455891786e-03))
 _TB6, _TB4, _TB2, _TB0 = (_F32(v) for v in (1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03, 4.89352518554385e-03))
 
@@ -218,7 +218,15 @@ def _exp64_parts(x, mantissa, bits, j):  # pragma: no cover - compiled
 
 @_jit_inline
 def _tanh32(x):  # pragma: no cover - compiled
-    """Eigen's float32 tanh: odd rational approximation on the clamped input."""
+    """Eigen's float32 tanh: odd rational approximation on the clamped input.
+
+    Beyond ±9, where float32 tanh rounds to exactly ±1, it returns ±1 (the
+    clamped rational stops 4 ulp short), as the NumPy path does when saturated.
+    """
+    if x >= _NINE32:
+        return _ONE32
+    if x <= -_NINE32:
+        return -_ONE32
     x = min(max(x, -_TANH_CLAMP_32), _TANH_CLAMP_32)
     x2 = x * x
     p = _TA13
