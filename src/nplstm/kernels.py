@@ -36,7 +36,6 @@ for that.
 from __future__ import annotations
 
 import importlib.util
-import math
 import os
 import threading
 import warnings
