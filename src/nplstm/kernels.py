@@ -453,13 +453,14 @@ def _compile() -> None:
         if _compiled:
             return
         import numba
+        import scipy.linalg.cython_blas  # type: ignore[import-untyped]  # noqa: F401 - numba's np.dot calls BLAS through it; load it now so threadpoolctl sees it
 
         namespace = globals()
         namespace["split_gates"] = numba.njit(inline="always")(_gate_slicer())
         flags = {"nsz", "arcp", "contract", "afn"}  # no reassoc, no nnan/ninf: see the module docstring
         for name in _JIT_NAMES:
-            inline = "always" if name in _INLINE_NAMES else "never"
-            namespace[name] = numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=flags, inline=inline)(namespace[name])
+            jit = numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=flags, inline="always" if name in _INLINE_NAMES else "never")
+            namespace[name] = jit(namespace[name])
         _compiled = True
 
 
@@ -509,7 +510,7 @@ class _single_threaded_blas:
         self._limit = None
         if _blas_controller is None:
             try:
-                from threadpoolctl import ThreadpoolController
+                from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
             except ImportError:
                 _blas_controller = False
             else:
