@@ -1,19 +1,27 @@
 """Time nplstm against torch.nn.LSTM and onnxruntime on the same weights.
 
-Contenders run interleaved in one process (each repetition visits every
-contender, in rotating order), so a noisy neighbour slows all of them
-alike; the table reports medians and the ratio nplstm / peer.  All use the
-same thread count: ``torch.set_num_threads``, onnxruntime's
-``intra_op_num_threads`` and threadpoolctl's limit on NumPy's BLAS.
+Rows: inference over a sequence, one training step (forward + backward,
+against torch autograd), and streaming one step at a time; each at 1 and 2
+threads.  nplstm runs twice: ``nplstm`` (the compiled engine where the
+"auto" policy picks it, i.e. with ``nplstm[fast]`` installed) and ``numpy``
+(the NumPy-only path).  Contenders run interleaved in one process (each
+repetition visits every contender, in rotating order), so a noisy neighbour
+slows all of them alike; the table reports medians and ratios to the peers
+measured in the same run.  All use the same thread count:
+``torch.set_num_threads``, onnxruntime's ``intra_op_num_threads``,
+threadpoolctl's limit on the BLAS libraries and :func:`nplstm.kernels.set_threads`.
 
-Achieved GFLOP/s counts an LSTM forward as 8·T·B·H·(I+H) flops and is
-compared with ``numpy.matmul``'s float32 rate, measured in the same run on
-the step's own GEMM shape (B, I+H) × (I+H, 4H).
+The floor: an LSTM forward is 8·T·B·H·(I+H) flops (a training step about
+three times that), and no implementation can beat doing them all at the
+machine's best float32 GEMM rate, measured in the same run with the same
+thread count on large square matrices.  ``%floor`` is the fraction of that
+rate nplstm achieves.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -23,16 +31,18 @@ import time
 import tracemalloc
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
+NPLSTM = ("nplstm", "numpy")
+PEERS = ("torch", "onnxruntime")
 
 
 @dataclass
 class Case:
-    kind: str  # "sequence" or "stream"
+    kind: str  # "sequence" (inference), "train" (forward + backward) or "stream" (one step)
     T: int
     B: int
     I: int
@@ -45,7 +55,8 @@ class Case:
 
     @property
     def flops(self) -> float:
-        return 8.0 * self.T * self.B * self.H * (self.I + self.H)
+        forward = 8.0 * self.T * self.B * self.H * (self.I + self.H)
+        return 3 * forward if self.kind == "train" else forward
 
 
 @dataclass
@@ -53,14 +64,20 @@ class Result:
     case: Case
     threads: int
     median_s: dict[str, float] = field(default_factory=dict)
-    gflops: dict[str, float] = field(default_factory=dict)
-    gemm_gflops: float = 0.0
+    floor_gflops: float = 0.0
     peak_extra_bytes: int | None = None
+    step_allocated_bytes: int | None = None
+    via: str = "api"
 
-    def ratio(self, peer: str) -> float | None:
-        if peer not in self.median_s or "nplstm" not in self.median_s:
+    def ratio(self, peer: str, name: str = "nplstm") -> float | None:
+        if peer not in self.median_s or name not in self.median_s:
             return None
-        return self.median_s["nplstm"] / self.median_s[peer]
+        return self.median_s[name] / self.median_s[peer]
+
+    def floor_fraction(self, name: str = "nplstm") -> float | None:
+        if name not in self.median_s or not self.floor_gflops or self.case.kind == "stream":
+            return None
+        return self.case.flops / self.median_s[name] / 1e9 / self.floor_gflops
 
 
 def cases(quick: bool) -> list[Case]:
@@ -70,14 +87,18 @@ def cases(quick: bool) -> list[Case]:
             Case("stream", 1, 1, 64, 64),
             Case("sequence", 100, 64, 64, 256),
             Case("sequence", 100, 16, 64, 64, "float64"),
+            Case("train", 100, 16, 64, 64),
         ]
     out = [Case("sequence", 3, 1, 1, 1)]
     out += [Case("stream", 1, 1, H, H) for H in (16, 64, 256)]
-    for dtype in ("float32", "float64"):
-        for H in (64, 256, 512):
-            for B in (1, 16, 64, 256):
-                out.append(Case("sequence", 100, B, 64, H, dtype))
+    for H in (64, 256, 512):
+        for B in (1, 4, 16, 64, 256):
+            out.append(Case("sequence", 100, B, 64, H))
+    for H in (64, 256):
+        for B in (1, 64):
+            out.append(Case("sequence", 100, B, 64, H, "float64"))
     out.append(Case("sequence", 10_000, 1, 64, 128))
+    out += [Case("train", 100, 64, 64, 256), Case("train", 100, 16, 64, 64), Case("train", 100, 1, 64, 64), Case("train", 100, 16, 64, 64, "float64")]
     return out
 
 
@@ -111,24 +132,27 @@ def interleaved(contenders: dict[str, Callable[[], object]], reps: int, min_time
     return {name: statistics.median(s) for name, s in samples.items()}
 
 
-def gemm_rate(case: Case, reps: int, min_time: float) -> float:
-    """numpy.matmul float32 GFLOP/s on the step's GEMM shape (B, I+H) x (I+H, 4H)."""
+def best_gemm_rate(reps: int, min_time: float) -> float:
+    """The machine's best float32 GEMM rate (GFLOP/s): numpy.matmul on large square matrices."""
     rng = np.random.default_rng(0)
-    a = rng.random((case.B, case.I + case.H), dtype=np.float32)
-    b = rng.random((case.I + case.H, 4 * case.H), dtype=np.float32)
-    out = np.empty((case.B, 4 * case.H), dtype=np.float32)
-    t = interleaved({"gemm": lambda: np.matmul(a, b, out=out)}, reps, min_time)["gemm"]
-    return 2.0 * case.B * (case.I + case.H) * 4 * case.H / t / 1e9
+    best = 0.0
+    for n in (512, 1024, 2048):
+        a = rng.random((n, n), dtype=np.float32)
+        b = rng.random((n, n), dtype=np.float32)
+        out = np.empty((n, n), dtype=np.float32)
+        t = interleaved({"gemm": lambda: np.matmul(a, b, out=out)}, max(3, reps // 2), min_time)["gemm"]
+        best = max(best, 2.0 * n**3 / t / 1e9)
+    return best
 
 
-def peak_extra_memory(lstm, x: np.ndarray) -> int:
-    """Peak bytes allocated by an inference-only forward beyond its final states."""
-    lstm.forward(x, return_sequences=False)  # warm up
+def peak_extra_memory(fn: Callable[[], object]) -> int:
+    """Peak bytes allocated by one call (after a warm-up call)."""
+    fn()
     tracemalloc.start()
     try:
         base, _ = tracemalloc.get_traced_memory()
         tracemalloc.reset_peak()
-        lstm.forward(x, return_sequences=False)
+        fn()
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -136,45 +160,115 @@ def peak_extra_memory(lstm, x: np.ndarray) -> int:
 
 
 # ------------------------------------------------------------ contenders
-def build(case: Case, threads: int):
-    """The three contenders on one set of weights: callables by name."""
+def api_uses_engine() -> bool:
+    """Whether the public API runs the compiled engine (nplstm.kernels.forward) when asked to."""
+    from nplstm import kernels
+    from nplstm.stack import StackedLSTM
+
+    if not kernels.available():
+        return True  # nothing to integrate: the API is the NumPy path
+    calls = []
+    original = kernels.forward
+    before = kernels.get_backend()
+
+    def counting(*args: Any, **kwargs: Any) -> None:
+        calls.append(1)
+        original(*args, **kwargs)
+
+    kernels.forward = counting  # type: ignore[assignment]
+    try:
+        kernels.set_backend("numba")
+        StackedLSTM(2, 3, seed=0).forward(np.zeros((2, 1, 2)))
+    except Exception:
+        return False
+    finally:
+        kernels.forward = original  # type: ignore[assignment]
+        kernels.set_backend(before)
+    return bool(calls)
+
+
+def on_backend(name: str, fn: Callable[[], object]) -> Callable[[], object]:
+    from nplstm import kernels
+
+    def run() -> object:
+        kernels.set_backend(name)
+        return fn()
+
+    return run
+
+
+def build(case: Case, threads: int, via: str) -> tuple[dict[str, Callable[[], object]], dict[str, Any]]:
+    """The contenders on one set of weights: callables by name, plus extras for the memory checks."""
     import torch
 
+    from nplstm import kernels
     from nplstm.interop import from_torch, to_onnx
 
     torch.manual_seed(0)
     tdtype = torch.float64 if case.dtype == "float64" else torch.float32
-    module = torch.nn.LSTM(case.I, case.H, dtype=tdtype).eval()
-    from nplstm import LSTM
-
-    stack = from_torch(module)
-    lstm = LSTM(case.I, case.H, dtype=stack.dtype)
-    for name, value in stack.layers[0][0].parameters().items():
-        setattr(lstm, name, value)
+    module = torch.nn.LSTM(case.I, case.H, dtype=tdtype)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((case.T, case.B, case.I)).astype(case.dtype)
-    xt = torch.from_numpy(x)
-    contenders: dict[str, Callable[[], object]] = {}
+    d_out = rng.standard_normal((case.T, case.B, case.H)).astype(case.dtype)
+    xt, d_out_t = torch.from_numpy(x), torch.from_numpy(d_out)
+    fast = "auto" if kernels.available() else "numpy"
+    ours: dict[str, Callable[[], object]] = {}
+    extras: dict[str, Any] = {}
+    if via == "api":
+        stack = from_torch(module)
+        if case.kind == "stream":
+            lstm = stack.layers[0][0]
+            state = lstm.initial_state(batch=case.B)
+            x_t = np.ascontiguousarray(x[0])
+            ours["step"] = lambda: lstm.step(x_t, state)
+        elif case.kind == "sequence":
+            ours["step"] = lambda: stack.forward(x)
+            extras["memory"] = lambda: stack.forward(x)
+        else:
+
+            def train() -> object:
+                stack.forward(x, train=True)
+                return stack.backward(d_out)
+
+            ours["step"] = train
+    else:
+        from .adapter import Layer
+
+        if case.kind == "stream":
+            return {}, {}
+        layer = Layer(module, case.dtype)
+        ours["step"] = (lambda: layer.forward(x)) if case.kind == "sequence" else (lambda: layer.train_step(x, d_out))
+    contenders: dict[str, Callable[[], object]] = {"nplstm": on_backend(fast, ours["step"]), "numpy": on_backend("numpy", ours["step"])}
+    if not kernels.available():
+        del contenders["numpy"]  # the same path twice
+    extras["step"] = contenders["nplstm"]
+
     if case.kind == "stream":
-        state = lstm.initial_state(batch=case.B)
-        x_t = np.ascontiguousarray(x[0])
-        contenders["nplstm"] = lambda: lstm.step(x_t, state)
         hx = (torch.zeros(1, case.B, case.H, dtype=tdtype), torch.zeros(1, case.B, case.H, dtype=tdtype))
 
-        def torch_step():
+        def torch_step() -> object:
             with torch.inference_mode():
                 return module(xt[:1], hx)
 
         contenders["torch"] = torch_step
-    else:
-        contenders["nplstm"] = lambda: lstm.forward(x, return_sequences=True)
+    elif case.kind == "sequence":
 
-        def torch_forward():
+        def torch_forward() -> object:
             with torch.inference_mode():
                 return module(xt)
 
         contenders["torch"] = torch_forward
-    if case.dtype == "float32":  # onnxruntime's LSTM kernel is float32 only
+    else:
+
+        def torch_train() -> object:
+            module.zero_grad(set_to_none=True)
+            xg = xt.detach().requires_grad_()
+            out, _ = module(xg)
+            out.backward(d_out_t)
+            return xg.grad
+
+        contenders["torch"] = torch_train
+    if case.dtype == "float32" and case.kind != "train":  # onnxruntime's LSTM kernel is float32 only
         try:
             import onnxruntime as ort
         except ImportError:
@@ -184,27 +278,52 @@ def build(case: Case, threads: int):
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
             opts.log_severity_level = 3
-            model = to_onnx(stack, with_initial_states=False)
+            model = to_onnx(from_torch(module), with_initial_states=False)
             session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
             feed = {"X": x[:1] if case.kind == "stream" else x}
             contenders["onnxruntime"] = lambda: session.run(None, feed)
-    return contenders, lstm, x
+    return contenders, extras
 
 
-def run_case(case: Case, threads: int, reps: int, min_time: float) -> Result:
-    from threadpoolctl import threadpool_limits
-
+@contextlib.contextmanager
+def thread_limit(threads: int) -> Iterator[None]:
+    """All contenders on ``threads`` threads (BLAS through threadpoolctl when it is installed)."""
     import torch
 
+    from nplstm import kernels
+
     torch.set_num_threads(threads)
-    with threadpool_limits(limits=threads):
-        contenders, lstm, x = build(case, threads)
-        result = Result(case, threads)
-        result.median_s = interleaved(contenders, reps, min_time)
-        result.gemm_gflops = gemm_rate(case, reps, min_time)
-        if case.kind == "sequence":
-            result.gflops = {k: case.flops / v / 1e9 for k, v in result.median_s.items()}
-            result.peak_extra_bytes = peak_extra_memory(lstm, x)
+    kernels.set_threads(threads)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        limiter: Any = contextlib.nullcontext()
+    else:
+        limiter = threadpool_limits(limits=threads)
+    try:
+        with limiter:
+            yield
+    finally:
+        kernels.set_threads(None)
+
+
+def run_case(case: Case, threads: int, reps: int, min_time: float, via: str, floor: float) -> Result | None:
+    from nplstm import kernels
+
+    before = kernels.get_backend()
+    try:
+        with thread_limit(threads):
+            contenders, extras = build(case, threads, via)
+            if not contenders:
+                return None
+            result = Result(case, threads, via=via, floor_gflops=floor)
+            result.median_s = interleaved(contenders, reps, min_time)
+            if "memory" in extras:
+                result.peak_extra_bytes = peak_extra_memory(extras["memory"])
+            if case.kind == "stream":
+                result.step_allocated_bytes = peak_extra_memory(extras["step"])
+    finally:
+        kernels.set_backend(before)
     return result
 
 
@@ -212,11 +331,13 @@ def run_case(case: Case, threads: int, reps: int, min_time: float) -> Result:
 def machine() -> dict:
     import torch
 
+    from nplstm import kernels
+
     try:
         from threadpoolctl import threadpool_info
 
         blas = [f"{i['internal_api']} {i['version']} ({i.get('architecture')})" for i in threadpool_info() if i["user_api"] == "blas"]
-    except Exception:  # pragma: no cover
+    except ImportError:
         blas = []
     cpu = platform.processor() or platform.machine()
     try:
@@ -226,8 +347,6 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    from nplstm import kernels
-
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
@@ -240,48 +359,94 @@ def machine() -> dict:
     }
 
 
-def table(results: list[Result]) -> str:
-    head = f"{'case':<42} {'thr':>3} {'nplstm':>10} {'torch':>10} {'ort':>10} {'/torch':>7} {'/ort':>6} {'GF/s':>6} {'%GEMM':>6} {'peak KiB':>9}"
-    lines = [head, "-" * len(head)]
-    for r in results:
-        ms = {k: f"{v * 1e3:.3f}ms" for k, v in r.median_s.items()}
-        rt, ro = r.ratio("torch"), r.ratio("onnxruntime")
-        gf = r.gflops.get("nplstm")
-        lines.append(
-            f"{r.case.name:<42} {r.threads:>3} {ms.get('nplstm', '-'):>10} {ms.get('torch', '-'):>10} {ms.get('onnxruntime', '-'):>10} "
-            f"{(f'{rt:.2f}' if rt else '-'):>7} {(f'{ro:.2f}' if ro else '-'):>6} {(f'{gf:.1f}' if gf else '-'):>6} "
-            f"{(f'{100 * gf / r.gemm_gflops:.0f}%' if gf else '-'):>6} "
-            f"{(f'{r.peak_extra_bytes / 1024:.0f}' if r.peak_extra_bytes is not None else '-'):>9}"
-        )
-    return "\n".join(lines)
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
 
 
-def targets(results: list[Result]) -> list[dict]:
-    """The issue's targets, each with the measured value and whether it is met."""
+HEADER = (
+    f"{'case':<40} {'thr':>3} {'nplstm':>10} {'numpy':>10} {'torch':>10} {'ort':>10} "
+    f"{'/torch':>6} {'/ort':>5} {'np/torch':>8} {'%floor':>6} {'peak KiB':>8}"
+)
+
+
+def row(r: Result) -> str:
+    ms = {k: f"{v * 1e3:.3f}ms" for k, v in r.median_s.items()}
+    frac = r.floor_fraction()
+    peak = r.peak_extra_bytes if r.peak_extra_bytes is not None else r.step_allocated_bytes
+    return (
+        f"{r.case.name:<40} {r.threads:>3} {ms.get('nplstm', '-'):>10} {ms.get('numpy', '-'):>10} {ms.get('torch', '-'):>10} "
+        f"{ms.get('onnxruntime', '-'):>10} {_fmt(r.ratio('torch'), '.2f'):>6} {_fmt(r.ratio('onnxruntime'), '.2f'):>5} "
+        f"{_fmt(r.ratio('torch', 'numpy'), '.2f'):>8} {_fmt(None if frac is None else 100 * frac, '.0f'):>6} "
+        f"{_fmt(None if peak is None else peak / 1024, '.0f'):>8}"
+    )
+
+
+def targets(results: list[Result], fast: bool) -> list[dict]:
+    """The issue's targets, each with the measured value and whether it is met.
+
+    ``fast``: whether the compiled engine is installed; its targets are only
+    checked then (without it "nplstm" is the NumPy path).
+    """
     found = []
 
-    def add(name: str, value: float | None, goal: str, ok: bool | None) -> None:
+    def add(name: str, value: float | None, goal: str, ok: bool) -> None:
         found.append({"target": name, "value": value, "goal": goal, "met": ok})
 
+    def at_most(name: str, value: float | None, limit: float) -> None:
+        add(name, value, f"<= {limit}", value is not None and value <= limit)
+
     for r in results:
-        c = r.case
-        if c.kind == "sequence" and (c.T, c.B, c.I, c.H, c.dtype) == (100, 64, 64, 256, "float32"):
-            rt, ro = r.ratio("torch"), r.ratio("onnxruntime")
-            add(f"T=100 B=64 H=256 f32 vs torch ({r.threads} thr)", rt, "<= 0.8", rt is not None and rt <= 0.8)
-            add(f"T=100 B=64 H=256 f32 vs onnxruntime ({r.threads} thr)", ro, "<= 1.0", ro is not None and ro <= 1.0)
-        if c.kind == "sequence" and c.B >= 256 and c.dtype == "float32":
-            frac = r.gflops["nplstm"] / r.gemm_gflops
-            add(f"{c.name} GEMM fraction ({r.threads} thr)", frac, ">= 0.60", frac >= 0.6)
+        c, thr = r.case, f"({r.threads} thr)"
+        shape = f"T={c.T} B={c.B} H={c.H} {c.dtype}"
+        if c.kind == "sequence" and c.T >= 100:
+            if fast:
+                at_most(f"inference {shape} vs torch {thr}", r.ratio("torch"), 0.6 if c.B <= 16 else 0.9)
+                if r.ratio("onnxruntime") is not None and (c.B >= 16 or c.B <= 4):
+                    at_most(f"inference {shape} vs onnxruntime {thr}", r.ratio("onnxruntime"), 1.1 if c.B >= 16 else 0.9)
+                if c.B >= 256:
+                    frac = r.floor_fraction()
+                    add(f"inference {shape} fraction of the floor {thr}", frac, ">= 0.85", frac is not None and frac >= 0.85)
+            numpy_name = "numpy" if fast else "nplstm"
+            if c.B >= 64:
+                at_most(f"NumPy-only inference {shape} vs torch {thr}", r.ratio("torch", numpy_name), 1.5)
+            if c.B == 1 and c.H == 64 and c.dtype == "float32":
+                at_most(f"NumPy-only inference {shape} vs torch {thr}", r.ratio("torch", numpy_name), 2.5)
+        if c.kind == "train" and fast and c.dtype == "float32" and (c.B, c.H) in ((64, 256), (16, 64)):
+            at_most(f"training step {shape} vs torch autograd {thr}", r.ratio("torch"), 1.0)
         if c.kind == "stream" and c.H <= 64:
-            rt = r.ratio("torch")
-            add(f"step H={c.H} vs one torch call ({r.threads} thr)", rt, "<= 0.2", rt is not None and rt <= 0.2)
+            at_most(f"step H={c.H} vs one torch call {thr}", r.ratio("torch"), 0.2)
+            if r.step_allocated_bytes is not None:
+                add(f"step H={c.H} allocates nothing {thr}", r.step_allocated_bytes, "== 0", r.step_allocated_bytes == 0)
         if c.kind == "sequence" and (c.T, c.B, c.H) == (3, 1, 1):
-            rt = r.ratio("torch")
-            add(f"tiny seed case vs torch ({r.threads} thr)", rt, "< 1.0", rt is not None and rt < 1.0)
+            add(f"tiny seed case vs torch {thr}", r.ratio("torch"), "< 1.0", (r.ratio("torch") or 2.0) < 1.0)
         if c.kind == "sequence" and r.peak_extra_bytes is not None and c.T >= 1000:
             per_bh = r.peak_extra_bytes / (c.B * c.H * np.dtype(c.dtype).itemsize)
             add(f"{c.name} peak extra memory / (B·H·itemsize)", per_bh, "O(1) in T (<= 1024)", per_bh <= 1024)
     return found
+
+
+def compare(old: dict, new: dict) -> str:
+    """Per-row speedups (old time / new time) of every nplstm contender present in both runs."""
+    def key(r: dict) -> tuple[str, int]:
+        c = r["case"]
+        return Case(c["kind"], c["T"], c["B"], c["I"], c["H"], c.get("dtype", "float32")).name, r["threads"]
+
+    before = {key(r): r for r in old["results"]}
+    lines = [f"{'case':<40} {'thr':>3} " + " ".join(f"{n + ' x':>10}" for n in NPLSTM) + f" {'vs torch then/now':>18}"]
+    for r in new["results"]:
+        o = before.get(key(r))
+        if o is None:
+            continue
+        speedups = []
+        for n in NPLSTM:
+            a, b = o["median_s"].get(n), r["median_s"].get(n)
+            speedups.append(f"{a / b:.2f}x" if a and b else "-")
+        rt_old = o["median_s"].get("nplstm", 0) / o["median_s"]["torch"] if o["median_s"].get("torch") else None
+        rt_new = r["median_s"].get("nplstm", 0) / r["median_s"]["torch"] if r["median_s"].get("torch") else None
+        lines.append(f"{key(r)[0]:<40} {r['threads']:>3} " + " ".join(f"{s:>10}" for s in speedups) + f" {_fmt(rt_old, '.2f'):>8} / {_fmt(rt_new, '.2f'):<7}")
+    if len(lines) == 1:
+        lines.append("(no rows in common)")
+    return "\n".join(lines)
 
 
 def plot(results: list[Result], path: Path) -> None:
@@ -316,32 +481,76 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="where to write the results (default bench/results/<time>.json)")
     parser.add_argument("--png", type=Path, default=None, help="where to draw the ratio plot (default next to the JSON)")
     parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument("--via", choices=("auto", "api", "adapter"), default="auto", help="public API, or the engine called directly (bench/adapter.py)")
+    parser.add_argument(
+        "--compare", type=Path, nargs="+", metavar="JSON", default=None,
+        help="OLD.json: run, then print per-row speedups against it; OLD.json NEW.json: compare two saved runs without running",
+    )
     args = parser.parse_args(argv)
+    if args.compare and len(args.compare) > 2:
+        parser.error("--compare takes OLD.json, or OLD.json NEW.json")
+    if args.compare and len(args.compare) == 2:
+        old, new = (json.loads(p.read_text()) for p in args.compare)
+        print(compare(old, new))
+        return 0
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        print("the benchmark needs torch: pip install 'nplstm[bench]' torch", file=sys.stderr)
+        return 2
+    try:
+        import threadpoolctl  # noqa: F401
+    except ImportError:
+        print("note: threadpoolctl is not installed, so BLAS thread counts are not limited (pip install 'nplstm[bench]')", file=sys.stderr)
+
+    from nplstm import kernels
+
     threads = args.threads or ([1] if args.quick else [1, 2])
     reps = args.reps or (3 if args.quick else 9)
     min_time = args.min_time or (0.01 if args.quick else 0.05)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     json_path = args.json or RESULTS / f"{'quick' if args.quick else 'full'}-{stamp}.json"
     png_path = args.png or json_path.with_suffix(".png")
+    via = args.via
+    if via == "auto":
+        via = "api" if api_uses_engine() else "adapter"
+    if kernels.available():
+        kernels._compile()  # loads scipy's BLAS too, before the thread limits are set
 
-    info = machine()
-    print(f"machine: {info['cpu']}, {info['cores']} cores; numpy {info['numpy']} ({', '.join(info['blas'])}); torch {info['torch']}; numba kernel: {info['numba_kernel']}")
-    results = []
+    info = machine() | {"via": via}
+    print(f"machine: {info['cpu']}, {info['cores']} cores; numpy {info['numpy']} ({', '.join(info['blas'])}); torch {info['torch']}; numba engine: {info['numba_kernel']}; via {via}")
+    results: list[Result] = []
+    print(HEADER)
+    print("-" * len(HEADER), flush=True)
+    floors = {}
     for n in threads:
+        with thread_limit(n):
+            floors[n] = best_gemm_rate(reps, min_time)
+        print(f"floor at {n} thread(s): best float32 GEMM {floors[n]:.1f} GFLOP/s", flush=True)
         for case in cases(args.quick):
-            results.append(run_case(case, n, reps, min_time))
-            print(table(results[-1:]).splitlines()[-1], flush=True)
-    print()
-    print(table(results))
-    found = targets(results)
+            result = run_case(case, n, reps, min_time, via, floors[n])
+            if result is None:
+                continue
+            results.append(result)
+            print(row(result), flush=True)
+    found = targets(results, kernels.available())
     print("\ntargets:")
     for t in found:
         value = "n/a" if t["value"] is None else f"{t['value']:.3g}"
         print(f"  [{'met' if t['met'] else 'MISSED'}] {t['target']}: {value} (goal {t['goal']})")
     json_path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"machine": info, "quick": args.quick, "results": [asdict(r) | {"ratio_torch": r.ratio("torch"), "ratio_onnxruntime": r.ratio("onnxruntime")} for r in results], "targets": found}
+    payload = {
+        "machine": info,
+        "quick": args.quick,
+        "floor_gflops": floors,
+        "results": [asdict(r) | {"ratio_torch": r.ratio("torch"), "ratio_onnxruntime": r.ratio("onnxruntime"), "floor_fraction": r.floor_fraction()} for r in results],
+        "targets": found,
+    }
     json_path.write_text(json.dumps(payload, indent=1))
     print(f"\nJSON: {json_path}")
+    if args.compare:
+        print(f"\nspeedups against {args.compare[0]}:")
+        print(compare(json.loads(args.compare[0].read_text()), payload))
     if not args.no_plot:
         try:
             plot(results, png_path)
