@@ -242,7 +242,7 @@ def _tanh32(x):  # pragma: no cover - compiled
     return x * p / q
 
 
-@_jit
+@_jit_inline
 def _sigmoid_(a, n, limit, mantissa, bits, scale):  # pragma: no cover - compiled
     """a[:n] = σ(clip(a[:n])) in place, as 1 / (1 + e^-a): accurate in relative terms near 0 and near 1."""
     if a.itemsize == 4:
@@ -257,7 +257,7 @@ def _sigmoid_(a, n, limit, mantissa, bits, scale):  # pragma: no cover - compile
             a[j] = 1.0 / (1.0 + mantissa[j] * scale[j])
 
 
-@_jit
+@_jit_inline
 def _tanh_(a, n, limit, mantissa, bits, scale):  # pragma: no cover - compiled
     """a[:n] = tanh(clip(a[:n])) in place (one array, so LLVM vectorises without alias checks).
 
