@@ -217,7 +217,11 @@ def build(case: Case, threads: int, via: str) -> tuple[dict[str, Callable[[], ob
     if via == "api":
         stack = from_torch(module)
         if case.kind == "stream":
-            lstm = stack.layers[0][0]
+            from nplstm import LSTM
+
+            lstm = LSTM(case.I, case.H, dtype=stack.dtype)  # the single-layer class streams
+            for name, value in stack.layers[0][0].parameters().items():
+                setattr(lstm, name, value)
             state = lstm.initial_state(batch=case.B)
             x_t = np.ascontiguousarray(x[0])
             ours["step"] = lambda: lstm.step(x_t, state)

@@ -140,6 +140,14 @@ def use_kernel(T: int, B: int, H: int, P: int, I: int, dtype: np.dtype, *, train
 # where numba resolves the calls between them.
 
 _JIT_NAMES: list[str] = []
+
+
+def split_gates(a, H):
+    """:func:`nplstm.cell.split_gates`; _compile() binds its compiled version here (cell imports this module)."""
+    from .cell import split_gates as the_one
+
+    return the_one(a, H)
+
 _INLINE_NAMES: set[str] = set()
 
 
@@ -429,23 +437,6 @@ def _backward_loop(gates_t, c_t, hfull_t, W_h, W_hr, c0, d_outputs, dh_all, dc_a
         _recurrent_product(d_pre_t, W_h, dh, n)  # dL/dh_{t-1} for the active rows
 
 
-def split_gates(a, H):  # pragma: no cover - replaced by cell.split_gates at compile time
-    raise NotImplementedError
-
-
-def _gate_slicer() -> Callable[..., Any]:
-    """The project's one gate-slice helper, :func:`nplstm.cell.split_gates`."""
-    from . import cell
-
-    if hasattr(cell, "split_gates"):
-        return cell.split_gates
-
-    def split_gates(a, H):  # TEMPORARY until the lead's cell.split_gates lands: the same basic slicing
-        return a[..., :H], a[..., H : 2 * H], a[..., 2 * H : 3 * H], a[..., 3 * H :]
-
-    return split_gates
-
-
 def _compile() -> None:
     """Import numba and compile (or load from its cache) the kernels, once per process."""
     global _compiled
@@ -453,10 +444,12 @@ def _compile() -> None:
         if _compiled:
             return
         import numba
-        import scipy.linalg.cython_blas  # type: ignore[import-untyped]  # noqa: F401 - numba's np.dot calls BLAS through it; load it now so threadpoolctl sees it
+        import scipy.linalg.cython_blas  # noqa: F401 - numba's np.dot calls BLAS through it; load it now so threadpoolctl sees it
 
         namespace = globals()
-        namespace["split_gates"] = numba.njit(inline="always")(_gate_slicer())
+        from .cell import split_gates  # the project's one gate-slice helper (plain slicing, compiles as is)
+
+        namespace["split_gates"] = numba.njit(inline="always")(split_gates)
         flags = {"nsz", "arcp", "contract", "afn"}  # no reassoc, no nnan/ninf: see the module docstring
         for name in _JIT_NAMES:
             jit = numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=flags, inline="always" if name in _INLINE_NAMES else "never")
@@ -490,7 +483,7 @@ def _run_sliced(job: Callable[[int, int], None], slices: list[tuple[int, int]]) 
     if len(slices) == 1:
         job(*slices[0])
         return
-    if _pool is None or _pool._max_workers < len(slices):  # type: ignore[attr-defined]
+    if _pool is None or _pool._max_workers < len(slices):
         _pool = ThreadPoolExecutor(max_workers=len(slices), thread_name_prefix="nplstm")
     with _single_threaded_blas():
         futures = [_pool.submit(job, a, b) for a, b in slices[1:]]
@@ -510,7 +503,7 @@ class _single_threaded_blas:
         self._limit = None
         if _blas_controller is None:
             try:
-                from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
+                from threadpoolctl import ThreadpoolController
             except ImportError:
                 _blas_controller = False
             else:
@@ -566,6 +559,8 @@ def forward(
     _compile()
     B = proj.shape[1]
     dt = proj.dtype
+    if W_hrT is not None:
+        W_hrT = np.ascontiguousarray(W_hrT)  # callers pass W_hr.T; BLAS wants one layout, and it is small
     if batch_sizes is not None:
         batch_sizes = np.ascontiguousarray(batch_sizes, dtype=np.int64)
     gates_t = c_t = h_t = hfull_t = None
