@@ -1,23 +1,21 @@
-"""A single LSTM layer run straight through the engine's two paths, bypassing the public API.
+"""A single LSTM layer run straight through the engine's two paths, below the public API.
 
-For measuring before the layer calls :mod:`nplstm.kernels`: the same work a
-layer does (input projection as one GEMM, the step loop, BPTT, the weight
-gradients as GEMMs over all steps), on the compiled engine
-(:func:`nplstm.kernels.forward` / :func:`~nplstm.kernels.backward`) or on the
-NumPy reference (:func:`nplstm.cell.cell_step_`,
-:func:`nplstm.backward.backward_sequence`).
+For measuring before the public API runs :mod:`nplstm.kernels` for both
+passes: the work of one layer's training step (the forward of
+:func:`nplstm.cell.run_sequence`, then BPTT and the weight gradients as GEMMs
+over all steps) on the compiled engine (:func:`nplstm.kernels.backward`) or
+on the NumPy reference (:func:`nplstm.backward.backward_sequence`).
 """
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
 from nplstm import kernels
 from nplstm.backward import backward_sequence
-from nplstm.cell import PREACT_LIMIT, Trace, cell_step_
+from nplstm.cell import Trace, run_sequence
 
 
 def torch_order(H: int) -> np.ndarray:
@@ -42,40 +40,31 @@ class Layer:
         self.b = get("bias_ih_l0") + get("bias_hh_l0")
         self.W_xT = np.ascontiguousarray(self.W_x.T)
         self.W_hT = np.ascontiguousarray(self.W_h.T)
-        self.limit = PREACT_LIMIT[self.dtype]
+
+    # the weights protocol of nplstm.cell.run_sequence / backward_sequence (cell.DirectionWeights)
+    W_hr = None
+
+    @property
+    def hidden_size(self) -> int:
+        return self.H
+
+    def fused(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.W_xT, self.W_hT, self.b
+
+    def peephole_rows(self) -> None:
+        return None
 
     def _fast(self, x: np.ndarray, training: bool) -> bool:
         T, B, I = x.shape
         return kernels.use_kernel(T, B, self.H, self.H, I, self.dtype, training=training)
 
-    def _projection(self, x: np.ndarray) -> np.ndarray:
-        T, B, I = x.shape
-        proj = x.reshape(T * B, I) @ self.W_xT
-        proj += self.b
-        return proj.reshape(T, B, 4 * self.H)
-
     def forward(self, x: np.ndarray, trace: Trace | None = None) -> np.ndarray:
-        """Outputs (T, B, H) from zero initial states, on the path the backend policy picks."""
+        """Outputs (T, B, H) from zero initial states, on the path the backend policy picks (cell.run_sequence)."""
         T, B, _ = x.shape
-        H = self.H
-        out = np.empty((T, B, H), self.dtype)
-        h = np.zeros((B, H), self.dtype)
-        c = np.zeros((B, H), self.dtype)
-        proj = self._projection(x)
-        if self._fast(x, trace is not None):
-            kernels.forward(proj, self.W_hT, h, c, outputs=out, tape=trace, limit=self.limit)
-            return out
-        scratch = np.empty((B, H), self.dtype)
-        gates_buf = np.empty((B, 4 * H), self.dtype)
-        for t in range(T):
-            gates = trace.gates[t] if trace is not None else gates_buf
-            np.matmul(h, self.W_hT, out=gates)
-            gates += proj[t]
-            cell_step_(gates, c, h, scratch)
-            out[t] = h
-            if trace is not None:
-                trace.c[t] = c
-                trace.h[t] = h
+        out = np.empty((T, B, self.H), self.dtype)
+        h = np.zeros((B, self.H), self.dtype)
+        c = np.zeros((B, self.H), self.dtype)
+        run_sequence(x, self, h, c, outputs=out, trace=trace)
         return out
 
     def train_step(self, x: np.ndarray, d_out: np.ndarray) -> dict[str, np.ndarray]:
@@ -86,11 +75,11 @@ class Layer:
         self.forward(x, trace)
         zeros = np.zeros((B, H), self.dtype)
         if not self._fast(x, True):
-            g = backward_sequence(x, self.W_x, self.W_h, None, zeros, zeros, trace, d_out, None, None)
+            g = backward_sequence(x, self, zeros, zeros, trace, d_out, None, None)
             return {"W_x": g.W_x, "W_h": g.W_h, "b": g.b, "x": g.x}
         dh, dc = zeros.copy(), zeros.copy()
         d_pre = np.empty((T, B, 4 * H), self.dtype)
-        kernels.backward(SimpleNamespace(gates=trace.gates, c=trace.c, h=trace.h, h_full=None), self.W_h, None, zeros, d_out, dh, dc, d_pre)
+        kernels.backward(trace, self.W_h, None, zeros, d_out, dh, dc, d_pre)
         flat = d_pre.reshape(T * B, 4 * H)
         h_prev = np.concatenate([zeros[None], trace.h[:-1]]).reshape(T * B, H)
         return {

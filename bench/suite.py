@@ -231,8 +231,8 @@ def build(case: Case, threads: int, via: str) -> tuple[dict[str, Callable[[], ob
         else:
 
             def train() -> object:
-                stack.forward(x, train=True)
-                return stack.backward(d_out)
+                _, _, tape = stack.forward_train(x)
+                return stack.backward(tape, d_out)
 
             ours["step"] = train
     else:
