@@ -132,10 +132,24 @@ def rel_err(a, ref):
 
 
 @pytest.fixture
-def threads():
+def threads(monkeypatch):
+    """Set the engine's thread count; with several, split even these small batches (min 2 rows, no minimum work)."""
     before = kernels._threads
+    monkeypatch.setattr(kernels, "MIN_ROWS_PER_THREAD", 2)
+    monkeypatch.setattr(kernels, "MIN_WORK_PER_THREAD", 1.0)
     yield kernels.set_threads
     kernels.set_threads(before)
+
+
+def test_rows_are_split_over_threads_by_their_active_steps(threads):
+    threads(2)
+    assert kernels._slices(10, 4, 4, 4, None) == [(0, 2), (2, 4)]
+    assert kernels._slices(10, 3, 4, 4, None) == [(0, 3)]  # under 2 rows each
+    # rows 0-1 run 10 steps, rows 2-9 one step: 28 row-steps, split 20 | 8
+    sizes = np.array([10] + [2] * 9, np.int64)
+    assert kernels._slices(10, 10, 4, 4, sizes) == [(0, 2), (2, 10)]
+    threads(1)
+    assert kernels._slices(10, 10, 4, 4, sizes) == [(0, 10)]
 
 
 @pytest.fixture

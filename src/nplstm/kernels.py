@@ -56,8 +56,10 @@ SMALL_BATCH = 4
 #: on the NumPy path: they finish before numba could even be imported.
 TINY_SECONDS = 2e-3
 
-#: Rows per thread below which splitting the batch over threads does not pay.
+#: Rows and recurrent flops per thread below which splitting the batch over
+#: threads does not pay (a thread hand-off costs 20-90 µs on the 2-core VM).
 MIN_ROWS_PER_THREAD = 8
+MIN_WORK_PER_THREAD = 8e6
 
 _backend = "auto"
 _threads: int | None = None
@@ -461,16 +463,21 @@ def _compile() -> None:
 # The interface the layer calls.
 
 
-def _slices(B: int, batch_sizes: np.ndarray | None) -> list[tuple[int, int]]:
-    """Row ranges for the threads: contiguous, and balanced by active steps when lengths vary."""
-    threads = min(get_threads(), B // MIN_ROWS_PER_THREAD)
+def _slices(T: int, B: int, H: int, P: int, batch_sizes: np.ndarray | None) -> list[tuple[int, int]]:
+    """Row ranges for the threads: contiguous, and balanced by active steps when lengths vary.
+
+    Handing a slice to another thread and waiting for it costs tens of µs,
+    so a call is split only when every thread gets enough rows and work.
+    """
+    work = 8.0 * T * B * H * P  # flops of the recurrent products
+    threads = min(get_threads(), B // MIN_ROWS_PER_THREAD, int(work // MIN_WORK_PER_THREAD))
     if threads <= 1:
         return [(0, B)]
     if batch_sizes is None:
         bounds = [round(k * B / threads) for k in range(threads + 1)]
     else:
         # row r is active for (#steps with batch_sizes > r) steps: split that work evenly
-        steps = np.searchsorted(-np.asarray(batch_sizes), -np.arange(B), side="right")
+        steps = np.searchsorted(-np.asarray(batch_sizes), -np.arange(B), side="left")
         cum = np.concatenate([[0], np.cumsum(steps)])
         bounds = [int(np.searchsorted(cum, k * cum[-1] / threads)) for k in range(threads + 1)]
         bounds[0], bounds[-1] = 0, B
@@ -571,7 +578,8 @@ def forward(
     def job(start: int, stop: int) -> None:
         _forward_loop(proj, W_hT, h, c, outputs, gates_t, c_t, h_t, hfull_t, W_hrT, batch_sizes, dt.type(limit), start, stop, *_exp_work(proj.shape[2], dt))
 
-    _run_sliced(job, _slices(B, batch_sizes))
+    T, _, H4 = proj.shape
+    _run_sliced(job, _slices(T, B, H4 // 4, W_hT.shape[0], batch_sizes))
 
 
 def backward(
@@ -613,7 +621,8 @@ def backward(
     limit = _limit_of(dt)
     if batch_sizes is not None:
         batch_sizes = np.ascontiguousarray(batch_sizes, dtype=np.int64)
-    slices = _slices(B, batch_sizes)
+    T, _, H4 = d_pre.shape
+    slices = _slices(T, B, H4 // 4, W_h.shape[1], batch_sizes)
     partial_dW = [None if W_hr is None else np.zeros_like(W_hr) for _ in slices]
     index = {s: k for k, s in enumerate(slices)}
     hfull_t = tape.h_full if W_hr is not None else None
