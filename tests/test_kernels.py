@@ -152,6 +152,13 @@ def test_rows_are_split_over_threads_by_their_active_steps(threads):
     assert kernels._slices(10, 10, 4, 4, sizes) == [(0, 10)]
 
 
+@pytest.fixture(params=["compiled loop", "python loop"])
+def loop(request, monkeypatch):
+    """Both ways of running the steps: all in one compiled call, or one call per step with NumPy's GEMM."""
+    monkeypatch.setattr(kernels, "PY_STEP_MIN_FLOPS", float("inf") if request.param == "compiled loop" else 0.0)
+    return request.param
+
+
 @pytest.fixture
 def backend():
     before = kernels.get_backend()
@@ -168,7 +175,7 @@ SHAPES = [(1, 1, 1, 1), (5, 3, 4, 4), (7, 9, 5, 5), (6, 20, 8, 3), (9, 33, 16, 1
 @pytest.mark.parametrize("n_threads", [1, 2])
 @pytest.mark.parametrize("lengths", [False, True])
 @pytest.mark.parametrize("T,B,H,P", SHAPES)
-def test_forward_matches_float64_reference(T, B, H, P, lengths, n_threads, threads):
+def test_forward_matches_float64_reference(T, B, H, P, lengths, n_threads, threads, loop):
     threads(n_threads)
     rng = np.random.default_rng(T * 1000 + B * 10 + H)
     args = problem(rng, T, B, H, P, np.float64, lengths)
@@ -245,7 +252,7 @@ def test_forward_and_backward_property_float64(T, B, H, proj_size, lengths, seed
 @pytest.mark.parametrize("n_threads", [1, 2])
 @pytest.mark.parametrize("lengths", [False, True])
 @pytest.mark.parametrize("T,B,H,P", SHAPES)
-def test_backward_matches_float64_reference(T, B, H, P, lengths, n_threads, dtype, tol, threads):
+def test_backward_matches_float64_reference(T, B, H, P, lengths, n_threads, dtype, tol, threads, loop):
     threads(n_threads)
     rng = np.random.default_rng(T * 1000 + B * 10 + H + 1)
     proj, W_hT, W_hrT, h0, c0, bs = problem(rng, T, B, H, P, dtype, lengths)
@@ -283,7 +290,7 @@ class FusedWeights:
 @needs_numba
 @pytest.mark.parametrize("lengths", [False, True])
 @pytest.mark.parametrize("P", [4, 2])
-def test_backward_agrees_with_the_numpy_backward_sequence(P, lengths):
+def test_backward_agrees_with_the_numpy_backward_sequence(P, lengths, loop):
     """backward.backward_sequence (the NumPy path) gives the same gradients from the same tape."""
     from nplstm.backward import backward_sequence
 

@@ -52,6 +52,10 @@ _HAVE_NUMBA = importlib.util.find_spec("numba") is not None and importlib.util.f
 #: recurrent product instead of a BLAS call (measured crossover, see bench).
 SMALL_BATCH = 4
 
+#: Recurrent flops per step from which the time loop runs in Python with
+#: NumPy's GEMM (see _steps_from_python).
+PY_STEP_MIN_FLOPS = 4e6
+
 #: "auto" keeps problems whose NumPy run is estimated below this many seconds
 #: on the NumPy path: they finish before numba could even be imported.
 TINY_SECONDS = 2e-3
@@ -331,28 +335,27 @@ def _active(batch_sizes, t, row0, row1):  # pragma: no cover - compiled
 
 
 @_jit
-def _forward_loop(proj, W_hT, h_all, c_all, outputs, gates_t, c_t, h_t, hfull_t, W_hrT, batch_sizes, limit, row0, row1, work, bits):  # pragma: no cover - compiled
-    """The whole time loop of :func:`forward` for rows [row0, row1) (one thread's slice).
-
-    work (2, 4H) is scratch for the exp, bits an integer view of work[1].
+def _forward_loop(proj, W_hT, h_all, c_all, outputs, gates_t, c_t, h_t, hfull_t, W_hrT, batch_sizes, limit, row0, row1, t_begin, t_end, product_given, act, hfull, work, bits):  # pragma: no cover - compiled
+    """Steps [t_begin, t_end) of :func:`forward` for rows [row0, row1) (one thread's slice).
 
     Rows are addressed by slicing inside (not by the caller) so that every
-    slice stays C-contiguous for BLAS.
+    slice stays C-contiguous for BLAS.  act (rows, 4H) holds pre-activations
+    then activations; with ``product_given`` the caller has already put the
+    first step's recurrent product h @ W_hT there.  hfull (rows, H) is
+    scratch for the projection, work (2, 4H) for the exp, bits an integer
+    view of work[1].
     """
-    T, _, H4 = proj.shape
+    H4 = proj.shape[2]
     H = H4 // 4
-    B = row1 - row0
-    dt = h_all.dtype
     h = h_all[row0:row1]
     c = c_all[row0:row1]
-    act = np.empty((B, H4), dtype=dt)  # pre-activations, then activations
-    hfull = np.empty((B, H), dtype=dt)
     mantissa = work[0]  # the exp's mantissas and 2^n (bits is an integer view of scale) for one row
     scale = work[1]
     hf = h if W_hrT is None else hfull  # no projection: o ⊙ tanh(c) is h itself
-    for t in range(T):
+    for t in range(t_begin, t_end):
         n = _active(batch_sizes, t, row0, row1)
-        _recurrent_product(h, W_hT, act, n)
+        if not (product_given and t == t_begin):
+            _recurrent_product(h, W_hT, act, n)
         proj_t = proj[t, row0:row1]
         for r in range(n):
             ar = act[r]
@@ -387,23 +390,21 @@ def _forward_loop(proj, W_hT, h_all, c_all, outputs, gates_t, c_t, h_t, hfull_t,
 
 
 @_jit
-def _backward_loop(gates_t, c_t, hfull_t, W_h, W_hr, c0, d_outputs, dh_all, dc_all, d_pre, dW_hr, batch_sizes, limit, row0, row1, work, bits):  # pragma: no cover - compiled
-    """The whole reversed time loop of :func:`backward` for rows [row0, row1).
+def _backward_loop(gates_t, c_t, hfull_t, W_h, W_hr, c0, d_outputs, dh_all, dc_all, d_pre, dW_hr, batch_sizes, limit, row0, row1, t_begin, t_end, product_left, dhf, tanh_c, work, bits):  # pragma: no cover - compiled
+    """Steps t_end-1 down to t_begin of :func:`backward` for rows [row0, row1).
 
-    dW_hr (P, H) is accumulated (the caller zeroes it).
+    dW_hr (P, H) is accumulated (the caller zeroes it).  With ``product_left``
+    the last step's recurrent product dh = d_pre[t_begin] @ W_h is left to the
+    caller.  dhf (rows, H), tanh_c (H,), work (2, 4H) are scratch.
     """
-    T, _, H4 = d_pre.shape
+    H4 = d_pre.shape[2]
     H = H4 // 4
-    B = row1 - row0
-    dt = dh_all.dtype
     dh = dh_all[row0:row1]
     dc = dc_all[row0:row1]
-    dhf = np.empty((B, H), dtype=dt)
-    tanh_c = np.empty(H, dtype=dt)
     mantissa = work[0]
     scale = work[1]
     dhfull = dh if W_hr is None else dhf
-    for t in range(T - 1, -1, -1):
+    for t in range(t_end - 1, t_begin - 1, -1):
         n = _active(batch_sizes, t, row0, row1)
         if d_outputs is not None:
             dh[:n] += d_outputs[t, row0 : row0 + n]
@@ -436,7 +437,8 @@ def _backward_loop(gates_t, c_t, hfull_t, W_h, W_hr, c0, d_outputs, dh_all, dc_a
                 d_g[j] = dcj * ij * (1.0 - gj * gj)
                 dcr[j] = dcj * fj  # dL/dc_{t-1}
         d_pre_t[n:] = 0.0
-        _recurrent_product(d_pre_t, W_h, dh, n)  # dL/dh_{t-1} for the active rows
+        if not (product_left and t == t_begin):
+            _recurrent_product(d_pre_t, W_h, dh, n)  # dL/dh_{t-1} for the active rows
 
 
 def _compile() -> None:
@@ -523,6 +525,24 @@ class _single_threaded_blas:
             self._limit.restore_original_limits()
 
 
+def _steps_from_python(rows: int, H: int, P: int) -> bool:
+    """Whether to run the time loop in Python, one compiled call per step, so the recurrent GEMM can be NumPy's.
+
+    NumPy's bundled OpenBLAS runs the per-step (rows, P) x (P, 4H) product
+    faster than scipy's (which numba's np.dot calls) on this shape; once a
+    step's product is large, that gain beats the ~5 µs of a compiled call
+    per step.  Small products stay in the compiled loop.
+    """
+    return rows > SMALL_BATCH and 8.0 * rows * H * P >= PY_STEP_MIN_FLOPS
+
+
+def _active_rows(batch_sizes: np.ndarray | None, t: int, start: int, stop: int) -> int:
+    """Active rows at step t among rows [start, stop) (as the compiled _active)."""
+    if batch_sizes is None:
+        return stop - start
+    return min(stop, max(start, int(batch_sizes[t]))) - start
+
+
 def _exp_work(n: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
     """Scratch for :func:`_exp_parts`: (2, n) floats and an integer view of its second row."""
     work = np.empty((2, n), dtype=dtype)
@@ -575,11 +595,25 @@ def forward(
         gates_t, c_t, h_t = tape.gates, tape.c, tape.h
         hfull_t = tape.h_full if W_hrT is not None else None
 
-    def job(start: int, stop: int) -> None:
-        _forward_loop(proj, W_hT, h, c, outputs, gates_t, c_t, h_t, hfull_t, W_hrT, batch_sizes, dt.type(limit), start, stop, *_exp_work(proj.shape[2], dt))
-
     T, _, H4 = proj.shape
-    _run_sliced(job, _slices(T, B, H4 // 4, W_hT.shape[0], batch_sizes))
+    H, P = H4 // 4, W_hT.shape[0]
+    W_hT = np.ascontiguousarray(W_hT)
+
+    def job(start: int, stop: int) -> None:
+        rows = stop - start
+        act, hfull = np.empty((rows, H4), dtype=dt), np.empty((rows, H), dtype=dt)
+        work, bits = _exp_work(H4, dt)
+        args = (proj, W_hT, h, c, outputs, gates_t, c_t, h_t, hfull_t, W_hrT, batch_sizes, dt.type(limit), start, stop)
+        if not _steps_from_python(rows, H, P):
+            _forward_loop(*args, 0, T, False, act, hfull, work, bits)
+            return
+        h_rows = h[start:stop]
+        for t in range(T):
+            n = _active_rows(batch_sizes, t, start, stop)
+            np.matmul(h_rows[:n], W_hT, out=act[:n])
+            _forward_loop(*args, t, t + 1, True, act, hfull, work, bits)
+
+    _run_sliced(job, _slices(T, B, H, P, batch_sizes))
 
 
 def backward(
@@ -626,12 +660,23 @@ def backward(
     partial_dW = [None if W_hr is None else np.zeros_like(W_hr) for _ in slices]
     index = {s: k for k, s in enumerate(slices)}
     hfull_t = tape.h_full if W_hr is not None else None
+    W_h = np.ascontiguousarray(W_h)
+    W_hr = None if W_hr is None else np.ascontiguousarray(W_hr)
+    H, P = H4 // 4, W_h.shape[1]
 
     def job(start: int, stop: int) -> None:
-        _backward_loop(
-            tape.gates, tape.c, hfull_t, W_h, W_hr, c0, d_outputs, dh, dc, d_pre,
-            partial_dW[index[(start, stop)]], batch_sizes, dt.type(limit), start, stop, *_exp_work(d_pre.shape[2], dt),
-        )
+        rows = stop - start
+        dhf, tanh_c = np.empty((rows, H), dtype=dt), np.empty(H, dtype=dt)
+        work, bits = _exp_work(H4, dt)
+        args = (tape.gates, tape.c, hfull_t, W_h, W_hr, c0, d_outputs, dh, dc, d_pre, partial_dW[index[(start, stop)]], batch_sizes, dt.type(limit), start, stop)
+        if not _steps_from_python(rows, H, P):
+            _backward_loop(*args, 0, T, False, dhf, tanh_c, work, bits)
+            return
+        dh_rows = dh[start:stop]
+        for t in range(T - 1, -1, -1):
+            _backward_loop(*args, t, t + 1, True, dhf, tanh_c, work, bits)
+            n = _active_rows(batch_sizes, t, start, stop)
+            np.matmul(d_pre[t, start : start + n], W_h, out=dh_rows[:n])  # dL/dh_{t-1}
 
     _run_sliced(job, slices)
     if dW_hr is not None and W_hr is not None:
