@@ -35,6 +35,7 @@ for that.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import threading
@@ -107,6 +108,12 @@ def get_threads() -> int:
     env = os.environ.get("NPLSTM_NUM_THREADS")
     if env and env.isdigit() and int(env) >= 1:
         return int(env)
+    return _cpu_count()
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_count() -> int:
+    """CPUs this process may run on (asked once: it is a system call, and forward asks on every call)."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not on Linux
@@ -444,6 +451,8 @@ def _backward_loop(gates_t, c_t, hfull_t, W_h, W_hr, c0, d_outputs, dh_all, dc_a
 def _compile() -> None:
     """Import numba and compile (or load from its cache) the kernels, once per process."""
     global _compiled
+    if _compiled:
+        return
     with _compile_lock:
         if _compiled:
             return
