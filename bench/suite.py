@@ -485,6 +485,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="where to write the results (default bench/results/<time>.json)")
     parser.add_argument("--png", type=Path, default=None, help="where to draw the ratio plot (default next to the JSON)")
     parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument("--only", nargs="+", default=None, metavar="TEXT", help="run only the cases whose name contains one of these (e.g. 'B=64 ' train)")
     parser.add_argument("--via", choices=("auto", "api", "adapter"), default="auto", help="public API, or the engine called directly (bench/adapter.py)")
     parser.add_argument(
         "--compare", type=Path, nargs="+", metavar="JSON", default=None,
@@ -532,6 +533,8 @@ def main(argv: list[str] | None = None) -> int:
             floors[n] = best_gemm_rate(reps, min_time)
         print(f"floor at {n} thread(s): best float32 GEMM {floors[n]:.1f} GFLOP/s", flush=True)
         for case in cases(args.quick):
+            if args.only and not any(text in case.name + " " for text in args.only):
+                continue
             result = run_case(case, n, reps, min_time, via, floors[n])
             if result is None:
                 continue
