@@ -137,6 +137,7 @@ def threads(monkeypatch):
     before = kernels._threads
     monkeypatch.setattr(kernels, "MIN_ROWS_PER_THREAD", 2)
     monkeypatch.setattr(kernels, "MIN_WORK_PER_THREAD", 1.0)
+    monkeypatch.setattr(kernels, "SLICE_MAX_WEIGHTS", float("inf"))
     yield kernels.set_threads
     kernels.set_threads(before)
 
@@ -494,3 +495,17 @@ def test_zero_steps_and_all_rows_finished():
     out, _, h, c = run_fast(proj, W_hT, None, h0, c0, bs)
     assert rel_err(out, ref_out) <= 1e-12 and rel_err(h, ref_h) <= 1e-12 and rel_err(c, ref_c) <= 1e-12
     assert np.array_equal(h[2], h0[2]) and np.all(out[2:] == 0)
+
+
+def test_threads_split_small_weights_and_leave_large_products_to_blas():
+    before = kernels._threads
+    try:
+        kernels.set_threads(2)
+        assert kernels._slices(100, 64, 64, 64, None) == [(0, 32), (32, 64)]
+        assert kernels._slices(100, 64, 256, 256, None) == [(0, 64)]  # BLAS parallelises that product better
+        assert kernels._slices(2, 16, 16, 16, None) == [(0, 16)]  # too little work to hand over
+        assert not kernels._steps_from_python(64, 256, 256)  # no Python step loop on several threads
+        kernels.set_threads(1)
+        assert kernels._steps_from_python(64, 256, 256) and not kernels._steps_from_python(4, 256, 256)
+    finally:
+        kernels.set_threads(before)

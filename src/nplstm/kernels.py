@@ -65,6 +65,8 @@ TINY_SECONDS = 2e-3
 #: threads does not pay (a thread hand-off costs 20-90 µs on the 2-core VM).
 MIN_ROWS_PER_THREAD = 8
 MIN_WORK_PER_THREAD = 8e6
+#: Recurrent weights (H·P) above which the batch is not split over threads.
+SLICE_MAX_WEIGHTS = 128 * 128
 
 _backend = "auto"
 _threads: int | None = None
@@ -479,10 +481,14 @@ def _slices(T: int, B: int, H: int, P: int, batch_sizes: np.ndarray | None) -> l
 
     Handing a slice to another thread and waiting for it costs tens of µs,
     so a call is split only when every thread gets enough rows and work.
+    And only for small recurrent weights: a larger per-step product is better
+    parallelised by the BLAS itself (measured on 2 threads: B=64, H=256 took
+    27 ms unsplit with 2 BLAS threads against 53 ms split; B=64, H=64 took
+    5.3 ms split against 13 ms unsplit).
     """
     work = 8.0 * T * B * H * P  # flops of the recurrent products
     threads = min(get_threads(), B // MIN_ROWS_PER_THREAD, int(work // MIN_WORK_PER_THREAD))
-    if threads <= 1:
+    if threads <= 1 or H * P > SLICE_MAX_WEIGHTS:
         return [(0, B)]
     if batch_sizes is None:
         bounds = [round(k * B / threads) for k in range(threads + 1)]
@@ -540,9 +546,12 @@ def _steps_from_python(rows: int, H: int, P: int) -> bool:
     NumPy's bundled OpenBLAS runs the per-step (rows, P) x (P, 4H) product
     faster than scipy's (which numba's np.dot calls) on this shape; once a
     step's product is large, that gain beats the ~5 µs of a compiled call
-    per step.  Small products stay in the compiled loop.
+    per step.  Small products stay in the compiled loop, and so does
+    everything on several threads: Python loops in several threads would
+    queue on the GIL, and with one batch on 2 threads the compiled loop with
+    2 BLAS threads measured faster (27 ms against 51 ms at B=64, H=256).
     """
-    return rows > SMALL_BATCH and 8.0 * rows * H * P >= PY_STEP_MIN_FLOPS
+    return get_threads() == 1 and rows > SMALL_BATCH and 8.0 * rows * H * P >= PY_STEP_MIN_FLOPS
 
 
 def _active_rows(batch_sizes: np.ndarray | None, t: int, start: int, stop: int) -> int:
@@ -608,12 +617,15 @@ def forward(
     H, P = H4 // 4, W_hT.shape[0]
     W_hT = np.ascontiguousarray(W_hT)
 
+    slices = _slices(T, B, H, P, batch_sizes)
+    python_loop = len(slices) == 1 and _steps_from_python(B, H, P)
+
     def job(start: int, stop: int) -> None:
         rows = stop - start
         act, hfull = np.empty((rows, H4), dtype=dt), np.empty((rows, H), dtype=dt)
         work, bits = _exp_work(H4, dt)
         args = (proj, W_hT, h, c, outputs, gates_t, c_t, h_t, hfull_t, W_hrT, batch_sizes, dt.type(limit), start, stop)
-        if not _steps_from_python(rows, H, P):
+        if not python_loop:
             _forward_loop(*args, 0, T, False, act, hfull, work, bits)
             return
         h_rows = h[start:stop]
@@ -622,7 +634,7 @@ def forward(
             np.matmul(h_rows[:n], W_hT, out=act[:n])
             _forward_loop(*args, t, t + 1, True, act, hfull, work, bits)
 
-    _run_sliced(job, _slices(T, B, H, P, batch_sizes))
+    _run_sliced(job, slices)
 
 
 def backward(
@@ -666,19 +678,20 @@ def backward(
         batch_sizes = np.ascontiguousarray(batch_sizes, dtype=np.int64)
     T, _, H4 = d_pre.shape
     slices = _slices(T, B, H4 // 4, W_h.shape[1], batch_sizes)
+    python_loop = len(slices) == 1 and _steps_from_python(B, H4 // 4, W_h.shape[1])
     partial_dW = [None if W_hr is None else np.zeros_like(W_hr) for _ in slices]
     index = {s: k for k, s in enumerate(slices)}
     hfull_t = tape.h_full if W_hr is not None else None
     W_h = np.ascontiguousarray(W_h)
     W_hr = None if W_hr is None else np.ascontiguousarray(W_hr)
-    H, P = H4 // 4, W_h.shape[1]
+    H = H4 // 4
 
     def job(start: int, stop: int) -> None:
         rows = stop - start
         dhf, tanh_c = np.empty((rows, H), dtype=dt), np.empty(H, dtype=dt)
         work, bits = _exp_work(H4, dt)
         args = (tape.gates, tape.c, hfull_t, W_h, W_hr, c0, d_outputs, dh, dc, d_pre, partial_dW[index[(start, stop)]], batch_sizes, dt.type(limit), start, stop)
-        if not _steps_from_python(rows, H, P):
+        if not python_loop:
             _backward_loop(*args, 0, T, False, dhf, tanh_c, work, bits)
             return
         dh_rows = dh[start:stop]
