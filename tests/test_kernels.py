@@ -504,8 +504,6 @@ def test_threads_split_small_weights_and_leave_large_products_to_blas():
         assert kernels._slices(100, 64, 64, 64, None) == [(0, 32), (32, 64)]
         assert kernels._slices(100, 64, 256, 256, None) == [(0, 64)]  # BLAS parallelises that product better
         assert kernels._slices(2, 16, 16, 16, None) == [(0, 16)]  # too little work to hand over
-        assert not kernels._steps_from_python(64, 256, 256)  # no Python step loop on several threads
-        kernels.set_threads(1)
         assert kernels._steps_from_python(64, 256, 256) and not kernels._steps_from_python(4, 256, 256)
     finally:
         kernels.set_threads(before)
