@@ -546,12 +546,14 @@ def _steps_from_python(rows: int, H: int, P: int) -> bool:
     NumPy's bundled OpenBLAS runs the per-step (rows, P) x (P, 4H) product
     faster than scipy's (which numba's np.dot calls) on this shape; once a
     step's product is large, that gain beats the ~5 µs of a compiled call
-    per step.  Small products stay in the compiled loop, and so does
-    everything on several threads: Python loops in several threads would
-    queue on the GIL, and with one batch on 2 threads the compiled loop with
-    2 BLAS threads measured faster (27 ms against 51 ms at B=64, H=256).
+    per step.  Small products stay in the compiled loop, and so do batches
+    split over threads (Python loops in several threads would queue on the
+    GIL).  On 2 threads this also keeps one BLAS thread pool busy, NumPy's,
+    the one the caller's input projection uses: scipy's pool spinning next
+    to NumPy's on 2 cores cost up to 5x in the benchmark.  Measured alone on
+    2 threads: B=16, H=256 8.2 ms (against 11.5 compiled, 14.1 split).
     """
-    return get_threads() == 1 and rows > SMALL_BATCH and 8.0 * rows * H * P >= PY_STEP_MIN_FLOPS
+    return rows > SMALL_BATCH and 8.0 * rows * H * P >= PY_STEP_MIN_FLOPS
 
 
 def _active_rows(batch_sizes: np.ndarray | None, t: int, start: int, stop: int) -> int:
