@@ -482,9 +482,10 @@ def _slices(T: int, B: int, H: int, P: int, batch_sizes: np.ndarray | None) -> l
     Handing a slice to another thread and waiting for it costs tens of µs,
     so a call is split only when every thread gets enough rows and work.
     And only for small recurrent weights: a larger per-step product is better
-    parallelised by the BLAS itself (measured on 2 threads: B=64, H=256 took
-    27 ms unsplit with 2 BLAS threads against 53 ms split; B=64, H=64 took
-    5.3 ms split against 13 ms unsplit).
+    parallelised by the BLAS itself (measured alone on 2 threads, T=100:
+    B=64, H=512 took 85 ms unsplit with 2 BLAS threads against 115 ms
+    split, B=16, H=256 8.2 against 14.1; B=64, H=64 took 2.5 ms split
+    against 5.1 ms unsplit).
     """
     work = 8.0 * T * B * H * P  # flops of the recurrent products
     threads = min(get_threads(), B // MIN_ROWS_PER_THREAD, int(work // MIN_WORK_PER_THREAD))
