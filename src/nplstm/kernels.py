@@ -5,22 +5,27 @@ readable reference; this module computes the same equations faster when
 numba and scipy are installed (``pip install 'nplstm[fast]'``).  Where the
 time goes, and so how this is built:
 
-* The recurrent GEMM ``h_{t-1} W_hᵀ`` is most of the work.  It goes to BLAS
-  through numba's ``np.dot`` (scipy's cython BLAS), except for batches of at
-  most :data:`SMALL_BATCH` rows where a plain compiled loop beats the BLAS
-  call overhead.
+* The recurrent GEMM ``h_{t-1} W_hᵀ`` is most of the work.  For batches of
+  at most :data:`SMALL_BATCH` rows a compiled loop beats a BLAS call's fixed
+  cost.  Mid-size products go to BLAS through numba's ``np.dot`` (scipy's
+  cython BLAS) inside the compiled time loop.  Large products are faster in
+  NumPy's own OpenBLAS, so there the time loop runs in Python, one compiled
+  call per step (:func:`_steps_from_python`).
 * Everything else of a step (adding the input projection, the clip, the four
-  activations, ``c``, ``h``) is ONE compiled pass per row over contiguous
-  memory, with no temporaries, instead of ~15 NumPy ufunc calls.
-* NumPy's exp/tanh cost 3-4 ns per element; the hand-written float32
-  versions below (Cody-Waite exp, Eigen's rational tanh) vectorise to well
-  under 1 ns.  They are within a few ulp; float64 uses an exp accurate to
+  activations, ``c``, ``h``) is one compiled pass per row over contiguous
+  memory, with no temporaries, instead of a dozen NumPy ufunc calls.
+* NumPy's exp/tanh cost 1-4 ns per element; the hand-written float32
+  versions below (Cody-Waite exp, Eigen's rational tanh) vectorise to
+  0.3-0.5 ns.  They are within a few ulp; float64 uses an exp accurate to
   ~1 ulp, so the float64 engine matches the reference to 1e-12.
-* The whole time loop is one compiled call (the caller passes chunks of
-  steps), so Python runs once per chunk, not once per step.
-* Rows of a batch are independent through time, so with several threads
-  the batch is split into slices that each run the whole loop (``nogil``)
-  in their own thread, every slice with single-threaded BLAS.
+* Otherwise the whole time loop is one compiled call (the caller passes
+  chunks of steps), so Python runs once per chunk, not once per step.
+* Rows of a batch are independent through time, so with several threads a
+  batch with small recurrent weights is split into slices that each run
+  the whole loop (``nogil``) in their own thread with single-threaded BLAS;
+  larger products are left to the BLAS's own threads (:func:`_slices`).
+* A register-blocked numba microkernel for the per-step product was tried
+  and reached at most half of OpenBLAS's rate (``python -m bench.microkernel``).
 
 numba compiles with ``error_model="numpy"`` (no division checks) and
 fastmath flags WITHOUT ``reassoc`` (reassociation could undo the exp's range
@@ -50,7 +55,8 @@ import numpy as np
 _HAVE_NUMBA = importlib.util.find_spec("numba") is not None and importlib.util.find_spec("scipy") is not None
 
 #: Batches of at most this many active rows use a compiled loop for the
-#: recurrent product instead of a BLAS call (measured crossover, see bench).
+#: recurrent product instead of a BLAS call (measured: T=100, H=64, 1 thread,
+#: B=4 0.58 ms looped against 0.45-1.0 ms with BLAS; B=4, H=256 8.4 ms against 20-35 ms).
 SMALL_BATCH = 4
 
 #: Recurrent flops per step from which the time loop runs in Python with
