@@ -72,7 +72,11 @@ TINY_SECONDS = 2e-3
 MIN_ROWS_PER_THREAD = 8
 MIN_WORK_PER_THREAD = 8e6
 #: Recurrent weights (H·P) above which the batch is not split over threads.
-SLICE_MAX_WEIGHTS = 128 * 128
+#: 0: never split, the default.  Splitting won alone (2 threads, T=100,
+#: B=64, H=64: 2.5 ms split against 5.1 ms), but lost 3.5x in the benchmark
+#: (41 ms against the NumPy path's 11.5): the caller's input projection runs
+#: in NumPy's OpenBLAS, whose idle threads spin on the cores the slices need.
+SLICE_MAX_WEIGHTS = 0
 
 _backend = "auto"
 _threads: int | None = None
@@ -553,14 +557,17 @@ def _steps_from_python(rows: int, H: int, P: int) -> bool:
     NumPy's bundled OpenBLAS runs the per-step (rows, P) x (P, 4H) product
     faster than scipy's (which numba's np.dot calls) on this shape; once a
     step's product is large, that gain beats the ~5 µs of a compiled call
-    per step.  Small products stay in the compiled loop, and so do batches
-    split over threads (Python loops in several threads would queue on the
-    GIL).  On 2 threads this also keeps one BLAS thread pool busy, NumPy's,
-    the one the caller's input projection uses: scipy's pool spinning next
-    to NumPy's on 2 cores cost up to 5x in the benchmark.  Measured alone on
-    2 threads: B=16, H=256 8.2 ms (against 11.5 compiled, 14.1 split).
+    per step.  Small products stay in the compiled loop on one thread.  On
+    several threads every BLAS-sized product goes to NumPy: one BLAS thread
+    pool, the one the caller's input projection uses, because scipy's pool
+    spinning next to NumPy's on 2 cores cost up to 5x in the benchmark.
+    Batches split over threads never loop in Python (they would queue on
+    the GIL).  Measured alone on 2 threads: B=16, H=256 8.2 ms (against 11.5
+    compiled, 14.1 split).
     """
-    return rows > SMALL_BATCH and 8.0 * rows * H * P >= PY_STEP_MIN_FLOPS
+    if rows <= SMALL_BATCH:
+        return False
+    return get_threads() > 1 or 8.0 * rows * H * P >= PY_STEP_MIN_FLOPS
 
 
 def _active_rows(batch_sizes: np.ndarray | None, t: int, start: int, stop: int) -> int:
