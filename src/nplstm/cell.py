@@ -52,6 +52,9 @@ PEEPHOLE_GATES: tuple[str, ...] = ("i", "f", "o")
 #: memory of inference to O(chunk·B·H) while keeping the GEMM large.
 PROJECTION_CHUNK = 16
 
+#: Bytes of input projections handed to the compiled loop per call.
+KERNEL_CHUNK_BYTES = 4 << 20
+
 #: Where an exp-based sigmoid (the general path's, the compiled kernels')
 #: clips its argument: exp(2·limit) is still finite, so nothing overflows or
 #: warns, and σ(±limit) differs from 0 / 1 by under 5e-18 (float32) and
@@ -313,11 +316,11 @@ def cell_step_(
         return
     if pre is not None:
         pre[...] = gates
-    scale, offset = _tanh_form(gates.shape[-1], gates.dtype)
-    _default_step_(split_gates(gates, H), c, h, scratch, gates, scale, offset)
+    scale, offset = tanh_form(gates.shape[-1], gates.dtype)
+    standard_step_(split_gates(gates, H), c, h, scratch, gates, scale, offset)
 
 
-def _default_step_(
+def standard_step_(
     views: tuple[np.ndarray, ...], c: np.ndarray, h: np.ndarray, scratch: np.ndarray,
     gates: np.ndarray, scale: np.ndarray, offset: np.ndarray, *, prescaled: bool = False,
 ) -> None:
@@ -345,7 +348,7 @@ def _default_step_(
 
 
 @functools.lru_cache(maxsize=64)
-def _tanh_form(width: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+def tanh_form(width: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
     """Per-column ``(scale, offset)`` turning tanh into σ for the f, i, o blocks and leaving g as tanh."""
     H = width // 4
     scale = np.ones(width, dtype=dtype)
@@ -487,13 +490,15 @@ def run_sequence(
     if len(receivers) == 2 and receivers[0] is receivers[1]:
         receivers.pop()
     default = options.is_default
-    chunk = max(1, min(T, PROJECTION_CHUNK))
-    proj = np.empty((chunk, B, H4), dtype=dtype)
     fast = default and kernels.use_kernel(T, B, H, P, x.shape[2], dtype, training=trace is not None)
+    # The compiled loop costs a few µs per call: give it as many steps as 4 MiB of projections hold.
+    steps = max(PROJECTION_CHUNK, KERNEL_CHUNK_BYTES // max(1, B * H4 * dtype.itemsize)) if fast else PROJECTION_CHUNK
+    chunk = max(1, min(T, steps))
+    proj = np.empty((chunk, B, H4), dtype=dtype)
     if not fast:
         rows = _Rows(h, c, H4, W_hr is not None)
         W_hrT = W_hr.T if W_hr is not None else None
-        scale, offset = _tanh_form(H4, dtype)
+        scale, offset = tanh_form(H4, dtype)
         if default:  # halve the sigmoid gates' weights once (exact in binary), not their pre-activations every step
             W_hT = W_hT * scale
     for start in range(0, T, chunk):
@@ -527,7 +532,7 @@ def run_sequence(
             if default:
                 if trace is not None and trace.pre is not None:
                     trace.pre[t, :n] = gates
-                _default_step_(views, c_n, h_full, scratch, gates, scale, offset, prescaled=True)
+                standard_step_(views, c_n, h_full, scratch, gates, scale, offset, prescaled=True)
             else:
                 cell_step_(gates, c_n, h_full, scratch, options, peep,
                            trace.pre[t, :n] if trace is not None and trace.pre is not None else None)

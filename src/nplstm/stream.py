@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from .cell import DEFAULT_CELL, CellOptions, cell_step_
+from .cell import DEFAULT_CELL, CellOptions, cell_step_, split_gates, standard_step_, tanh_form
 from .params import LayerWeights
 from .shapes import Orientation, as_real_array, resolve_states, state_out
 
@@ -44,9 +44,14 @@ class StreamState:
         self.b = weights.fused()[2]
         self.W_hrT = weights.W_hr.T if weights.W_hr is not None else None
         self.peepholes = weights.peephole_rows() if options.peepholes else None
+        # made once, so a step creates no view objects at all
+        self.standard = options.is_default
+        self.gate_views = split_gates(self.gates, H)
+        self.scale, self.offset = tanh_form(4 * H, dt)
         self.hidden = state_out(self.h, orientation)  # views: column/vector only arise with B = 1
         self.cell = state_out(self.c, orientation)
         self.x_shapes = {(B, I)} | ({(I,), (I, 1)} if B == 1 else set())
+        self.column = (I, 1) if I != 1 else None
 
     def __repr__(self) -> str:
         return f"StreamState(batch={self.batch}, orientation={self.orientation!r})"
@@ -94,11 +99,15 @@ def step(state: StreamState, x_t: Any) -> np.ndarray:
     if not isinstance(x_t, np.ndarray) or x_t.dtype.kind not in "iuf" or x_t.dtype.itemsize > state.x.dtype.itemsize:
         # refuses bool, complex, text and values beyond a float32 model's range; allocates only then
         x_t = as_real_array(x_t, "x_t", state.x.dtype)
-    np.copyto(state.x, np.reshape(x_t, state.x.shape), casting="same_kind")
+    # (B, I) and (I,) broadcast straight into the buffer; only a column (I, 1) needs a reshaped view
+    np.copyto(state.x, x_t if shape != state.column else np.reshape(x_t, state.x.shape), casting="same_kind")
     # One fused product for all four gates, then the one step body of cell.py.
     np.matmul(state.z, state.WT, out=state.gates)
     np.add(state.gates, state.b, out=state.gates)
-    cell_step_(state.gates, state.c, state.h_full, state.scratch, state.options, state.peepholes)
+    if state.standard:
+        standard_step_(state.gate_views, state.c, state.h_full, state.scratch, state.gates, state.scale, state.offset)
+    else:
+        cell_step_(state.gates, state.c, state.h_full, state.scratch, state.options, state.peepholes)
     if state.W_hrT is not None:
         np.matmul(state.h_full, state.W_hrT, out=state.h)
     return state.hidden
