@@ -50,6 +50,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from . import layout
+
 # numba and scipy are optional, and importing numba takes a while: look, don't import.
 # numba's np.dot calls BLAS through scipy, so the engine needs both.
 _HAVE_NUMBA = importlib.util.find_spec("numba") is not None and importlib.util.find_spec("scipy") is not None
@@ -168,10 +170,8 @@ _JIT_NAMES: list[str] = []
 
 
 def split_gates(a, H):
-    """:func:`nplstm.cell.split_gates`; _compile() binds its compiled version here (cell imports this module)."""
-    from .cell import split_gates as the_one
-
-    return the_one(a, H)
+    """:func:`nplstm.layout.split_gates`; _compile() binds its compiled version here."""
+    return layout.split_gates(a, H)
 
 _INLINE_NAMES: set[str] = set()
 
@@ -472,9 +472,8 @@ def _compile() -> None:
         import scipy.linalg.cython_blas  # noqa: F401 - numba's np.dot calls BLAS through it; load it now so threadpoolctl sees it
 
         namespace = globals()
-        from .cell import split_gates  # the project's one gate-slice helper (plain slicing, compiles as is)
-
-        namespace["split_gates"] = numba.njit(inline="always")(split_gates)
+        # the project's one gate-slice helper (plain slicing, compiles as is)
+        namespace["split_gates"] = numba.njit(inline="always")(layout.split_gates)
         flags = {"nsz", "arcp", "contract", "afn"}  # no reassoc, no nnan/ninf: see the module docstring
         for name in _JIT_NAMES:
             jit = numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=flags, inline="always" if name in _INLINE_NAMES else "never")
@@ -723,10 +722,8 @@ def backward(
 
 
 def _limit_of(dtype: np.dtype) -> float:
-    """The pre-activation clip of :mod:`nplstm.cell` (imported late: cell imports this module)."""
-    from .cell import PREACT_LIMIT
-
-    return PREACT_LIMIT[np.dtype(dtype)]
+    """The pre-activation clip of the exp-based sigmoid (:data:`nplstm.layout.PREACT_LIMIT`)."""
+    return layout.PREACT_LIMIT[np.dtype(dtype)]
 
 
 _backend_from_environment()
