@@ -7,9 +7,10 @@ With z = [h_{t-1}; x_t] (hidden state first, then input)::
     c_t = f ⊙ c_{t-1} + i ⊙ g
     h_t = o ⊙ tanh(c_t)
 
-This module holds one step of those equations (:func:`cell_step_`), the loop
-over time for one layer and direction (:func:`run_sequence`), and the one
-helper that slices the fused gates (:func:`split_gates`).  Everything that
+This module holds one step of those equations (:func:`cell_step_`) and the
+loop over time for one layer and direction (:func:`run_sequence`); the fused
+gate layout and the one helper that slices it (:func:`split_gates`) come
+from :mod:`nplstm.layout`.  Everything that
 runs an LSTM in this package (single sequences, batches, stacks, both
 directions, streaming, training) goes through them; backpropagation
 (:mod:`nplstm.backward`) differentiates exactly these steps.
