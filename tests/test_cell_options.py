@@ -23,6 +23,8 @@ from nplstm.cell import Activation, CellOptions
 from nplstm.layer import LSTM
 from nplstm.stack import StackedLSTM
 
+from test_backward import numeric_gradient
+
 # ------------------------------------------------------------ the reference
 NEEDS_ALPHA = {"Affine", "LeakyRelu", "ThresholdedRelu", "ScaledTanh", "HardSigmoid", "Elu"}
 NEEDS_BETA = {"Affine", "ScaledTanh", "HardSigmoid"}
@@ -397,15 +399,7 @@ def test_gradients_match_finite_differences(case, with_lengths):
     if opts.peepholes:
         assert {"l0.Pi", "l0.Pf", "l0.Po", "l0_reverse.Po"} <= set(targets)
     for name, array in targets.items():
-        numeric = np.zeros(array.shape)
-        for idx in np.ndindex(array.shape):
-            keep = array[idx]
-            array[idx] = keep + FD_EPS
-            up = loss()
-            array[idx] = keep - FD_EPS
-            down = loss()
-            array[idx] = keep
-            numeric[idx] = (up - down) / (2 * FD_EPS)
+        numeric = numeric_gradient(loss, array, eps=FD_EPS)
         np.testing.assert_allclose(grads[name], numeric, rtol=1e-6, atol=1e-8, err_msg=name)
     if opts.peepholes and opts.input_forget:  # ONNX's coupled gate ignores Pf
         assert not grads["l0.Pf"].any()
@@ -425,15 +419,7 @@ def test_two_projected_bidirectional_layers_match_finite_differences_with_length
         return float(sum((a * w).sum() for a, w in zip((o, hn, cn), weights)))
 
     for name, array in dict(stack.parameters(), x=x, h_0=h0, c_0=c0).items():
-        numeric = np.zeros(array.shape)
-        for idx in np.ndindex(array.shape):
-            keep = array[idx]
-            array[idx] = keep + FD_EPS
-            up = loss()
-            array[idx] = keep - FD_EPS
-            down = loss()
-            array[idx] = keep
-            numeric[idx] = (up - down) / (2 * FD_EPS)
+        numeric = numeric_gradient(loss, array, eps=FD_EPS)
         np.testing.assert_allclose(grads[name], numeric, rtol=1e-6, atol=1e-8, err_msg=name)
 
 
