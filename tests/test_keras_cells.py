@@ -10,16 +10,10 @@ import pytest
 os.environ.setdefault("KERAS_BACKEND", "torch")
 keras = pytest.importorskip("keras")
 
+from test_interop_keras import keras_numpy, randomize  # noqa: E402
+
 from nplstm.interop import InteropError, from_keras  # noqa: E402
 from nplstm.interop.keras_format import KERAS_ACTIVATIONS  # noqa: E402
-
-
-def keras_numpy(value):
-    return [keras.ops.convert_to_numpy(v) for v in value] if isinstance(value, (list, tuple)) else keras.ops.convert_to_numpy(value)
-
-
-def randomize(layer, rng):
-    layer.set_weights([rng.uniform(-0.6, 0.6, size=w.shape).astype(w.dtype) for w in layer.get_weights()])
 
 
 def as_list(value):
