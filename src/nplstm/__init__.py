@@ -11,6 +11,7 @@ from .model import SequenceModel
 from .optim import SGD, Adam, clip_grad_norm
 from .stack import StackedLSTM
 from .training import History, fit, truncated_bptt
+from .warmup import warmup
 
 __all__ = [
     "LSTM",
@@ -24,5 +25,6 @@ __all__ = [
     "truncated_bptt",
     "History",
     "WeightsFileError",
+    "warmup",
 ]
 __version__ = "0.2.0"

@@ -67,7 +67,8 @@ def backward_sequence(
     tanh_c = np.empty((B, H), dtype=dt)
     work = np.empty((B, H), dtype=dt)
     steps = range(T - 1, -1, -1)
-    if default and kernels.use_kernel(T, B, H, W_h.shape[1], x.shape[2], dt, training=True):
+    key = ("backward",) + kernels.variant(trace.gates, trace.c, trace.h_full, W_hr, d_outputs, batch_sizes)
+    if default and kernels.use_kernel(T, B, H, W_h.shape[1], x.shape[2], dt, training=True, key=key):
         kernels.backward(trace, W_h, W_hr, c0, d_outputs, dh, dc, d_pre, dW_hr=dW_hr, batch_sizes=batch_sizes)
         steps = range(0)  # the compiled loop did every step
 

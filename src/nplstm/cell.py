@@ -472,7 +472,8 @@ def run_sequence(
     if len(receivers) == 2 and receivers[0] is receivers[1]:
         receivers.pop()
     default = options.is_default
-    fast = default and kernels.use_kernel(T, B, H, P, x.shape[2], dtype, training=trace is not None)
+    key = ("forward",) + kernels.variant(outputs, W_hr, batch_sizes, *((None,) * 4 if trace is None else (trace.gates, trace.c, trace.h, trace.h_full)))
+    fast = default and kernels.use_kernel(T, B, H, P, x.shape[2], dtype, training=trace is not None, key=key)
     # The compiled loop costs a few µs per call: give it as many steps as 4 MiB of projections hold.
     steps = max(PROJECTION_CHUNK, KERNEL_CHUNK_BYTES // max(1, B * H4 * dtype.itemsize)) if fast else PROJECTION_CHUNK
     chunk = max(1, min(T, steps))

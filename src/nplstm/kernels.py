@@ -32,10 +32,14 @@ fastmath flags WITHOUT ``reassoc`` (reassociation could undo the exp's range
 reduction) and without ``nnan``/``ninf`` (the float32-overflow case must
 behave like the NumPy path), so its loops vectorise to AVX2/AVX-512.
 
-``import nplstm`` never imports numba: the kernels are compiled (or loaded
-from numba's on-disk cache) on their first use, and the "auto" policy of
-:func:`use_kernel` keeps tiny problems on the NumPy path so they never wait
-for that.
+``import nplstm`` never imports numba, and with the default "auto" backend
+no call ever waits for it: :func:`use_kernel` sends every call to the
+NumPy path until the engine is loaded, counts the time those calls cost,
+and once that reaches about what loading costs (:data:`LOAD_AFTER_SECONDS`)
+loads the engine in a background thread; every call after that runs
+compiled.  A short script never pays for numba; a server making many short
+calls ends up compiled within its first second or so.  :func:`warmup`
+loads it up front (and waits) for servers that want it from the first call.
 """
 
 from __future__ import annotations
@@ -65,9 +69,12 @@ SMALL_BATCH = 4
 #: NumPy's GEMM (see _steps_from_python).
 PY_STEP_MIN_FLOPS = 4e6
 
-#: "auto" keeps problems whose NumPy run is estimated below this many seconds
-#: on the NumPy path: they finish before numba could even be imported.
-TINY_SECONDS = 2e-3
+#: "auto" starts loading the engine (in a background thread) once the calls run
+#: on the NumPy path in this process are estimated to have cost this long: about
+#: what loading costs from numba's cache (importing numba and the first two
+#: signatures: 0.55-0.61 s measured on the 2-core EPYC VM), so a process never
+#: spends more than about twice the best possible time before it runs compiled.
+LOAD_AFTER_SECONDS = 0.5
 
 #: Rows and recurrent flops per thread below which splitting the batch over
 #: threads does not pay (a thread hand-off costs 20-90 µs on the 2-core VM).
@@ -85,6 +92,20 @@ _threads: int | None = None
 _pool: ThreadPoolExecutor | None = None
 _compile_lock = threading.Lock()
 _compiled = False
+
+# The "auto" policy's state: "cold" (NumPy path; counting its time), "loading"
+# (a background thread compiles and exercises the engine), "ready", or "failed"
+# (numba could not compile here: stay on NumPy, warn once).
+_state = "cold"
+_numpy_seconds = 0.0
+_loader: threading.Thread | None = None
+_state_lock = threading.Lock()
+#: Called by the loader after compiling, with the engine forced on in its
+#: thread, to load every specialisation the API uses (registered by nplstm.warmup).
+_exercise: Callable[[], None] | None = None
+_forced = threading.local()
+#: The specialisations (dtype, training, variant) the loader has run: "auto" sends only these to the engine.
+_loaded: set[tuple[Any, ...]] = set()
 
 
 def available() -> bool:
@@ -143,21 +164,108 @@ def _backend_from_environment() -> None:
             warnings.warn(f"ignoring NPLSTM_BACKEND={name!r}: {exc}", RuntimeWarning, stacklevel=2)
 
 
-def use_kernel(T: int, B: int, H: int, P: int, I: int, dtype: np.dtype, *, training: bool) -> bool:
+def variant(*arrays: np.ndarray | None) -> tuple[Any, ...]:
+    """What decides which compiled specialisation a call needs: each optional array's presence, rank and contiguity.
+
+    numba compiles one specialisation per combination of argument types; an
+    omitted (None) argument, or a strided view instead of a C-contiguous
+    array, is another type.
+    """
+    return tuple(None if a is None else (a.dtype.char, a.ndim, a.flags.c_contiguous) for a in arrays)
+
+
+def use_kernel(T: int, B: int, H: int, P: int, I: int, dtype: np.dtype, *, training: bool, key: tuple[Any, ...] = ()) -> bool:
     """Whether a run of this shape should go through the compiled engine.
 
-    "numpy" and a missing numba say no, "numba" says yes.  "auto" says yes
-    unless the whole problem is so small that the NumPy path (about 20 µs of
-    ufunc overhead per step, twice that when training) finishes in under
-    :data:`TINY_SECONDS`: those never import or compile numba (cold start).
-    Above that the engine is faster at every measured shape.
+    "numpy" and a missing numba say no; "numba" says yes (the first call
+    compiles, or loads numba's cache, and waits for it).  "auto" says yes
+    once the engine is loaded, at every size (it is faster at every measured
+    shape).  Until then it says no, adds the NumPy path's estimated time for
+    this call (about 20 µs of ufunc overhead per step, twice that when
+    training, plus the products at 20 GFLOP/s) to the process's total, and
+    once the total reaches :data:`LOAD_AFTER_SECONDS` starts loading the
+    engine in a background thread: no call waits for numba.  ``key`` (from
+    :func:`variant`) names the specialisation the call needs; "auto" uses
+    the engine only for those the loader has already loaded, so an unusual
+    call stays on NumPy rather than wait for a compilation.
     """
+    global _numpy_seconds
     if _backend == "numpy" or not _HAVE_NUMBA:
         return False
+    if getattr(_forced, "on", False):
+        _forced.keys.add((np.dtype(dtype).char, training, key))
+        return True
     if _backend == "numba":
         return True
-    per_step = (40e-6 if training else 20e-6) + 8.0 * B * H * (I + P) / 20e9 * (3 if training else 1)
-    return T * per_step >= TINY_SECONDS
+    if (np.dtype(dtype).char, training, key) in _loaded:
+        return True
+    if _state == "cold":
+        per_step = (40e-6 if training else 20e-6) + 8.0 * B * H * (I + P) / 20e9 * (3 if training else 1)
+        _numpy_seconds += T * per_step
+        if _numpy_seconds >= LOAD_AFTER_SECONDS:
+            _start_loading()
+    return False
+
+
+def engine_state() -> str:
+    """The "auto" policy's state: "cold", "loading", "ready" or "failed"."""
+    return _state
+
+
+def _start_loading() -> threading.Thread | None:
+    """Start the background loader once per process; returns it (None when already ready or failed)."""
+    global _state, _loader
+    with _state_lock:
+        if _state == "cold":
+            _state = "loading"
+            _loader = threading.Thread(target=_load, name="nplstm-engine-loader", daemon=True)
+            _loader.start()
+        return _loader if _state == "loading" else None
+
+
+def exercised(run: Callable[[], object]) -> None:
+    """Run ``run`` with the engine forced on in this thread; then let "auto" use what it loaded."""
+    _forced.on, _forced.keys = True, set()
+    try:
+        run()
+        _loaded.update(_forced.keys)
+    finally:
+        _forced.on = False
+
+
+def _load() -> None:
+    """Compile the kernels and run the API once per specialisation, in this (background) thread."""
+    global _state
+    try:
+        _compile()
+        if _exercise is not None:
+            _exercise()
+    except Exception as exc:  # numba present but unusable here: the NumPy path is still right
+        _state = "failed"
+        warnings.warn(f"nplstm: the compiled engine could not be loaded ({type(exc).__name__}: {exc}); staying on NumPy", RuntimeWarning, stacklevel=1)
+    else:
+        _state = "ready"
+
+
+def load_engine(*, wait: bool = True, timeout: float | None = None) -> bool:
+    """Load the compiled engine now (see :func:`nplstm.warmup`); True when it is ready."""
+    if not _HAVE_NUMBA:
+        return False
+    loader = _start_loading()
+    if wait and loader is not None:
+        loader.join(timeout)
+    return _state == "ready"
+
+
+def _reset_in_child() -> None:
+    """A forked child has no loader thread: start over (cold) unless the engine was ready."""
+    global _state, _loader, _numpy_seconds
+    if _state == "loading":
+        _state, _loader, _numpy_seconds = "cold", None, 0.0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_in_child)
 
 
 # --------------------------------------------------------------------------
