@@ -10,6 +10,11 @@ from nplstm import kernels  # noqa: E402
 
 BACKENDS = ["numpy"] + (["numba"] if kernels.available() else [])
 
+if kernels.available():
+    # "auto" moves to the engine once it is loaded: load it before any test, so which
+    # path a test runs does not depend on how long the tests before it took
+    kernels.load_engine()
+
 
 @pytest.fixture
 def rng():

@@ -449,16 +449,76 @@ def test_fast_exp_and_tanh_accuracy():
 
 # ------------------------------------------------------------- policy, setup
 def test_use_kernel_policy(backend):
+    f32 = np.dtype(np.float32)
     backend("numpy")
-    assert not kernels.use_kernel(100, 64, 256, 256, 64, np.dtype(np.float32), training=False)
+    assert not kernels.use_kernel(100, 64, 256, 256, 64, f32, training=False)
     backend("auto")
-    # the seed demo (T=3, B=1, I=1, H=1) never touches numba, whatever is installed
-    assert not kernels.use_kernel(3, 1, 1, 1, 1, np.dtype(np.float64), training=False)
-    assert not kernels.use_kernel(3, 1, 1, 1, 1, np.dtype(np.float64), training=True)
-    assert kernels.use_kernel(100, 64, 256, 256, 64, np.dtype(np.float32), training=True) == kernels.available()
+    # "auto" never compiles on a caller's time: a specialisation the loader has not run stays on NumPy, at any size
+    assert not kernels.use_kernel(10_000, 64, 256, 256, 64, f32, training=True, key=("never loaded",))
     if kernels.available():
         backend("numba")
-        assert kernels.use_kernel(3, 1, 1, 1, 1, np.dtype(np.float64), training=False)
+        assert kernels.use_kernel(3, 1, 1, 1, 1, np.dtype(np.float64), training=False, key=("never loaded",))
+
+
+@needs_numba
+def test_auto_runs_every_loaded_specialisation_compiled(backend, monkeypatch):
+    import nplstm
+    from nplstm import StackedLSTM
+
+    assert nplstm.warmup() and kernels.engine_state() == "ready"
+    backend("auto")
+    calls = []
+    original = kernels.forward
+    monkeypatch.setattr(kernels, "forward", lambda *a, **k: (calls.append(1), original(*a, **k)))
+    for dtype in (np.float32, np.float64):
+        for options in ({}, {"bidirectional": True}, {"proj_size": 2}):
+            stack = StackedLSTM(2, 3, seed=0, dtype=dtype, **options)
+            before = len(calls)
+            stack.forward(np.ones((3, 1, 2), dtype))  # the seed demo's size: compiled once loaded
+            assert len(calls) > before, (dtype, options)
+
+
+_SERVING = """
+import sys, threading, numpy as np
+from nplstm import kernels, StackedLSTM
+kernels.LOAD_AFTER_SECONDS = {after}
+main_calls = []
+original = kernels.forward
+def spy(*a, **k):
+    if threading.current_thread() is threading.main_thread():
+        main_calls.append(1)
+    return original(*a, **k)
+kernels.forward = spy
+stack = StackedLSTM(1, 32, seed=0, dtype=np.float32)
+x = np.ones((52, 1, 1), np.float32)
+states = []
+for _ in range({calls}):
+    stack.forward(x)
+    states.append(kernels.engine_state())
+print(len(main_calls), states[0], states[-1], "numba" in sys.modules)
+if {wait}:
+    kernels.load_engine(timeout=900)
+    stack.forward(x)
+    print(len(main_calls), kernels.engine_state())
+"""
+
+
+@needs_numba
+def test_a_serving_process_ends_up_compiled_without_any_call_waiting():
+    code = _SERVING.format(after=1e-3, calls=3, wait=True)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr
+    first, then = proc.stdout.splitlines()
+    # the first calls ran on the NumPy path (none entered the engine) while the loader started
+    assert first.split()[0] == "0" and first.split()[2] in ("loading", "ready")
+    assert then.split() == ["1", "ready"]
+
+
+def test_a_short_script_never_loads_numba():
+    code = _SERVING.format(after=kernels.LOAD_AFTER_SECONDS, calls=20, wait=False)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["0", "cold", "cold", "False"]
 
 
 def test_backend_switch_errors():
