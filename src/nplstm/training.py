@@ -172,6 +172,7 @@ def _as_targets(model: SequenceModel, Y: Any, loss: str, name: str, NT: tuple[in
     """Targets checked against the model's predictions: their dtype and shape, named in every error."""
     N, T = NT
     O = model.head.out_features
+    expected: tuple[int, ...]
     if loss == "mse":
         arr = as_real_array(Y, name, model.dtype)  # TypeError naming Y and the dtype given
         expected, what = ((N, T, O), "(N, T, O)") if model.many_to_many else ((N, O), "(N, O)")
