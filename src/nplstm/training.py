@@ -392,9 +392,10 @@ class _Trainer:
         if restore_best and self.best is not None:
             _restore(self.model, self.best)
             self.history.weights_epoch = self.history.best_epoch
-        else:  # a KeyboardInterrupt may have come mid-epoch: go back to the end of the last whole one
+            return
+        if self.history.interrupted:  # Ctrl-C may have come mid-epoch: go back to the end of the last whole one
             _restore(self.model, self.last if self.last is not None else self.initial)
-            self.history.weights_epoch = self.last_epoch
+        self.history.weights_epoch = self.last_epoch
 
 
 # ------------------------------------------------------------------ loops
