@@ -26,12 +26,14 @@ class ModelTape:
     x_shape: tuple[int, ...]
 
 
-def pad_sequences(sequences: Sequence[Any], *, dtype: Any = np.float64) -> tuple[np.ndarray, np.ndarray]:
+def pad_sequences(sequences: Sequence[Any], *, dtype: Any = np.float64, name: str = "sequences") -> tuple[np.ndarray, np.ndarray]:
     """Pad a list of ``(T_k, I)`` (or ``(T_k,)``) sequences with trailing zeros.
 
     Returns ``(X (N, max T, I), lengths (N,))`` for ``forward(..., lengths=...)``.
+    Each sequence is checked like any input array (real numbers, no masked
+    arrays); errors name it ``name[k]``.
     """
-    arrays = [np.asarray(s, dtype=dtype) for s in sequences]
+    arrays = [as_real_array(s, f"{name}[{k}]", np.dtype(dtype)) for k, s in enumerate(sequences)]
     if not arrays:
         raise ValueError("no sequences to pad")
     arrays = [a[:, None] if a.ndim == 1 else a for a in arrays]

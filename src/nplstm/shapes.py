@@ -28,17 +28,28 @@ Orientation = Literal["column", "vector", "rows"]
 _NUMERIC_KINDS = "iuf"
 
 
-def as_real_array(a: object, name: str, dtype: np.dtype, check_finite: bool = False) -> np.ndarray:
-    """Return ``a`` as an array of ``dtype``; refuse non-numeric data.
+def refuse_masked(a: object, name: str) -> None:
+    """Refuse a ``numpy.ma.MaskedArray``: the one check every entry point of user arrays makes.
 
-    Integers and floats are accepted and cast; booleans, complex numbers,
-    strings and objects raise TypeError naming the dtype given.
+    ``np.asarray`` would silently drop the mask, so masked steps would be
+    read as data.  Called by :func:`as_real_array` and :func:`check_lengths`
+    (so by every forward, state, step, lengths and training-data path).
     """
     if isinstance(a, np.ma.MaskedArray):
         raise TypeError(
             f"{name} is a masked array, whose mask nplstm would ignore; give a plain array "
             f"(and lengths=... for sequences of different lengths)"
         )
+
+
+def as_real_array(a: object, name: str, dtype: np.dtype, check_finite: bool = False) -> np.ndarray:
+    """Return ``a`` as an array of ``dtype``; refuse non-numeric data.
+
+    Integers and floats are accepted and cast; booleans, complex numbers,
+    strings and objects raise TypeError naming the dtype given; so do masked
+    arrays (:func:`refuse_masked`).
+    """
+    refuse_masked(a, name)
     try:
         arr = np.asarray(a)
     except ValueError:  # NumPy's "inhomogeneous shape" for ragged nesting
@@ -212,22 +223,27 @@ def sequence_in(seq: np.ndarray, orientation: Orientation, batch_first: bool) ->
     return seq
 
 
-def check_lengths(lengths: object, batch: int, steps: int) -> np.ndarray | None:
+def check_lengths(lengths: object, batch: int, steps: int, name: str = "lengths") -> np.ndarray | None:
     """Validate per-sequence lengths: (B,) integers with 0 < length <= T.
 
     Returns them as int64, or None when every sequence is full (nothing to mask).
+    ``name`` is the argument named in errors.
     """
     if lengths is None:
         return None
-    arr = np.asarray(lengths)
+    refuse_masked(lengths, name)
+    try:
+        arr = np.asarray(lengths)
+    except ValueError:  # ragged nesting
+        raise ValueError(f"{name} must be a flat list of integers, shape ({batch},); got a ragged nesting") from None
     if arr.ndim == 0:
         arr = arr.reshape(1)
     whole_floats = arr.dtype.kind == "f" and bool(np.all(np.isfinite(arr))) and bool(np.all(arr == np.round(arr)))
     if arr.dtype.kind not in "iu" and not whole_floats:
-        raise TypeError(f"lengths must be integers; got dtype {arr.dtype}")
+        raise TypeError(f"{name} must be integers; got dtype {arr.dtype}")
     if arr.shape != (batch,):
-        raise ValueError(f"lengths must have one entry per sequence, shape ({batch},); got {arr.shape}")
+        raise ValueError(f"{name} must have one entry per sequence, shape ({batch},); got {arr.shape}")
     if batch and (arr.min() < 1 or arr.max() > steps):  # checked before any cast, so 1e30 cannot wrap around
-        raise ValueError(f"lengths must lie in [1, T={steps}]; got values from {arr.min()} to {arr.max()}")
+        raise ValueError(f"{name} must lie in [1, T={steps}]; got values from {arr.min()} to {arr.max()}")
     arr = arr.astype(np.int64)
     return None if np.all(arr == steps) else arr

@@ -96,8 +96,9 @@ def step(state: StreamState, x_t: Any) -> np.ndarray:
         B, I = state.x.shape
         also = f" or ({I},)" if B == 1 else ""
         raise ValueError(f"x_t must have shape ({B}, {I}){also} for this stream; got {shape}")
-    if not isinstance(x_t, np.ndarray) or x_t.dtype.kind not in "iuf" or x_t.dtype.itemsize > state.x.dtype.itemsize:
-        # refuses bool, complex, text and values beyond a float32 model's range; allocates only then
+    if type(x_t) is not np.ndarray or x_t.dtype.kind not in "iuf" or x_t.dtype.itemsize > state.x.dtype.itemsize:
+        # refuses bool, complex, text, masked arrays (any ndarray subclass goes through the full
+        # check) and values beyond a float32 model's range; allocates only then
         x_t = as_real_array(x_t, "x_t", state.x.dtype)
     # (B, I) and (I,) broadcast straight into the buffer; only a column (I, 1) needs a reshaped view
     np.copyto(state.x, x_t if shape != state.column else np.reshape(x_t, state.x.shape), casting="same_kind")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NoReturn
 
 import numpy as np
 
@@ -17,18 +17,24 @@ from .losses import LOSSES
 from .model import SequenceModel, pad_sequences
 from .optim import Adam, Optimizer, clip_grad_norm
 from .params import positive_int
-from .shapes import as_real_array, check_lengths
+from .shapes import as_real_array, check_lengths, refuse_masked
 
-#: A batch whose loss exceeds this multiple of the first batch's (before any update; at least the loss of
-#: predicting zeros or uniform classes) counts as diverged.
+#: A loss counts as diverged when it is NaN or inf or exceeds this multiple of its yardstick: the first
+#: batch's loss (before any update), floored at the loss of predicting zeros or uniform classes.
 DIVERGENCE_FACTOR = 1e6
 
 
 class TrainingDivergedError(FloatingPointError):
-    """The loss or a gradient became NaN or inf.
+    """The loss or a gradient became NaN or inf, or a loss failed the divergence test.
 
-    The model's weights are those of the end of the last finite epoch (or the
-    best epoch with early stopping); ``history`` holds the epochs done.
+    Before this is raised the model is restored to the saner of two sets of
+    weights: those it had before training and those at the end of the best
+    epoch so far (only epochs whose losses passed the divergence test count).
+    They are compared by their loss measured with :func:`evaluate` on the
+    validation data (on the training data without validation), so the
+    restored weights are never worse than the weights training started from.
+    ``history.weights_epoch`` says which was restored (None: the weights
+    before training); ``history`` also holds the epochs done.
     """
 
     def __init__(self, message: str, history: History) -> None:
@@ -38,15 +44,35 @@ class TrainingDivergedError(FloatingPointError):
 
 @dataclass
 class History:
-    """Per-epoch mean losses; ``best_epoch`` is the one whose weights the model ends with.
+    """What :func:`fit` did, epoch by epoch (epochs are numbered from 0).
 
-    ``interrupted`` is True when training stopped on KeyboardInterrupt (the
-    history so far is returned, best weights restored).
+    Attributes
+    ----------
+    loss : list of float
+        Each epoch's mean training loss (over its batches, while the weights changed).
+    val_loss : list of float
+        The validation loss at the end of each epoch (empty without validation).
+    best_epoch : int or None
+        The epoch with the lowest validation loss (lowest training loss
+        without validation); None until an epoch ends.  The model holds its
+        weights at the end only when ``weights_epoch == best_epoch``.
+    weights_epoch : int or None
+        The epoch at whose end the model's final weights were taken; None
+        means the weights the model had before training.  It is the last
+        epoch when training runs to the end, ``best_epoch`` with early
+        stopping, the last finished epoch (or None) after a KeyboardInterrupt
+        without early stopping, and the restored one after
+        :class:`TrainingDivergedError`.
+    stopped_early : bool
+        Early stopping ended training.
+    interrupted : bool
+        Training stopped on KeyboardInterrupt; the history so far is returned.
     """
 
     loss: list[float] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
     best_epoch: int | None = None
+    weights_epoch: int | None = None
     stopped_early: bool = False
     interrupted: bool = False
 
@@ -99,45 +125,85 @@ def _first_bad(arr: np.ndarray) -> tuple[int, ...]:
     return tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
 
 
-def as_dataset(model: SequenceModel, X: Any, Y: Any, lengths: Any = None, name: str = "X") -> Dataset:
+def _refuse_non_finite(arr: np.ndarray, name: str) -> None:
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise ValueError(f"{name} holds NaN or inf, first at index {_first_bad(arr)}; clean the data before training")
+
+
+def as_dataset(
+    model: SequenceModel, X: Any, Y: Any, lengths: Any = None, *, loss: str = "mse",
+    names: tuple[str, str, str] = ("X", "Y", "lengths"),
+) -> Dataset:
     """Check (and pad, for a list of different-length sequences) training data.
 
-    Refuses non-finite values naming the array and the first bad index.
+    Every entry point of training data (:func:`fit`'s data and validation
+    data, :func:`evaluate`, :func:`truncated_bptt`) comes through here.
+    ``names`` are the arguments named in errors (sequences, targets,
+    lengths).  Refuses masked arrays, non-real or non-finite values (naming
+    the first bad index), and targets whose dtype or shape does not fit the
+    model and ``loss``.
     """
+    x_name, y_name, lengths_name = names
     if isinstance(X, (list, tuple)) and X and all(np.ndim(s) in (1, 2) for s in X):
         # a list of sequences (each (T_k, I), or (T_k,) for one feature): pad them
         if lengths is not None:
-            raise ValueError(f"give either a list of sequences or padded {name} with lengths, not both")
-        X, padded_lengths = pad_sequences(X, dtype=model.dtype)
+            raise ValueError(f"give either a list of sequences or padded {x_name} with {lengths_name}, not both")
+        X, padded_lengths = pad_sequences(X, dtype=model.dtype, name=x_name)
         lengths = padded_lengths
         if model.many_to_many and isinstance(Y, (list, tuple)):
             for k, (y, n) in enumerate(zip(Y, padded_lengths)):
                 if len(y) != n:
                     raise ValueError(f"sequence {k} has {n} steps but its targets have {len(y)}; give one target per step")
-            Y = _pad_targets(Y, X.shape[1])
-    for label, value in ((name, X), ("Y" if name == "X" else "Y_val", Y)):
-        if isinstance(value, np.ma.MaskedArray):
-            raise TypeError(f"{label} is a masked array; give a plain array and lengths= for padded sequences")
-    X = np.asarray(X)
-    Y = np.asarray(Y)
-    if X.ndim != 3:
-        raise ValueError(f"{name} must be (N, T, I) sequences (or a list of (T, I) arrays); got shape {X.shape}")
-    if X.dtype.kind not in "iuf":
-        raise TypeError(f"{name} must hold real numbers; got dtype {X.dtype}")
-    if len(X) != len(Y):
-        raise ValueError(f"{name} and its targets must hold the same number of sequences; got {len(X)} and {len(Y)}")
-    for label, arr in ((name, X), ("targets", Y)):
-        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-            raise ValueError(f"{label} holds NaN or inf, first at index {_first_bad(arr)}; clean the data before fit")
+            Y = _pad_targets(Y, X.shape[1], y_name)
+    X = as_real_array(X, x_name, model.dtype)  # refuses masked, non-real, and values a float32 model makes inf
+    I = model.lstm.input_size
+    if X.ndim != 3 or X.shape[2] != I:
+        raise ValueError(f"{x_name} must be (N, T, {I}) sequences (or a list of (T, {I}) arrays); got shape {X.shape}")
+    _refuse_non_finite(X, x_name)
+    Y = _as_targets(model, Y, loss, y_name, X.shape[:2], x_name)
     if lengths is not None:
-        lengths = check_lengths(lengths, len(X), X.shape[1])
-    X = as_real_array(X, name, model.dtype)  # refuses values a float32 model would turn into inf
-    if Y.dtype.kind == "f":
-        as_real_array(Y, "targets", model.dtype)
+        lengths = check_lengths(lengths, len(X), X.shape[1], lengths_name)
+    if loss == "cross_entropy":
+        _check_labels(model, Y, lengths, y_name)
     return Dataset(X, Y, lengths)
 
 
-def _pad_targets(Y: Any, T: int) -> np.ndarray:
+def _as_targets(model: SequenceModel, Y: Any, loss: str, name: str, NT: tuple[int, ...], x_name: str) -> np.ndarray:
+    """Targets checked against the model's predictions: their dtype and shape, named in every error."""
+    N, T = NT
+    O = model.head.out_features
+    expected: tuple[int, ...]
+    if loss == "mse":
+        arr = as_real_array(Y, name, model.dtype)  # TypeError naming Y and the dtype given
+        expected, what = ((N, T, O), "(N, T, O)") if model.many_to_many else ((N, O), "(N, O)")
+        _refuse_non_finite(arr, name)
+    else:
+        refuse_masked(Y, name)
+        arr = np.asarray(Y)
+        if arr.dtype.kind not in "iu":
+            raise TypeError(f"{name} must hold integer class labels for cross_entropy; got dtype {arr.dtype}")
+        expected, what = ((N, T), "(N, T)") if model.many_to_many else ((N,), "(N,)")
+    if arr.ndim and len(arr) != N:
+        raise ValueError(f"{x_name} and {name} must hold the same number of sequences; got {N} and {len(arr)}")
+    if arr.shape != expected:
+        kind = "many-to-many" if model.many_to_many else "many-to-one"
+        raise ValueError(f"{name} must have shape {what} = {expected} for this {kind} model and {loss}; got {arr.shape}")
+    return arr
+
+
+def _check_labels(model: SequenceModel, Y: np.ndarray, lengths: np.ndarray | None, name: str) -> None:
+    """Class labels must lie in [0, K) at every step the loss reads."""
+    K = model.head.out_features
+    read = Y
+    if model.many_to_many and lengths is not None:
+        read = Y[np.arange(Y.shape[1])[None, :] < lengths[:, None]]
+    if read.size and (read.min() < 0 or read.max() >= K):
+        raise ValueError(f"{name} must hold class labels in [0, {K}); got values from {read.min()} to {read.max()}")
+
+
+def _pad_targets(Y: Any, T: int, name: str) -> np.ndarray:
+    for k, y in enumerate(Y):
+        refuse_masked(y, f"{name}[{k}]")
     arrays = [np.asarray(y) for y in Y]
     out = np.zeros((len(arrays), T) + arrays[0].shape[1:], dtype=np.result_type(*arrays))
     for k, a in enumerate(arrays):
@@ -170,16 +236,28 @@ def _loss_scale(loss: str, data: Dataset) -> float:
     return float(np.log(max(int(np.max(data.Y, initial=0)) + 1, 2)))
 
 
-def evaluate(model: SequenceModel, X: Any, Y: Any, loss: str = "mse", batch_size: int = 256, *, lengths: Any = None) -> float:
-    """Mean loss of ``model`` on ``(X, Y)`` (weighted by batch size)."""
-    data = as_dataset(model, X, Y, lengths)
+def _mean_loss(model: SequenceModel, loss: str, data: Dataset, batch_size: int = 256) -> float:
+    """Mean loss of ``model`` on checked ``data`` (weighted by batch size)."""
     total, count = 0.0, 0
-    for idx in _batches(len(data), positive_int(batch_size, "batch_size"), None):
-        batch = data.take(idx)
-        value, _ = _loss(model, loss, model.predict(batch.X, lengths=batch.lengths), batch)
-        total += value * len(idx)
-        count += len(idx)
+    with np.errstate(over="ignore", invalid="ignore"):  # a blown-up model's loss is reported, not warned about
+        for idx in _batches(len(data), batch_size, None):
+            batch = data.take(idx)
+            value, _ = _loss(model, loss, model.predict(batch.X, lengths=batch.lengths), batch)
+            total += value * len(idx)
+            count += len(idx)
     return total / max(count, 1)
+
+
+def _check_loss(loss: Any) -> None:
+    if not isinstance(loss, str) or loss not in LOSSES:
+        raise ValueError(f"loss must be one of {sorted(LOSSES)}; got {loss!r}")
+
+
+def evaluate(model: SequenceModel, X: Any, Y: Any, loss: str = "mse", batch_size: int = 256, *, lengths: Any = None) -> float:
+    """Mean loss of ``model`` on ``(X, Y)`` (weighted by batch size); data checked as for :func:`fit`."""
+    _check_loss(loss)
+    batch_size = positive_int(batch_size, "batch_size")
+    return _mean_loss(model, loss, as_dataset(model, X, Y, lengths, loss=loss), batch_size)
 
 
 def check_optimizer(optimizer: Optimizer, model: SequenceModel) -> None:
@@ -193,6 +271,134 @@ def check_optimizer(optimizer: Optimizer, model: SequenceModel) -> None:
         )
 
 
+def _check_clip_norm(clip_norm: Any) -> None:
+    if clip_norm is not None and (isinstance(clip_norm, bool) or not np.isfinite(clip_norm) or clip_norm <= 0):
+        raise ValueError(f"clip_norm must be a positive finite number or None; got {clip_norm!r}")
+
+
+# -------------------------------------------------------------- the trainer
+def _diverged(value: float, yardstick: float) -> bool:
+    """The divergence test, the one used for every batch loss and validation loss."""
+    return not np.isfinite(value) or value > DIVERGENCE_FACTOR * yardstick
+
+
+def _copy_weights(model: SequenceModel, into: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """A snapshot of the model's weights (written into ``into``'s arrays when given, to reuse them)."""
+    if into is None:
+        return {k: v.copy() for k, v in model.parameters().items()}
+    for name, value in model.parameters().items():
+        np.copyto(into[name], value)
+    return into
+
+
+def _restore(model: SequenceModel, weights: dict[str, np.ndarray]) -> None:
+    for name, value in model.parameters().items():
+        np.copyto(value, weights[name])
+
+
+class _Trainer:
+    """The one training machinery that :func:`fit` and :func:`truncated_bptt` share.
+
+    :meth:`step` takes one optimizer step on a batch and applies the
+    divergence test to its loss and gradient norm; :meth:`end_epoch` checks
+    the weights and the validation loss and keeps the best sane epoch's
+    weights; :meth:`diverge` restores the saner of those and the weights
+    before training and raises :class:`TrainingDivergedError`;
+    :meth:`finish` decides which weights the model ends with otherwise.
+    """
+
+    def __init__(
+        self, model: SequenceModel, loss: str, optimizer: Optimizer, clip_norm: float | None,
+        data: Dataset, val: Dataset | None, history: History,
+    ) -> None:
+        self.model, self.loss, self.optimizer = model, loss, optimizer
+        self.clip_norm = np.inf if clip_norm is None else clip_norm
+        self.data, self.val, self.history = data, val, history
+        self.initial = _copy_weights(model)  # the fallback when no epoch beats it
+        self.best: dict[str, np.ndarray] | None = None  # weights at the end of history.best_epoch
+        self.best_score = np.inf
+        self.last: dict[str, np.ndarray] | None = None  # weights at the end of the last finished epoch
+        self.last_epoch: int | None = None
+        self.floor = _loss_scale(loss, data)
+        self.val_floor = _loss_scale(loss, val) if val is not None else 0.0
+        self.yardstick: float | None = None  # the first batch's loss, floored
+
+    def step(self, batch: Dataset, state: Any = None, where: str = "") -> tuple[float, Any]:
+        """Forward, loss, backward, clip, divergence test, update; returns ``(loss, final state)``."""
+        model = self.model
+        prediction, state, tape = model.forward_train(batch.X, state, lengths=batch.lengths)
+        value, d_prediction = _loss(model, self.loss, prediction, batch)
+        grads = model.backward(tape, d_prediction)
+        trained = {k: grads[k] for k in self.optimizer.params}
+        with np.errstate(over="ignore", invalid="ignore"):  # a blow-up is reported below, not warned about
+            norm = clip_grad_norm(trained, self.clip_norm)
+        if self.yardstick is None:  # before any update: the yardstick for divergence
+            self.yardstick = max(float(value), self.floor) if np.isfinite(value) else self.floor
+        if _diverged(value, self.yardstick) or not np.isfinite(norm):
+            self.diverge(f"{where}: batch loss {value:.3g} (first batch {self.yardstick:.3g}), gradient norm {norm:.3g}")
+        self.optimizer.step(trained)
+        return value, state
+
+    def check_weights(self, where: str) -> None:
+        if not all(np.isfinite(p).all() for p in self.model.parameters().values()):
+            self.diverge(f"{where}: the weights overflowed to inf or NaN")
+
+    def end_epoch(self, epoch: int, train_loss: float) -> bool:
+        """Record a finished epoch; True when it is the best so far.  Diverges if it fails the test."""
+        history = self.history
+        history.loss.append(train_loss)
+        self.check_weights(f"in epoch {epoch + 1}")
+        score = train_loss
+        if self.val is not None:
+            score = _mean_loss(self.model, self.loss, self.val)
+            history.val_loss.append(score)
+            yardstick = max(self.yardstick or 0.0, self.val_floor)
+            if _diverged(score, yardstick):
+                self.diverge(f"in epoch {epoch + 1}: validation loss {score:.3g} (yardstick {yardstick:.3g})")
+        self.last, self.last_epoch = _copy_weights(self.model, self.last), epoch
+        if score < self.best_score:
+            self.best_score, history.best_epoch = score, epoch
+            self.best = _copy_weights(self.model, self.best)
+            return True
+        return False
+
+    def diverge(self, what: str) -> NoReturn:
+        """Restore the saner of the weights before training and the best epoch's, then raise."""
+        candidates: list[tuple[int | None, dict[str, np.ndarray], float | None]] = [(None, self.initial, None)]
+        if self.best is not None:
+            # a validation score is a measurement of those very weights; a training mean is not
+            known = self.best_score if self.val is not None else None
+            candidates.append((self.history.best_epoch, self.best, known))
+        measured = []
+        for epoch, weights, score in candidates:
+            if score is None and len(candidates) > 1:
+                _restore(self.model, weights)
+                score = _mean_loss(self.model, self.loss, self.val if self.val is not None else self.data)
+            measured.append((score if score is not None and np.isfinite(score) else np.inf, epoch, weights))
+        score, epoch, weights = min(measured, key=lambda m: m[0])
+        _restore(self.model, weights)
+        self.history.weights_epoch = epoch
+        restored = "the weights before training" if epoch is None else f"the end of epoch {epoch + 1}"
+        if len(candidates) > 1:
+            on = "validation" if self.val is not None else "training"
+            restored += f" ({on} loss {score:.4g}, the lower of the weights before training and the best epoch)"
+        raise TrainingDivergedError(
+            f"training diverged {what}; weights restored to {restored} (try a smaller learning rate or clip_norm)",
+            self.history,
+        )
+
+    def finish(self, restore_best: bool) -> None:
+        """Set the weights the model ends with: the best epoch's, or else the last finished epoch's."""
+        if restore_best and self.best is not None:
+            _restore(self.model, self.best)
+            self.history.weights_epoch = self.history.best_epoch
+            return
+        if self.history.interrupted:  # Ctrl-C may have come mid-epoch: go back to the end of the last whole one
+            _restore(self.model, self.last if self.last is not None else self.initial)
+        self.history.weights_epoch = self.last_epoch
+
+
+# ------------------------------------------------------------------ loops
 def fit(
     model: SequenceModel,
     X: Any,
@@ -220,10 +426,12 @@ def fit(
         A list is padded with trailing zeros and its lengths used for
         masking (many-to-one reads each sequence's last valid step; a
         many-to-many loss counts only valid steps, with ``Y`` a list too).
+    Y : array
+        For ``mse``, real targets (N, O), or (N, T, O) for a many-to-many
+        model; for ``cross_entropy``, integer class labels (N,) or (N, T).
     lengths : (N,) ints, optional
         Lengths of padded ``X``.
     loss : "mse" or "cross_entropy"
-        For cross-entropy the targets are integer class labels.
     optimizer : Optimizer, optional
         Defaults to ``Adam(model.parameters(), lr=1e-2)``; must hold this
         model's parameters.
@@ -231,8 +439,9 @@ def fit(
         Fraction of (X, Y), taken from the end, held out for validation.
     validation_data : (X_val, Y_val) or (X_val, Y_val, lengths_val), optional
     early_stopping : int, optional
-        Stop after this many epochs without a better validation loss and
-        restore the best weights.
+        Stop after this many epochs without a better validation loss; the
+        model then ends with the weights of the best epoch
+        (``history.best_epoch``), as Keras' ``restore_best_weights=True``.
     clip_norm : float, optional
         Clip gradients to this global L2 norm (None: no clipping).
     progress : bool
@@ -243,36 +452,42 @@ def fit(
     Returns
     -------
     History
-        On KeyboardInterrupt, the history so far (``interrupted=True``), with
-        the best weights restored when early stopping tracked them.
+        ``history.weights_epoch`` is the epoch whose end-of-epoch weights the
+        model holds: the last epoch, or the best one with early stopping.  On
+        KeyboardInterrupt the history so far (``interrupted=True``), with the
+        best epoch's weights under early stopping, else those at the end of
+        the last finished epoch (the weights before training if none finished).
 
     Raises
     ------
-    ValueError
-        Non-finite data (naming the array and first bad index), bad arguments,
-        or an optimizer that does not hold the model's parameters.
+    ValueError, TypeError
+        Bad data (naming the argument, e.g. ``Y`` or ``validation_data[1]``,
+        with the dtype or shape expected and given, or the first non-finite
+        index), bad arguments, or an optimizer that does not hold the
+        model's parameters.
     TrainingDivergedError
-        The loss or gradients became NaN or inf, or a batch's loss
-        exceeded :data:`DIVERGENCE_FACTOR` times the first batch's; the
-        weights of the last good epoch (or the best one) are restored first.
+        A batch loss, validation loss or gradient became NaN or inf, a loss
+        exceeded :data:`DIVERGENCE_FACTOR` times the first batch's, or the
+        weights overflowed; the model is first restored to the lower-loss of
+        its weights before training and those of the best epoch so far.
     """
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {sorted(LOSSES)}; got {loss!r}")
+    _check_loss(loss)
     epochs = positive_int(epochs, "epochs")
     batch_size = positive_int(batch_size, "batch_size")
     if early_stopping is not None:
         early_stopping = positive_int(early_stopping, "early_stopping")
-    if clip_norm is not None and (isinstance(clip_norm, bool) or not np.isfinite(clip_norm) or clip_norm <= 0):
-        raise ValueError(f"clip_norm must be a positive finite number or None; got {clip_norm!r}")
+    _check_clip_norm(clip_norm)
     if isinstance(validation_split, bool) or not 0 <= validation_split < 1:
         raise ValueError(f"validation_split must be in [0, 1); got {validation_split!r}")
-    data = as_dataset(model, X, Y, lengths)
+    data = as_dataset(model, X, Y, lengths, loss=loss)
     val = None
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
             raise ValueError("validation_data must be (X_val, Y_val) or (X_val, Y_val, lengths_val)")
-        X_val, Y_val = validation_data[0], validation_data[1]
-        val = as_dataset(model, X_val, Y_val, validation_data[2] if len(validation_data) == 3 else None, name="X_val")
+        val = as_dataset(
+            model, validation_data[0], validation_data[1], validation_data[2] if len(validation_data) == 3 else None,
+            loss=loss, names=("validation_data[0]", "validation_data[1]", "validation_data[2]"),
+        )
     elif validation_split > 0:
         n_val = max(1, int(round(len(data) * validation_split)))
         val, data = data.take(slice(len(data) - n_val, None)), data.take(slice(0, len(data) - n_val))
@@ -285,60 +500,21 @@ def fit(
     check_optimizer(optimizer, model)
     rng = np.random.default_rng(seed) if shuffle else None
     history = History()
-    best, best_weights, waited = np.inf, None, 0
-    last_good = {k: v.copy() for k, v in model.parameters().items()}
-    first_loss: float | None = None
-    data_scale = _loss_scale(loss, data)
+    trainer = _Trainer(model, loss, optimizer, clip_norm, data, val, history)
+    waited = 0
     bar = _Progress(epochs * -(-len(data) // batch_size), progress)
-
-    def restore(weights: dict[str, np.ndarray]) -> None:
-        for name, value in model.parameters().items():
-            value[...] = weights[name]
-
     try:
         for epoch in range(epochs):
             running, seen = 0.0, 0
             for idx in _batches(len(data), batch_size, rng):
-                batch = data.take(idx)
-                prediction, _, tape = model.forward_train(batch.X, lengths=batch.lengths)
-                value, d_prediction = _loss(model, loss, prediction, batch)
-                grads = model.backward(tape, d_prediction)
-                trained = {k: grads[k] for k in optimizer.params}
-                with np.errstate(over="ignore", invalid="ignore"):  # a blow-up is reported below, not warned about
-                    norm = clip_grad_norm(trained, clip_norm if clip_norm is not None else np.inf)
-                if first_loss is None:  # before any update: the yardstick for divergence
-                    first_loss = max(float(value), data_scale)
-                exploded = value > DIVERGENCE_FACTOR * first_loss
-                if exploded or not (np.isfinite(value) and np.isfinite(norm)):
-                    restore(best_weights if best_weights is not None else last_good)
-                    raise TrainingDivergedError(
-                        f"training diverged in epoch {epoch + 1}: batch loss {value:.3g} (first batch "
-                        f"{first_loss:.3g}), gradient norm {norm:.3g}; weights restored to the "
-                        f"{'best epoch' if best_weights is not None else 'last batch with a sane loss'} "
-                        f"(try a smaller learning rate or clip_norm)", history)
-                for name, value_now in model.parameters().items():  # these weights gave a sane loss
-                    np.copyto(last_good[name], value_now)
-                optimizer.step(trained)
+                value, _ = trainer.step(data.take(idx), where=f"in epoch {epoch + 1}")
                 running += value * len(idx)
                 seen += len(idx)
                 bar.update(epoch, running / seen)
-            history.loss.append(running / seen)
-            if not all(np.isfinite(p).all() for p in model.parameters().values()):
-                restore(best_weights if best_weights is not None else last_good)
-                raise TrainingDivergedError(
-                    f"training diverged in epoch {epoch + 1}: the weights overflowed to inf or NaN; "
-                    f"weights restored (try a smaller learning rate)", history)
-            score = history.loss[-1]
+            improved = trainer.end_epoch(epoch, running / seen)
             if val is not None:
-                history.val_loss.append(evaluate(model, val.X, val.Y, loss=loss, lengths=val.lengths))
-                score = history.val_loss[-1]
-                bar.note(loss=history.loss[-1], val_loss=score)
-            if score < best:
-                best, waited, history.best_epoch = score, 0, epoch
-                if early_stopping is not None:
-                    best_weights = {k: v.copy() for k, v in model.parameters().items()}
-            else:
-                waited += 1
+                bar.note(loss=history.loss[-1], val_loss=history.val_loss[-1])
+            waited = 0 if improved else waited + 1
             if on_epoch_end is not None and on_epoch_end(epoch, history):
                 break
             if early_stopping is not None and waited >= early_stopping:
@@ -348,15 +524,14 @@ def fit(
         history.interrupted = True
     finally:
         bar.close()
-    if best_weights is not None:
-        restore(best_weights)
+    trainer.finish(restore_best=early_stopping is not None)
     return history
 
 
 def truncated_bptt(
     model: SequenceModel,
-    x: np.ndarray,
-    y: np.ndarray,
+    x: Any,
+    y: Any,
     window: int,
     *,
     loss: str = "mse",
@@ -370,23 +545,29 @@ def truncated_bptt(
     as a constant: gradients stop at the window edge), and the parameters
     are updated after each window.  ``model`` must be ``many_to_many`` with
     ``y`` (B, T, O) or labels (B, T).  Returns the loss of each window.
+
+    The data checks, the divergence test and the restore are :func:`fit`'s
+    (the same code): on divergence the weights before the call are restored
+    and :class:`TrainingDivergedError` is raised.
     """
     if not model.many_to_many:
         raise ValueError("truncated_bptt needs a many_to_many model (a target for every step)")
+    _check_loss(loss)
     window = positive_int(window, "window")
-    loss_fn = LOSSES[loss]
+    _check_clip_norm(clip_norm)
+    data = as_dataset(model, x, y, loss=loss, names=("x", "y", "lengths"))
+    if data.lengths is not None:
+        raise ValueError("truncated_bptt needs sequences of one length; give x as an array (B, T, I)")
     optimizer = optimizer or Adam(model.parameters(), lr=1e-2)
     check_optimizer(optimizer, model)
+    trainer = _Trainer(model, loss, optimizer, clip_norm, data, None, History())
     state = None
     losses = []
-    for start in range(0, x.shape[1], window):
-        stop = start + window
-        prediction, state, tape = model.forward_train(x[:, start:stop], state)
-        value, d_prediction = loss_fn(prediction, y[:, start:stop])
-        grads = model.backward(tape, d_prediction)
-        trained = {k: grads[k] for k in optimizer.params}
-        if clip_norm is not None:
-            clip_grad_norm(trained, clip_norm)
-        optimizer.step(trained)
+    T = data.X.shape[1]
+    for k, start in enumerate(range(0, T, window)):
+        stop = min(start + window, T)
+        where = f"in window {k + 1} (steps {start} to {stop - 1})"
+        value, state = trainer.step(Dataset(data.X[:, start:stop], data.Y[:, start:stop], None), state, where)
         losses.append(value)
+    trainer.check_weights("after the last window")
     return losses
