@@ -6,7 +6,15 @@ Errors are one line on stderr (``nplstm <command>: error: ...``);
 
 Every numeric option and every output path is checked while the arguments
 are parsed, so a mistake is reported before any file is read or any work
-is done.
+is done.  Every file problem, whether nplstm's own check or the OS refusing
+(a name over 255 bytes, a symlink loop, a directory, no permission, a full
+disk), goes through one handler (:func:`_classify`) and is one line naming
+the path: exit code 2 for an output option refused while parsing, else 1.
+
+``run`` and ``info`` take every model :func:`nplstm.weights.load_model`
+returns, including an :class:`~nplstm.interop.onnx_format.OnnxLSTM` (a
+reverse-only ONNX LSTM, or one with constant initial states or lengths);
+``plot`` draws a plain forward stack and refuses such an OnnxLSTM by name.
 """
 
 from __future__ import annotations

@@ -540,8 +540,8 @@ _CSV_ROW = re.compile(_CSV_NUMBER + rb"(?:[,;]" + _CSV_NUMBER + rb")*")
 _CSV_FIELD = re.compile(_CSV_NUMBER)
 #: A row that reads as one number written with a decimal comma (``0,5``, ``-12,25``).
 _CSV_DECIMAL_COMMA_ROW = re.compile(rb"[+-]?[0-9]+,[0-9]+")
-#: A comma between two digits: a decimal comma when ``;`` separates the values.
-_CSV_DIGIT_COMMA_DIGIT = re.compile(rb"[0-9],[0-9]")
+#: Between two ``;``: one number written with a decimal comma (``0,5`` in ``0,5;1,5``).
+_CSV_DECIMAL_COMMA_FIELD = re.compile(rb"\s*[+-]?[0-9]+,[0-9]+\s*")
 #: Longest offending value quoted in a CSV error.
 MAX_CSV_ECHO = 24
 
@@ -581,8 +581,8 @@ def read_csv(
     not ordinary data on disk (``/proc``, ``/sys``), which is never quoted.
 
     Decimal commas are refused rather than read as extra columns.  A file
-    is refused when a line separates values with ``;`` and has a comma
-    between two digits (``0,5;1,5``), or when every data row is two whole
+    is refused when a line separates values with ``;`` and one of them is
+    two whole numbers joined by a comma (``0,5;1,5``), or when every data row is two whole
     numbers joined by a bare comma (``0,5`` / ``-1,25``: one feature written
     with decimal commas, or two integer columns?).  With several features
     per row, a decimal-comma file must use ``;``, so these two rules cover
@@ -624,10 +624,10 @@ def read_csv(
                     raise WeightsFileError(
                         f"{path}: line {number} is not a list of numbers: {_csv_token(bad, echo)}"
                     )
-                if b";" in text and _CSV_DIGIT_COMMA_DIGIT.search(text):
+                if b";" in text and any(_CSV_DECIMAL_COMMA_FIELD.fullmatch(f) for f in text.split(b";")):
                     raise WeightsFileError(
-                        f"{path}: line {number} separates values with ';' and has a ',' between digits: "
-                        "decimal commas (0,5 for 0.5) are not read; write numbers with a decimal point"
+                        f"{path}: line {number} separates values with ';' and joins two whole numbers with ',' "
+                        "between them: decimal commas (0,5 for 0.5) are not read; write numbers with a decimal point"
                     )
                 if width < 0:
                     width = len(fields)
