@@ -282,6 +282,14 @@ def test_unambiguous_integer_columns_are_read(tmp_path, text):
     np.testing.assert_array_equal(read_csv(path), np.loadtxt(io.StringIO(text.replace(";", ",")), delimiter=",", ndmin=2))
 
 
+@pytest.mark.parametrize("values", [np.zeros((4, 2)), np.array([[0.0, 5.0], [-3.0, 2.0**60]]), np.array([[0.5, 5.0]])])
+def test_csv_written_by_nplstm_reads_back(tmp_path, values):
+    """Two whole-number columns written as "0,5" would read back as decimal commas: the writer adds ".0"."""
+    write_array(tmp_path / "y.csv", values)
+    np.testing.assert_array_equal(read_csv(tmp_path / "y.csv"), values)
+    np.testing.assert_array_equal(np.loadtxt(tmp_path / "y.csv", delimiter=",", ndmin=2), values)
+
+
 def test_a_csv_error_quotes_a_bounded_token_only(tmp_path):
     path = tmp_path / "x.csv"
     path.write_text("0.5,1.5,2.5\n0.5," + "S" * 1000 + ",NEIGHBOUR\n")

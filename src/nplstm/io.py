@@ -875,5 +875,8 @@ def write_array(path: str | os.PathLike, array: np.ndarray) -> Path:
     if suffix in (".csv", ".txt"):
         arr = np.asarray(array)
         arr2 = arr.reshape(arr.shape[0], -1) if arr.ndim != 2 else arr
-        return write_atomic(path, lambda tmp: np.savetxt(tmp, arr2, delimiter=",", fmt="%.17g"))
+        fmt = "%.17g"
+        if arr2.ndim == 2 and arr2.shape[1] == 2 and np.all(np.isfinite(arr2)) and np.all(arr2 == np.round(arr2)):
+            fmt = "%.1f"  # "0.0,5.0", exact for whole numbers: "0,5" rows would read back as decimal commas
+        return write_atomic(path, lambda tmp: np.savetxt(tmp, arr2, delimiter=",", fmt=fmt))
     raise ValueError(f"{path}: output must end in .npy or .csv")
