@@ -582,12 +582,13 @@ def read_csv(
 
     Decimal commas are refused rather than read as extra columns.  A file
     is refused when a line separates values with ``;`` and one of them is
-    two whole numbers joined by a comma (``0,5;1,5``), or when every data row is two whole
-    numbers joined by a bare comma (``0,5`` / ``-1,25``: one feature written
-    with decimal commas, or two integer columns?).  With several features
-    per row, a decimal-comma file must use ``;``, so these two rules cover
-    it; two integer columns are read once any row has a decimal point, a
-    sign on its second value or a space after its comma (``1, 2``).
+    two whole numbers joined by a comma (``0,5;1,5``), or when every data
+    row is two whole numbers joined by a bare comma (``0,5`` / ``-1,25``:
+    one feature written with decimal commas, or two integer columns?).  With
+    several features per row, a decimal-comma file must use ``;``, so these
+    two rules cover it; two integer columns are read once any row has a
+    decimal point, a sign on its second value or a space after its comma
+    (``1, 2``).  :func:`write_array` never writes such a file.
 
     The file is streamed line by line into one growing buffer, so reading
     costs about the size of the result; more than ``max_bytes`` bytes,
