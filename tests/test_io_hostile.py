@@ -388,11 +388,11 @@ def test_csv_details(tmp_path):
     path.write_text("1,2\n3,4,5\n")
     refused(peak_bytes(read_csv, path)[0], r"x.csv: line 2 has 3 values; the rows before it have 2")
     path.write_text("1,2\n3,x\n")
-    refused(peak_bytes(read_csv, path)[0], r"x.csv: line 2 is not a list of numbers: '3,x'")
-    path.write_text("1,2\n" * 100)
-    refused(peak_bytes(read_csv, path, max_bytes=399)[0], r"x.csv: 400 bytes, over the limit of 399")
+    refused(peak_bytes(read_csv, path)[0], r"x.csv: line 2 is not a list of numbers: 'x' is not a number")
+    path.write_text("1,-2\n" * 100)  # not "1,2": every row "1,2" could be 1.2 written with a decimal comma (issue 17)
+    refused(peak_bytes(read_csv, path, max_bytes=499)[0], r"x.csv: 500 bytes, over the limit of 499")
     refused(peak_bytes(read_csv, path, max_values=199)[0], r"x.csv: more than 199 values, over the limit")
-    assert read_csv(path, max_bytes=400, max_values=200).shape == (100, 2)
+    assert read_csv(path, max_bytes=500, max_values=200).shape == (100, 2)
 
 
 def test_a_csv_line_without_end_is_refused_after_a_bounded_read(tmp_path):

@@ -6,13 +6,23 @@ Errors are one line on stderr (``nplstm <command>: error: ...``);
 
 Every numeric option and every output path is checked while the arguments
 are parsed, so a mistake is reported before any file is read or any work
-is done.
+is done.  Every file problem, whether nplstm's own check or the OS refusing
+(a name over 255 bytes, a symlink loop, a directory, no permission, a full
+disk), goes through one handler (:func:`_classify`) and is one line naming
+the path: exit code 2 for an output option refused while parsing, else 1.
+
+``run`` and ``info`` take every model :func:`nplstm.weights.load_model`
+returns, including an :class:`~nplstm.interop.onnx_format.OnnxLSTM` (a
+reverse-only ONNX LSTM, or one with constant initial states or lengths);
+``plot`` draws a plain forward stack and refuses such an OnnxLSTM by name.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import stat
 import sys
 import tempfile
 from contextlib import contextmanager, nullcontext
@@ -98,10 +108,22 @@ def output_path(*suffixes: str) -> Callable[[str], Path]:
 
     def parse(text: str) -> Path:
         path = Path(text)
-        if path.is_dir():
+        try:
+            return check(text, path)
+        except OSError as exc:  # a name too long, a symlink loop ...: one line, a usage error
+            raise argparse.ArgumentTypeError(os_error_message(exc, text)) from None
+
+    def check(text: str, path: Path) -> Path:
+        try:
+            mode: int | None = os.stat(path).st_mode
+        except (FileNotFoundError, NotADirectoryError):  # a new file; its folder is checked below
+            mode = None
+        if mode is not None and stat.S_ISDIR(mode):
             raise argparse.ArgumentTypeError(f"{text} is a directory; give a file name ending in {wanted}")
         if path.suffix.lower() not in suffixes:
             raise argparse.ArgumentTypeError(f"{text}: output must end in {wanted}")
+        if mode is not None and not stat.S_ISREG(mode):
+            raise argparse.ArgumentTypeError(f"{text} exists and is not a regular file; nplstm does not save over it")
         folder = path.parent
         if not folder.is_dir():
             raise argparse.ArgumentTypeError(f"{text}: folder {str(folder)!r} does not exist")
@@ -118,11 +140,14 @@ def output_path(*suffixes: str) -> Callable[[str], Path]:
 # ------------------------------------------------------------ inputs
 def _existing_file(path: str, expected: str) -> None:
     """Refuse a missing path or a directory before a reader guesses a format from its name."""
-    p = Path(path)
-    if p.is_dir():
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except OSError as exc:  # a symlink loop, a name too long, no permission ...: say which
+        raise InputError(os_error_message(exc, path)) from None
+    if stat.S_ISDIR(mode):
         raise InputError(f"{path} is a directory; expected a {expected} file")
-    if not p.exists():
-        raise InputError(f"{path}: no such file")
 
 
 def _load_model(path: str) -> Any:
@@ -280,7 +305,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     import importlib.util
 
-    from .weights import stack_of
+    from .weights import onnx_extras, onnx_wrapper, stack_of
 
     if importlib.util.find_spec("matplotlib") is None:
         raise UsageError("plot needs matplotlib: pip install 'nplstm[plot]'")
@@ -288,6 +313,15 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
     model = _load_model(args.weights)
     lstm = stack_of(model)
+    wrapper = onnx_wrapper(model)
+    if wrapper is not None:  # the trace is of the plain stack: drawing it would misstate what the graph computes
+        features = ", ".join(onnx_extras(wrapper))
+        if features:
+            raise InputError(
+                f"{args.weights}: plot draws a plain forward stack, and this ONNX model also has {features}; "
+                "use nplstm run for its numbers"
+            )
+        lstm = wrapper.stack
     layers = 1 if isinstance(lstm, LSTM) else int(lstm.num_layers)
     if args.layer >= layers:
         raise UsageError(f"--layer {args.layer} is out of range: {args.weights} has {layers} layer(s), numbered from 0")
@@ -406,12 +440,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
 
 
+def os_error_message(exc: OSError, path: object = None) -> str:
+    """``<path>: <what the OS said>`` for any OSError (no ``[Errno N]``, the user's path named once)."""
+    name = exc.filename if exc.filename is not None else path
+    what = exc.strerror or str(exc) or type(exc).__name__
+    return f"{name}: {what}" if name is not None else what
+
+
 def _classify(exc: BaseException) -> tuple[int, str]:
-    """Exit code and message of an error raised by a command."""
+    """Exit code and message of an error raised by a command: the one handler of every failure."""
     if isinstance(exc, UsageError):
         return 2, str(exc)
-    if isinstance(exc, (InputError, WeightsFileError, OSError)):
+    if isinstance(exc, (InputError, WeightsFileError)):  # InteropError is a WeightsFileError
         return 1, str(exc)
+    if isinstance(exc, OSError):  # a save or a read the OS refused: ENOSPC, EACCES, ELOOP, ENAMETOOLONG ...
+        return 1, os_error_message(exc)
     if isinstance(exc, KeyboardInterrupt):
         return 130, "interrupted"
     # The library's ValueError, TypeError, MemoryError, RuntimeError ...: still one line.

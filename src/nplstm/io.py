@@ -40,7 +40,8 @@ target and renames it over the target, so an interrupted save never leaves a
 half-written file where a good one was:
 
 * a new file gets the mode the umask gives (``0o666 & ~umask``); an existing
-  file keeps its permission bits (and, where allowed, its owner and group);
+  file keeps its permission bits, its sticky bit, and (where allowed) its
+  owner and group, and its setgid/setuid bits when the group/owner is kept;
 * a symlink is written through: its final target is replaced and the link
   stays.  A file with several hard links is replaced, not rewritten in
   place: its other names keep the old content;
@@ -56,7 +57,9 @@ half-written file where a good one was:
   holds its lock and is never removed;
 * the file is fsynced before the rename and its directory after it;
 * an ``OSError`` is re-raised with the same type and errno, naming the
-  user's path rather than the temporary file.
+  user's path rather than the temporary file; when the temporary file cannot
+  be created, the message says so and names the folder (e.g. a symlink to
+  ``/proc/self/status``, whose folder takes no new files).
 """
 
 from __future__ import annotations
@@ -376,9 +379,18 @@ class NpzArchive:
     ...     weights = npz.read("lstm.Wf")
     """
 
-    def __init__(self, path: str | os.PathLike, *, max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES,
+        small_until_limited: int | None = None,
+    ) -> None:
         self.path = path
         self.max_total_bytes = int(max_total_bytes)
+        # A model loader passes small_until_limited: until it calls limit_to(), read() refuses any
+        # member the directory declares larger, so no array can be inflated before the budget is set.
+        self._small_until_limited = small_until_limited
         self._file = open_regular_file(path)
         try:
             self._zip = _open_zip(self._file, path, ".npz file")
@@ -415,6 +427,7 @@ class NpzArchive:
         budget = min(self.max_total_bytes, int(max_total_bytes))
         _declared_total(list(self._members.values()), self.path, budget)
         self.max_total_bytes = budget
+        self._small_until_limited = None
 
     @property
     def names(self) -> list[str]:
@@ -453,7 +466,18 @@ class NpzArchive:
         return header.shape, header.dtype
 
     def read(self, name: str) -> np.ndarray:
-        """One array; its header is checked first, then its bytes are read into it in chunks."""
+        """One array; its header is checked first, then its bytes are read into it in chunks.
+
+        Before :meth:`limit_to` is called on an archive opened with
+        ``small_until_limited=n``, a member declaring more than ``n`` bytes
+        is refused unread.
+        """
+        limit = self._small_until_limited
+        if limit is not None and self._member(name).file_size > limit:
+            raise WeightsFileError(
+                f"{self.path}: array {name!r} declares {self._member(name).file_size} bytes, more than the "
+                f"{limit} allowed before the file's parameter budget is known"
+            )
         try:
             with self._zip.open(self._member(name)) as fh:
                 return _read_data(fh, self._header(name, fh), name)  # type: ignore[arg-type]
@@ -509,21 +533,74 @@ def require(
 
 
 # ---------------------------------------------------------------------- CSV
+#: One CSV value, as numpy.loadtxt and C's strtod read it: no ``_`` digit separators (which
+#: Python's float() accepts), no hexadecimal; ``inf``/``nan`` in any case.
+_CSV_NUMBER = rb"\s*[+-]?(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|(?i:inf|infinity|nan))\s*"
+_CSV_ROW = re.compile(_CSV_NUMBER + rb"(?:[,;]" + _CSV_NUMBER + rb")*")
+_CSV_FIELD = re.compile(_CSV_NUMBER)
+#: A row that reads as one number written with a decimal comma (``0,5``, ``-12,25``).
+_CSV_DECIMAL_COMMA_ROW = re.compile(rb"[+-]?[0-9]+,[0-9]+")
+#: Between two ``;``: one number written with a decimal comma (``0,5`` in ``0,5;1,5``).
+_CSV_DECIMAL_COMMA_FIELD = re.compile(rb"\s*[+-]?[0-9]+,[0-9]+\s*")
+#: Longest offending value quoted in a CSV error.
+MAX_CSV_ECHO = 24
+
+
+def _csv_token(field: bytes, echo: bool) -> str:
+    """The offending value for an error message: at most :data:`MAX_CSV_ECHO` bytes, only when ``echo``."""
+    if not echo:
+        return "a value is not a number (not quoted: the file is not ordinary data on disk)"
+    shown = field.strip()
+    cut = shown[:MAX_CSV_ECHO].decode("utf-8", "replace")
+    return repr(cut) + ("..." if len(shown) > MAX_CSV_ECHO else "") + " is not a number"
+
+
+def _ordinary_file(fh: BinaryIO) -> bool:
+    """Whether the file is plain data on disk whose content may be quoted in an error.
+
+    Files of the kernel's pseudo file systems (``/proc``, ``/sys``) claim size 0
+    but hold text such as the environment: never quote them.
+    """
+    try:
+        real = os.path.realpath(getattr(fh, "name", ""))
+        return os.fstat(fh.fileno()).st_size > 0 and not real.startswith(("/proc/", "/sys/", "/dev/"))
+    except (OSError, ValueError):
+        return False
+
+
 def read_csv(
     path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_BYTES, max_values: int = DEFAULT_MAX_CSV_VALUES
 ) -> np.ndarray:
     """A numeric CSV, one time step per row: (T, I) float64.
 
     Lines starting with ``#`` and blank lines are skipped; ``;`` separates
-    values like ``,``.  The file is streamed line by line into one growing
-    buffer, so reading costs about the size of the result; more than
-    ``max_bytes`` bytes, ``max_values`` values or a line longer than
-    :data:`MAX_CSV_LINE_BYTES` is refused.
+    values like ``,``.  Values are read as ``numpy.loadtxt`` reads them:
+    decimal numbers with an optional exponent, ``inf`` and ``nan``; not
+    ``1_0`` or hexadecimal.  A value that is not a number is quoted in the
+    error (at most :data:`MAX_CSV_ECHO` bytes), except from a file that is
+    not ordinary data on disk (``/proc``, ``/sys``), which is never quoted.
+
+    Decimal commas are refused rather than read as extra columns.  A file
+    is refused when a line separates values with ``;`` and one of them is
+    two whole numbers joined by a comma (``0,5;1,5``), or when every data
+    row is two whole numbers joined by a bare comma (``0,5`` / ``-1,25``:
+    one feature written with decimal commas, or two integer columns?).  With
+    several features per row, a decimal-comma file must use ``;``, so these
+    two rules cover it; two integer columns are read once any row has a
+    decimal point, a sign on its second value or a space after its comma
+    (``1, 2``).  :func:`write_array` never writes such a file.
+
+    The file is streamed line by line into one growing buffer, so reading
+    costs about the size of the result; more than ``max_bytes`` bytes,
+    ``max_values`` values or a line longer than :data:`MAX_CSV_LINE_BYTES` is
+    refused.
     """
     values = array("d")
     width = -1
     read = 0
+    decimal_commas = True  # every row so far reads as one decimal-comma number
     with open_regular_file(path) as fh:
+        echo = _ordinary_file(fh)
         try:
             size = os.fstat(fh.fileno()).st_size
             if size > max_bytes:
@@ -543,6 +620,16 @@ def read_csv(
                 if not text or text.startswith(b"#"):
                     continue
                 fields = text.replace(b";", b",").split(b",")
+                if not _CSV_ROW.fullmatch(text):
+                    bad = next((f for f in fields if not _CSV_FIELD.fullmatch(f)), text)
+                    raise WeightsFileError(
+                        f"{path}: line {number} is not a list of numbers: {_csv_token(bad, echo)}"
+                    )
+                if b";" in text and any(_CSV_DECIMAL_COMMA_FIELD.fullmatch(f) for f in text.split(b";")):
+                    raise WeightsFileError(
+                        f"{path}: line {number} separates values with ';' and joins two whole numbers with ',' "
+                        "between them: decimal commas (0,5 for 0.5) are not read; write numbers with a decimal point"
+                    )
                 if width < 0:
                     width = len(fields)
                 elif len(fields) != width:
@@ -551,32 +638,45 @@ def read_csv(
                     )
                 if len(values) + width > max_values:
                     raise WeightsFileError(f"{path}: more than {max_values} values, over the limit")
-                try:
-                    values.extend(map(float, fields))
-                except ValueError:
-                    shown = text[:60].decode("utf-8", "replace")
-                    raise WeightsFileError(f"{path}: line {number} is not a list of numbers: {shown!r}") from None
+                decimal_commas = decimal_commas and _CSV_DECIMAL_COMMA_ROW.fullmatch(text) is not None
+                values.extend(map(float, fields))
         except OSError as exc:
             raise WeightsFileError(f"{path}: {exc.strerror or exc}") from None
     if width < 0:
         raise WeightsFileError(f"{path}: no data rows (a CSV with one time step per line is expected)")
+    if decimal_commas:
+        raise WeightsFileError(
+            f"{path}: every row is two whole numbers joined by a comma, like '0,5': one value with a decimal comma "
+            "or two integer columns? nplstm does not guess: write decimal points (0.5), or write the "
+            "integers as 1.0 or with a space after the comma"
+        )
     return np.frombuffer(values, dtype=np.float64).reshape(-1, width)  # shares the buffer: no copy
 
 
 def read_input(path: str | os.PathLike) -> np.ndarray:
-    """Input sequences from ``.npy``, ``.npz`` (its only array, or the one named ``x``) or CSV."""
+    """Input sequences from ``.npy``, ``.npz`` (its only array, or the one named ``x``) or CSV.
+
+    An ``.npz`` is chosen from by the names in its zip directory; only the
+    chosen array is read (see :class:`NpzArchive` for its budget).
+    """
     check_regular_file(path)
     suffix = Path(path).suffix.lower()
     if suffix == ".npy":
         arr = read_npy(path)
     elif suffix == ".npz":
-        arrays = read_npz(path)
-        if "x" in arrays:
-            arr = arrays["x"]
-        elif len(arrays) == 1:
-            arr = next(iter(arrays.values()))
-        else:
-            raise WeightsFileError(f"{path}: holds {sorted(arrays)}; name the input array 'x'")
+        with NpzArchive(path) as npz:
+            names = npz.names
+            if "x" in names:
+                name = "x"
+            elif len(names) == 1:
+                name = names[0]
+            else:
+                listed = ", ".join(repr(n[:40]) for n in names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+                raise WeightsFileError(f"{path}: holds {len(names)} arrays ({listed}); name the input array 'x'")
+            _, dtype = npz.header(name)
+            if dtype.kind not in "iuf":
+                raise WeightsFileError(f"{path}: input {name!r} has dtype {dtype}; expected numbers")
+            arr = npz.read(name)
     elif suffix in (".csv", ".txt"):
         arr = read_csv(path)
     else:
@@ -686,6 +786,11 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
                 fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW, create_mode)
             except FileExistsError:
                 continue
+            except OSError as exc:  # say what failed: the target may exist (a /proc file) yet its folder takes no files
+                where = f"{directory!r}" if real == os.path.abspath(target) else f"{directory!r} (the folder of {real!r})"
+                raise type(exc)(
+                    exc.errno, f"cannot create a file in {where} to save it: {exc.strerror or exc}", str(path)
+                ) from None
             tmp = candidate
             break
         else:
@@ -703,8 +808,7 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
                 pass
         write(Path(tmp))
         if existing is not None:  # after writing, so that a read-only file can be saved over
-            bits = stat.S_IMODE(existing.st_mode) & 0o777
-            os.fchmod(fd, bits) if hasattr(os, "fchmod") else os.chmod(tmp, bits)
+            os.fchmod(fd, _kept_mode(existing, os.fstat(fd))) if hasattr(os, "fchmod") else os.chmod(tmp, _kept_mode(existing, os.stat(tmp)))
         os.fsync(fd)  # flushes the file whichever descriptor wrote it
         os.replace(tmp, real)
         tmp = None
@@ -720,6 +824,18 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
             except OSError:
                 pass
     return target
+
+
+def _kept_mode(existing: os.stat_result, new: os.stat_result) -> int:
+    """The mode of the file replacing ``existing``: its permission bits and its sticky bit, and its
+    setgid (setuid) bit when the new file has the same group (owner): a save never grants a special
+    bit to another owner or group than the one the user gave it to."""
+    mode = stat.S_IMODE(existing.st_mode)
+    if new.st_uid != existing.st_uid:
+        mode &= ~stat.S_ISUID
+    if new.st_gid != existing.st_gid:
+        mode &= ~stat.S_ISGID
+    return mode
 
 
 def _fsync_directory(directory: str) -> None:
@@ -760,5 +876,8 @@ def write_array(path: str | os.PathLike, array: np.ndarray) -> Path:
     if suffix in (".csv", ".txt"):
         arr = np.asarray(array)
         arr2 = arr.reshape(arr.shape[0], -1) if arr.ndim != 2 else arr
-        return write_atomic(path, lambda tmp: np.savetxt(tmp, arr2, delimiter=",", fmt="%.17g"))
+        fmt = "%.17g"
+        if arr2.ndim == 2 and arr2.shape[1] == 2 and np.all(np.isfinite(arr2)) and np.all(arr2 == np.round(arr2)):
+            fmt = "%.1f"  # "0.0,5.0", exact for whole numbers: "0,5" rows would read back as decimal commas
+        return write_atomic(path, lambda tmp: np.savetxt(tmp, arr2, delimiter=",", fmt=fmt))
     raise ValueError(f"{path}: output must end in .npy or .csv")

@@ -95,15 +95,22 @@ def save_model(model: Persistent, path: str | os.PathLike) -> Any:
 
 #: Largest schema member (format, kind, config text ...) read before the config is checked.
 _MAX_META_BYTES = 1 << 16
+#: Longest JSON config text and its deepest nesting: checked before ``json.loads`` sees the text.
+MAX_CONFIG_CHARS = _MAX_META_BYTES
+MAX_CONFIG_DEPTH = 32
 
 
 def load_model(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_PARAMETER_BYTES) -> Any:
     """Load any nplstm model file (either schema); WeightsFileError for anything malformed.
 
     ``max_bytes`` bounds the parameters the file's config may describe.
+    Every schema takes the same path: the small schema members, then the
+    config's parameter count, then :meth:`NpzArchive.limit_to` that
+    count's budget, and only then any parameter data.  The archive refuses
+    to read a large member before the budget is set.
     """
     source = str(path)
-    with NpzArchive(path, max_total_bytes=max_bytes) as npz:
+    with NpzArchive(path, max_total_bytes=max_bytes, small_until_limited=_MAX_META_BYTES) as npz:
         meta = {}
         for name in _META:
             if name in npz:
@@ -111,14 +118,15 @@ def load_model(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_PARAMETE
                 if math.prod(shape) * member_dtype.itemsize > _MAX_META_BYTES:
                     raise WeightsFileError(f"{source}: member {name!r} is {shape} {member_dtype}, too large for schema data")
                 meta[name] = npz.read(name)
-        if _text(meta, "format") in (_LEGACY_SEQUENCE_MODEL, _LEGACY_STACK):
-            # version-1 files name their dtype only through their arrays: read them within max_bytes
-            return model_from_arrays(npz.read_all(), source, max_bytes=max_bytes)
-        kind, config, dtype, _, legacy = _schema(meta, source)
+
+        def dtype_of(name: str) -> np.dtype | None:  # from the .npy header: no data read
+            return npz.header(name)[1] if name in npz else None
+
+        kind, config, dtype, to_params, current = _schema(meta, source, dtype_of)
         cls, shapes = _expected(kind, config, dtype, source, max_bytes)
         n_params = sum(math.prod(s) for s in shapes.values())
         npz.limit_to(parameter_budget(n_params, np.dtype(dtype).itemsize) + 8 * _MAX_META_BYTES)
-        if legacy is None:
+        if current:
             members = [n for n in npz.names if n not in meta]
             unexpected = sorted(set(members) - set(shapes))
             if unexpected:
@@ -131,8 +139,8 @@ def load_model(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_PARAMETE
                     raise WeightsFileError(f"{source}: array {name!r} has shape {got}; expected {shape}")
                 if got_dtype.kind != "f":
                     raise WeightsFileError(f"{source}: array {name!r} has dtype {got_dtype}; expected floating point")
-        arrays = {n: npz.read(n) for n in npz.names if n not in meta}
-    return _build(cls, kind, config, dtype, legacy(shapes) if legacy is not None else arrays, shapes, source)
+        arrays = {**meta, **{n: npz.read(n) for n in npz.names if n not in meta}}
+    return _build(cls, kind, config, dtype, to_params(arrays, shapes), shapes, source)
 
 
 def load_model_of_kind(path: str | os.PathLike, cls: Any, *, max_bytes: int = DEFAULT_MAX_PARAMETER_BYTES) -> Any:
@@ -153,29 +161,70 @@ def _text(arrays: dict[str, np.ndarray], name: str) -> str | None:
 def model_from_arrays(arrays: dict[str, np.ndarray], source: str = "arrays", *,
                       max_bytes: int = DEFAULT_MAX_PARAMETER_BYTES) -> Any:
     """Build a model from arrays already in memory (the members of a file), checking everything first."""
-    kind, config, dtype, params, legacy = _schema(arrays, source)
+    meta = {name: arrays[name] for name in _META if name in arrays}
+    kind, config, dtype, to_params, _ = _schema(meta, source, lambda name: arrays[name].dtype if name in arrays else None)
     cls, shapes = _expected(kind, config, dtype, source, max_bytes)
-    return _build(cls, kind, config, dtype, legacy(shapes) if legacy is not None else params, shapes, source)
+    return _build(cls, kind, config, dtype, to_params(dict(arrays), shapes), shapes, source)
 
 
-def _schema(arrays: dict[str, np.ndarray], source: str) -> tuple[str, Any, str, dict[str, np.ndarray], Any]:
-    """``(kind, config, dtype, parameter arrays, legacy converter or None)`` from the schema members."""
-    tag = _text(arrays, "format")
+#: ``(all arrays of the file, expected parameter shapes) -> parameters by nplstm name``
+ToParams = Callable[[dict[str, np.ndarray], dict[str, tuple[int, ...]]], dict[str, np.ndarray]]
+
+
+def _schema(meta: dict[str, np.ndarray], source: str,
+            dtype_of: Callable[[str], np.dtype | None]) -> tuple[str, Any, str, ToParams, bool]:
+    """``(kind, config, dtype, to_params, current)`` from the schema members alone.
+
+    ``dtype_of(name)`` gives a member's dtype (from its header) for the
+    earlier schemas, which name their dtype only through their arrays;
+    ``current`` is False for those schemas.
+    """
+    tag = _text(meta, "format")
     if tag == _LEGACY_SEQUENCE_MODEL:
-        return _legacy_sequence_model(arrays, source)
+        return _legacy_sequence_model(meta, source, dtype_of)
     if tag == _LEGACY_STACK:
-        return _legacy_stack(arrays, source)
+        return _legacy_stack(meta, source, dtype_of)
     if tag != FORMAT:
         raise WeightsFileError(f"{source}: not an nplstm weights file (format tag {tag!r})")
-    version = arrays.get("version")
+    version = meta.get("version")
     if version is None or version.shape != () or version.dtype.kind not in "iu" or int(version) != VERSION:
         raise WeightsFileError(f"{source}: unsupported nplstm file version {version!r}; this nplstm reads {VERSION}")
+    config = parse_config(_text(meta, "config") or "", source)
+
+    def to_params(arrays: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+        return {k: v for k, v in arrays.items() if k not in _META}
+
+    return _text(meta, "kind") or "", config, _text(meta, "dtype") or "", to_params, True
+
+
+def parse_config(text: str, source: str) -> Any:
+    """``json.loads(text)`` once the text is at most :data:`MAX_CONFIG_CHARS` long and nests at most
+    :data:`MAX_CONFIG_DEPTH` deep; WeightsFileError otherwise (never RecursionError)."""
+    if len(text) > MAX_CONFIG_CHARS:
+        raise WeightsFileError(f"{source}: 'config' is {len(text)} characters, over the limit of {MAX_CONFIG_CHARS}")
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:  # brackets inside strings do not nest
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > MAX_CONFIG_DEPTH:
+                raise WeightsFileError(f"{source}: 'config' nests deeper than {MAX_CONFIG_DEPTH} levels")
+        elif char in "]}":
+            depth -= 1
     try:
-        config = json.loads(_text(arrays, "config") or "")
-    except ValueError:
+        return json.loads(text)
+    except (ValueError, RecursionError):
         raise WeightsFileError(f"{source}: 'config' is not JSON text") from None
-    params = {k: v for k, v in arrays.items() if k not in _META}
-    return _text(arrays, "kind") or "", config, _text(arrays, "dtype") or "", params, None
 
 
 def _expected(kind: str, config: Any, dtype: str, source: str, max_bytes: int) -> tuple[Any, dict[str, tuple[int, ...]]]:
@@ -200,7 +249,7 @@ def _expected(kind: str, config: Any, dtype: str, source: str, max_bytes: int) -
     return cls, shapes
 
 
-def _build(cls: Any, kind: str, config: dict[str, Any], dtype: str, params: dict[str, np.ndarray],
+def _build(cls: Any, kind: str, config: Any, dtype: str, params: dict[str, np.ndarray],
            shapes: dict[str, tuple[int, ...]], source: str) -> Any:
     unexpected = sorted(set(params) - set(shapes))
     if unexpected:
@@ -232,33 +281,38 @@ def _legacy_config(arrays: dict[str, np.ndarray], source: str, n: int) -> list[i
     return values
 
 
-def _dtype_of(arrays: dict[str, np.ndarray], name: str, source: str) -> str:
-    value = arrays.get(name)
-    if value is None or value.dtype not in (np.float32, np.float64):
+def _dtype_of(dtype_of: Callable[[str], np.dtype | None], name: str, source: str) -> str:
+    dtype = dtype_of(name)
+    if dtype is None or dtype not in (np.float32, np.float64):
         raise WeightsFileError(f"{source}: {name!r} is missing or not float32/float64")
-    return value.dtype.name
+    return np.dtype(dtype).name
 
 
-def _legacy_sequence_model(arrays: dict[str, np.ndarray], source: str) -> tuple[str, dict[str, Any], str, dict[str, np.ndarray], None]:
-    I, H, O, m2m = _legacy_config(arrays, source, 4)
+def _legacy_sequence_model(meta: dict[str, np.ndarray], source: str,
+                           dtype_of: Callable[[str], np.dtype | None]) -> tuple[str, dict[str, Any], str, ToParams, bool]:
+    I, H, O, m2m = _legacy_config(meta, source, 4)
     if m2m not in (0, 1):
         raise WeightsFileError(f"{source}: implausible config {[I, H, O, m2m]}")
     config = {"input_size": I, "hidden_size": H, "output_size": O, "many_to_many": bool(m2m)}
-    params = {
-        (f"lstm.l0.{k[5:]}" if k.startswith("lstm.") else k): v
-        for k, v in arrays.items() if k not in ("format", "config")
-    }
-    return "SequenceModel", config, _dtype_of(arrays, "lstm.Wf", source), params, None
+
+    def to_params(arrays: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+        return {
+            (f"lstm.l0.{k[5:]}" if k.startswith("lstm.") else k): v
+            for k, v in arrays.items() if k not in ("format", "config")
+        }
+
+    return "SequenceModel", config, _dtype_of(dtype_of, "lstm.Wf", source), to_params, False
 
 
-def _legacy_stack(arrays: dict[str, np.ndarray], source: str) -> tuple[str, dict[str, Any], str, dict[str, np.ndarray], Any]:
+def _legacy_stack(meta: dict[str, np.ndarray], source: str,
+                  dtype_of: Callable[[str], np.dtype | None]) -> tuple[str, dict[str, Any], str, ToParams, bool]:
     """Version-1 stack files hold torch-named tensors (gates i, f, g, o; two biases)."""
-    I, H, L, bidirectional, bias, proj, batch_first = _legacy_config(arrays, source, 7)
+    I, H, L, bidirectional, bias, proj, batch_first = _legacy_config(meta, source, 7)
     config = {"input_size": I, "hidden_size": H, "num_layers": L, "bidirectional": bool(bidirectional),
               "bias": bool(bias), "proj_size": proj, "batch_first": bool(batch_first)}
-    tensors = {k: v for k, v in arrays.items() if k not in ("format", "config")}
 
-    def convert(shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    def convert(arrays: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+        tensors = {k: v for k, v in arrays.items() if k not in ("format", "config")}
         P = proj or H
         out: dict[str, np.ndarray] = {}
         used = set()
@@ -287,4 +341,4 @@ def _legacy_stack(arrays: dict[str, np.ndarray], source: str) -> tuple[str, dict
             raise WeightsFileError(f"{source}: tensors {extra[:5]} do not belong to a stack with this config")
         return out
 
-    return "StackedLSTM", config, _dtype_of(arrays, "weight_ih_l0", source), {}, convert
+    return "StackedLSTM", config, _dtype_of(dtype_of, "weight_ih_l0", source), convert, False

@@ -15,6 +15,7 @@ message; nothing is unpickled.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
@@ -58,8 +59,18 @@ def _need(module: str, path: Any) -> None:
         raise WeightsFileError(f"{path}: reading this format needs {module} (pip install it)")
 
 
+def onnx_wrapper(model: Any) -> OnnxLSTM | None:
+    """``model`` if it is an :class:`~nplstm.interop.onnx_format.OnnxLSTM`, else None.
+
+    Looked up without importing the ONNX module: a model can only be an
+    OnnxLSTM once that module is loaded.
+    """
+    module = sys.modules.get("nplstm.interop.onnx_format")
+    return model if module is not None and isinstance(model, module.OnnxLSTM) else None
+
+
 def stack_of(model: Model) -> StackedLSTM | Any:
-    """The recurrent engine of a model."""
+    """The recurrent engine of a model (an OnnxLSTM is its own: its ``forward`` is what the graph computes)."""
     if isinstance(model, SequenceModel):
         return model.lstm
     if isinstance(model, LSTM):
@@ -67,8 +78,25 @@ def stack_of(model: Model) -> StackedLSTM | Any:
     return model
 
 
+def onnx_extras(model: OnnxLSTM) -> dict[str, Any]:
+    """What an OnnxLSTM adds to its stack, JSON-able: only the features the graph has."""
+    extras: dict[str, Any] = {}
+    if model.reverse:
+        extras["reverse"] = True
+    if model.initial_states is not None:
+        extras["initial_states"] = list(np.shape(model.initial_states[0]))
+    if model.lengths is not None:
+        extras["lengths"] = [int(n) for n in np.asarray(model.lengths).ravel()]
+    return extras
+
+
 def describe(model: Model) -> dict[str, Any]:
-    """Kind, sizes, dtype, parameter count and shapes of a loaded model."""
+    """Kind, sizes, dtype, parameter count and shapes of a loaded model.
+
+    Every model :func:`load_model` returns has ``input_size`` and
+    ``hidden_size`` here; an OnnxLSTM also lists ``reverse``,
+    ``initial_states`` (their shape) and ``lengths`` when its graph has them.
+    """
     params = model.parameters()
     info: dict[str, Any] = {
         "kind": type(model).__name__,
@@ -76,9 +104,13 @@ def describe(model: Model) -> dict[str, Any]:
         "parameters": int(sum(p.size for p in params.values())),
         "shapes": {name: tuple(p.shape) for name, p in params.items()},
     }
-    config = model.config() if hasattr(model, "config") else {}
+    wrapper = onnx_wrapper(model)
+    engine = wrapper.stack if wrapper is not None else stack_of(model)
+    config = engine.config() if wrapper is not None else model.config()  # type: ignore[union-attr]
     info.update({k: v for k, v in config.items() if k != "cell"})
-    cell = getattr(stack_of(model), "cell", None)
+    if wrapper is not None:
+        info.update(onnx_extras(wrapper))
+    cell = getattr(engine, "cell", None)
     if cell is not None and not cell.is_default:
         info["cell"] = repr(cell)
     return info
