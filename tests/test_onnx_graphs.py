@@ -373,16 +373,35 @@ def test_huge_external_file_is_refused_before_reading(tmp_path, rng):
 # ---------------------------------------------------------------- hostile sizes
 
 
-def test_huge_declared_input_is_refused_with_bounded_memory(rng):
+def test_huge_declared_input_imports_from_small_probes_with_bounded_memory(rng):
+    """Issue 17 item 12: a static X of absurd size is proven on small probes of the same rank.
+
+    (It used to be refused because the proof needed graph-sized tensors.)
+    The default verify skips a graph too large to run; verify=True says so.
+    """
     W, R, B = weights(rng, 1, 3, 2)
     node = helper.make_node("LSTM", ["X", "W", "R", "B"], ["Y"], hidden_size=3, name="lstm")
     model = make_model([node], [vi("X", [1 << 20, 1 << 20, 2])], [vi("Y", None)], dict(W=W, R=R, B=B))
     tracemalloc.start()
-    with pytest.raises(InteropError, match="over the .*-element limit for checking the graph"):
-        from_onnx(model)
+    imported = from_onnx(model)
+    with pytest.raises(InteropError, match=r"verify: the graph runs on X of shape \(1048576, 1048576, 2\) .* pass verify=False"):
+        from_onnx(model, verify=True)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert peak < 50 * 1024 * 1024
+    x = rng.normal(size=(4, 3, 2)).astype(np.float32)
+    (Y,) = run_ort(model_with_symbolic_x(model), {"X": x})
+    np.testing.assert_allclose(imported.forward(x)[0], Y[:, 0], atol=1e-5)
+
+
+def model_with_symbolic_x(model):
+    """The same graph with X's sequence and batch axes symbolic (so onnxruntime runs it at any size)."""
+    other = onnx.ModelProto()
+    other.CopyFrom(model)
+    dims = other.graph.input[0].type.tensor_type.shape.dim
+    for d, name in zip(dims, ("T", "B")):
+        d.dim_param = name
+    return other
 
 
 def test_zero_state_of_absurd_shape_is_refused_with_bounded_memory(rng):
