@@ -42,7 +42,7 @@ def test_torch_export_imports_and_matches_torch(config, with_states, dynamo, tmp
     args = (x, (torch.randn(L * D, B, 5), torch.randn(L * D, B, 5))) if with_states else (x,)
     path = tmp_path / "lstm.onnx"
     export(module, args, path, dynamo)
-    imported = from_onnx(path, allow_external_data=dynamo)  # dynamo writes the weights to a side file
+    imported = from_onnx(path)  # dynamo writes the weights to a side file, read by default
     assert isinstance(imported, StackedLSTM)
     assert (imported.num_layers, imported.bidirectional, imported.batch_first) == (L, D == 2, bool(config.get("batch_first")))
     hx = tuple(a.numpy() for a in args[1]) if with_states else None
@@ -69,11 +69,19 @@ def test_legacy_export_with_dynamic_axes(tmp_path, rng):
     np.testing.assert_allclose(h, wh.numpy(), atol=1e-5)
 
 
-def test_dynamo_export_without_opt_in_names_the_side_file(tmp_path):
+def test_default_export_side_file_is_read_by_default(tmp_path):
+    """Issue 17 item 13: torch's default export (weights in lstm.onnx.data) imports without an opt-in."""
     path = tmp_path / "lstm.onnx"
-    export(torch.nn.LSTM(4, 5).eval(), (torch.randn(3, 6, 4),), path, True)
-    with pytest.raises(InteropError, match=r"lstm\.onnx: tensor '.*' keeps its data in the external file 'lstm\.onnx\.data'"):
-        from_onnx(path)
+    module = torch.nn.LSTM(4, 5).eval()
+    export(module, (torch.randn(3, 6, 4),), path, True)
+    assert (tmp_path / "lstm.onnx.data").is_file()
+    imported = from_onnx(path)
+    x = torch.randn(7, 2, 4)
+    with torch.no_grad():
+        want = module(x)[0].numpy()
+    np.testing.assert_allclose(imported.forward(x.numpy())[0], want, atol=1e-5)
+    with pytest.raises(InteropError, match=r"lstm\.onnx: tensor '.*' keeps its data in the external file 'lstm\.onnx\.data', and allow_external_data=False"):
+        from_onnx(path, allow_external_data=False)
 
 
 # ------------------------------------------------ issue 17: selections on the time axis, static exports
@@ -108,8 +116,8 @@ def test_time_axis_selection_is_refused_naming_the_node(kind, node, tmp_path):
 
     assert node in {n.op_type for n in onnx.load(str(path)).graph.node}
     # x[:8] is the identity at small lengths: the long probe shows it; index 4 or a split of 6s fail at short ones
-    detail = "takes .* of axis 0 .* follows the sequence length" if kind == "slice" else "(takes|fails)"
-    with pytest.raises(InteropError, match=rf"trunc\.onnx: node {node} '[^']+': {detail}"):
+    detail = ": takes .* of axis 0 .* follows the sequence length" if kind == "slice" else ""
+    with pytest.raises(InteropError, match=rf"trunc\.onnx: node {node} '[^']+'{detail}"):
         from_onnx(path, verify=False)
     with pytest.raises(InteropError, match=rf"node {node} "):
         from_onnx(path)
@@ -132,14 +140,20 @@ def test_last_step_selection_is_refused_as_such(tmp_path):
         from_onnx(path, verify=False)
 
 
-@pytest.mark.parametrize("dynamo", [False, True], ids=["legacy", "dynamo"])
-def test_static_shape_export_imports_and_matches_ort_and_torch(dynamo, tmp_path, rng):
+@pytest.mark.parametrize(
+    "dynamo, H, shape",
+    # the dynamo exporter writes literal Reshape sizes, so its static axes are proven at the declared size:
+    # a smaller model keeps that affordable (the legacy export is proven on small probes at any size)
+    [(False, 256, (1000, 32, 16)), (True, 64, (200, 8, 16))],
+    ids=["legacy", "dynamo"],
+)
+def test_static_shape_export_imports_and_matches_ort_and_torch(dynamo, H, shape, tmp_path, rng):
     """Issue 17 item 12: the exporter's default static shapes used to need a (1000, 1, 32, 256) check tensor."""
     import onnxruntime as ort
 
     torch.manual_seed(0)
-    module = torch.nn.LSTM(16, 256).eval()
-    x = torch.randn(1000, 32, 16)
+    module = torch.nn.LSTM(16, H).eval()
+    x = torch.randn(*shape)
     path = tmp_path / "m.onnx"
     try:
         export(module, (x,), path, dynamo)

@@ -58,7 +58,22 @@ parametrised activation whose alpha/beta is left to a default on which the
 ONNX spec and onnxruntime disagree (ThresholdedRelu, Affine, ScaledTanh)
 or whose alpha/beta list length is ambiguous; layers of different
 direction, hidden size or cell options; weights computed at run time;
-external data files unless ``allow_external_data=True``.
+external data files outside the model's folder, not regular files, or over
+``max_external_bytes`` (or any, with ``allow_external_data=False``).
+
+The wiring proof, precisely: every axis that can vary — symbolic ones,
+and the sequence and batch axes of X even when declared static, unless the
+plumbing pins them (torch's static export expands a batch-sized zero
+constant) — is probed at two small sizes, then at a long odd sequence with
+a small batch and a large batch with a short sequence, both beyond twice
+the largest integer that can reach a Slice/Gather/Split index (INT32_MAX
+and larger are "to the end" sentinels).  A Slice, Gather or Split on a
+value carrying data must pass every index of an axis whose size follows
+these probes, at every probe: ``x[:8]``, ``x[-1]``, ``x[::-1]`` or a
+split of the sequence is refused naming the node (a last-step selection is
+recognised as such).  Every array the plumbing builds is bounded
+(:data:`MAX_PLUMBING_BYTES` plus four times what it is fed), growth
+checked before allocating.
 """
 
 from __future__ import annotations
@@ -305,10 +320,56 @@ def _tensor_nbytes(tensor: Any) -> int:
     return count * itemsize
 
 
+def _external_file(tensor: Any, location: str, base: Path, label: str) -> Path:
+    """The external-data file a tensor names, refused unless it is a regular file inside ``base``.
+
+    The location must be relative, without ``..`` or NUL, and must resolve
+    (symlinks followed) to a regular file in the model's folder or below,
+    as onnxruntime requires.
+    """
+    where = f"{label}: tensor {tensor.name!r}"
+    if not location or "\0" in location:
+        raise InteropError(f"{where} names an invalid external file {location!r}")
+    rel = Path(location)
+    if rel.is_absolute() or ".." in rel.parts:
+        raise InteropError(f"{where} names external file {location!r} outside the model's folder")
+    try:
+        root = base.resolve()
+        target = (root / rel).resolve()
+    except (OSError, RuntimeError) as exc:
+        raise InteropError(f"{where}: external file {location!r} cannot be resolved: {_first_line(exc)}") from None
+    if root != target.parent and root not in target.parents:
+        raise InteropError(f"{where} names external file {location!r}, which resolves outside the model's folder")
+    if not target.is_file():  # checked again on the open descriptor; a FIFO is never opened for reading here
+        raise InteropError(f"{where}: external file {location!r} is not a regular file in the model's folder")
+    return target
+
+
+def _read_external(target: Path, offset: int, nbytes: int, where: str, location: str) -> bytes:
+    """``nbytes`` at ``offset`` of a regular file, checked on the open descriptor (a FIFO never blocks)."""
+    try:
+        fd = os.open(target, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise InteropError(f"{where}: external file {location!r} cannot be opened: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as fh:
+        import stat
+
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise InteropError(f"{where}: external file {location!r} is not a regular file in the model's folder")
+        if offset < 0 or offset + nbytes > st.st_size:
+            raise InteropError(f"{where} reads bytes {offset}..{offset + nbytes} past the end of {location!r} ({st.st_size} bytes)")
+        fh.seek(offset)
+        data = fh.read(nbytes)
+    if len(data) != nbytes:
+        raise InteropError(f"{where}: external file {location!r} changed while being read")
+    return data
+
+
 def _load_external(model: Any, base: Path | None, label: str, allow: bool, max_bytes: int) -> None:
     """Replace external-data references by the bytes they point to, within bounds.
 
-    Only files inside the model's folder are followed, their sizes are
+    Only regular files inside the model's folder are read, their sizes are
     checked before anything is read, and the total is bounded by
     ``max_bytes``.
     """
@@ -320,31 +381,24 @@ def _load_external(model: Any, base: Path | None, label: str, allow: bool, max_b
             continue
         info = {e.key: e.value for e in tensor.external_data}
         location = info.get("location", "")
+        where = f"{label}: tensor {tensor.name!r}"
         if not allow:
-            raise InteropError(
-                f"{label}: tensor {tensor.name!r} keeps its data in the external file {location!r}; "
-                "pass allow_external_data=True to read it"
-            )
+            raise InteropError(f"{where} keeps its data in the external file {location!r}, and allow_external_data=False")
         if base is None:
-            raise InteropError(f"{label}: tensor {tensor.name!r} has external data; give from_onnx the file path")
-        rel = Path(location)
-        if not location or rel.is_absolute() or ".." in rel.parts:
-            raise InteropError(f"{label}: tensor {tensor.name!r} names external file {location!r} outside the model's folder")
-        target = (base / rel).resolve()
-        if base.resolve() not in target.parents or not target.is_file():
-            raise InteropError(f"{label}: tensor {tensor.name!r}: external file {location!r} is not a file in the model's folder")
+            raise InteropError(f"{where} has external data {location!r}; give from_onnx the file path")
+        target = _external_file(tensor, location, base, label)
         nbytes = _tensor_nbytes(tensor)
-        offset = int(info.get("offset", 0) or 0)
-        if "length" in info and int(info["length"]) != nbytes:
-            raise InteropError(f"{label}: tensor {tensor.name!r} has length {info['length']} but dims {list(tensor.dims)} need {nbytes} bytes")
+        try:
+            offset = int(info.get("offset", 0) or 0)
+            length = int(info["length"]) if info.get("length") else nbytes
+        except ValueError:
+            raise InteropError(f"{where}: external data offset/length {info.get('offset')!r}/{info.get('length')!r} are not integers") from None
+        if length != nbytes:
+            raise InteropError(f"{where} has length {length} but dims {list(tensor.dims)} need {nbytes} bytes")
         total += nbytes
         if total > max_bytes:
             raise InteropError(f"{label}: external data exceeds max_external_bytes={max_bytes} at tensor {tensor.name!r}")
-        if offset < 0 or offset + nbytes > target.stat().st_size:
-            raise InteropError(f"{label}: tensor {tensor.name!r} reads bytes {offset}..{offset + nbytes} past the end of {location!r}")
-        with open(target, "rb") as fh:
-            fh.seek(offset)
-            tensor.raw_data = fh.read(nbytes)
+        tensor.raw_data = _read_external(target, offset, nbytes, where, location)
         del tensor.external_data[:]
         tensor.data_location = TensorProto.DEFAULT
 
@@ -1813,7 +1867,7 @@ def from_onnx(
     *,
     dtype: Any = None,
     verify: bool | None = None,
-    allow_external_data: bool = False,
+    allow_external_data: bool = True,
     max_external_bytes: int = DEFAULT_MAX_EXTERNAL_BYTES,
 ) -> StackedLSTM | OnnxLSTM:
     """Import the LSTM of an ONNX model (a path, bytes or ``onnx.ModelProto``).
@@ -1832,9 +1886,13 @@ def from_onnx(
         graph output the returned object reproduces; raise InteropError on a
         mismatch.  Default: True when onnxruntime is importable.
     allow_external_data : bool
-        Read tensors kept in external files next to the model (only inside
-        the model's folder), at most ``max_external_bytes`` in total, sizes
-        checked before reading.  Refused by default.
+        Read tensors kept in external files (torch's exporter writes
+        ``model.onnx.data`` beside the model), as onnxruntime does: only a
+        relative location without ``..`` that resolves, symlinks followed,
+        to a regular file inside the model's folder; at most
+        ``max_external_bytes`` in total, sizes checked before reading.
+        Anything else is refused naming the location.  False refuses every
+        external reference.
 
     Returns
     -------
