@@ -542,7 +542,7 @@ def _split_sizes(node: Any, attrs: dict[str, Any], args: list[Any], extent: int)
 MAX_CHECK_ELEMENTS = 1 << 22
 #: Bound on the bytes the plumbing may allocate in one evaluation, beyond a
 #: small multiple of the values fed to it (graph inputs and LSTM outputs).
-MAX_PLUMBING_BYTES = 32 << 20
+MAX_PLUMBING_BYTES = 16 << 20
 
 
 def _check_size(node: Any, shape: list[int]) -> list[int]:
@@ -1239,6 +1239,7 @@ def _match(model: Any) -> _Plan:
             records = [_labelled_run(model, nodes, consts, sizes) for sizes in probes]
             _check_selections(records)
             plans = [_match_at(model, nodes, consts, sizes, lstm_nodes, rec) for sizes, rec in zip(probes, records)]
+            records = [_selections_only(rec) for rec in records]  # the values are no longer needed: free them
             break
         except InteropError as exc:
             first_error = first_error or exc
@@ -1272,6 +1273,8 @@ def _match(model: Any) -> _Plan:
         records.append(record)
         _check_selections(records)
         plans.append(_match_at(model, nodes, consts, sizes, lstm_nodes, record))
+        records[-1] = _selections_only(record)
+        del record
         if t == big:
             verify_sizes = sizes
     for other in plans[1:]:
@@ -1280,6 +1283,10 @@ def _match(model: Any) -> _Plan:
     # static axes keep the size the graph declares (onnxruntime refuses others)
     a.sizes = {k: v for k, v in verify_sizes.items() if k in symbolic}
     return a
+
+
+def _selections_only(record: dict[str, Any]) -> dict[str, Any]:
+    return {"selections": record["selections"]}
 
 
 def _subsets(keys: list[str]) -> list[set[str]]:
