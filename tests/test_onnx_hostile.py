@@ -158,10 +158,24 @@ def test_fuzzed_plumbing_is_bounded_in_memory_and_time(steps):
 
 
 def test_verify_failure_prints_no_onnxruntime_log(capfd):
-    """onnxruntime used to print its coloured log line on stderr before nplstm's InteropError."""
-    model = lstm_model([], [], opset=17)
-    model.opset_import[0].version = 99  # onnxruntime refuses an opset it does not know; the graph is an LSTM
-    with pytest.raises(InteropError, match=r"verify: onnxruntime cannot run this graph .*; pass verify=False to skip$"):
+    """onnxruntime used to print its coloured log line on stderr before nplstm's InteropError.
+
+    The graph declares X's batch 3 and state inputs of batch 5: onnxruntime's
+    LSTM kernel fails at run time (and logs it) when verify feeds the
+    declared sizes.
+    """
+    rng = np.random.default_rng(0)
+    H, I = 3, 2
+    inits = [
+        numpy_helper.from_array(rng.uniform(-0.5, 0.5, size=(1, 4 * H, I)).astype(np.float32), "W"),
+        numpy_helper.from_array(rng.uniform(-0.5, 0.5, size=(1, 4 * H, H)).astype(np.float32), "R"),
+    ]
+    node = helper.make_node("LSTM", ["X", "W", "R", "", "", "h0", "c0"], ["Y"], hidden_size=H, name="lstm")
+    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, d) for n, d in (("X", ["T", 3, I]), ("h0", [1, 5, H]), ("c0", [1, 5, H]))]
+    graph = helper.make_graph([node], "g", inputs, [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    with pytest.raises(InteropError, match=r"^ONNX model 'g': verify: onnxruntime cannot run this graph \(.*initial_h must have shape.*\); pass verify=False to skip$"):
         from_onnx(model, verify=True)
     out, err = capfd.readouterr()
     assert out == "" and err == ""
