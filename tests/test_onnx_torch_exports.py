@@ -100,13 +100,22 @@ class _Truncating(torch.nn.Module):
             x = x[:8]
         elif self.kind == "gather":
             x = x.index_select(0, torch.tensor([0, 2, 4]))
+        elif self.kind == "first-steps":
+            x = x.index_select(0, torch.tensor([0, 1]))
+        elif self.kind == "batch":
+            x = x[:, :2]
+        elif self.kind == "flip":
+            x = torch.flip(x, [0])
         else:
             x = torch.split(x, 6, dim=0)[0]
         return self.lstm(x)
 
 
-@pytest.mark.parametrize("kind, node", [("slice", "Slice"), ("gather", "Gather"), ("split", "Split")])
-def test_time_axis_selection_is_refused_naming_the_node(kind, node, tmp_path):
+@pytest.mark.parametrize(
+    "kind, node, axis",
+    [("slice", "Slice", 0), ("gather", "Gather", 0), ("first-steps", "Gather", 0), ("split", "Split", 0), ("batch", "Slice", 1), ("flip", "Slice", 0)],
+)
+def test_time_axis_selection_is_refused_naming_the_node(kind, node, axis, tmp_path):
     """Issue 17 item 1: x[:8] used to import (verify passing at T=4..5) and be wrong at T=30 by 0.37."""
     torch.manual_seed(0)
     path = tmp_path / "trunc.onnx"
@@ -116,7 +125,7 @@ def test_time_axis_selection_is_refused_naming_the_node(kind, node, tmp_path):
 
     assert node in {n.op_type for n in onnx.load(str(path)).graph.node}
     # x[:8] is the identity at small lengths: the long probe shows it; index 4 or a split of 6s fail at short ones
-    detail = ": takes .* of axis 0 .* follows the sequence length" if kind == "slice" else ""
+    detail = rf": takes .* of axis {axis} .* follows the sequence length" if kind in ("slice", "first-steps", "batch", "flip") else ""
     with pytest.raises(InteropError, match=rf"trunc\.onnx: node {node} '[^']+'{detail}"):
         from_onnx(path, verify=False)
     with pytest.raises(InteropError, match=rf"node {node} "):
