@@ -58,7 +58,22 @@ parametrised activation whose alpha/beta is left to a default on which the
 ONNX spec and onnxruntime disagree (ThresholdedRelu, Affine, ScaledTanh)
 or whose alpha/beta list length is ambiguous; layers of different
 direction, hidden size or cell options; weights computed at run time;
-external data files unless ``allow_external_data=True``.
+external data files outside the model's folder, not regular files, or over
+``max_external_bytes`` (or any, with ``allow_external_data=False``).
+
+The wiring proof, precisely: every axis that can vary — symbolic ones,
+and the sequence and batch axes of X even when declared static, unless the
+plumbing pins them (torch's static export expands a batch-sized zero
+constant) — is probed at two small sizes, then at a long odd sequence with
+a small batch and a large batch with a short sequence, both beyond twice
+the largest integer that can reach a Slice/Gather/Split index (INT32_MAX
+and larger are "to the end" sentinels).  A Slice, Gather or Split on a
+value carrying data must pass every index of an axis whose size follows
+these probes, at every probe: ``x[:8]``, ``x[-1]``, ``x[::-1]`` or a
+split of the sequence is refused naming the node (a last-step selection is
+recognised as such).  Every array the plumbing builds is bounded
+(:data:`MAX_PLUMBING_BYTES` plus four times what it is fed), growth
+checked before allocating.
 """
 
 from __future__ import annotations
@@ -305,10 +320,56 @@ def _tensor_nbytes(tensor: Any) -> int:
     return count * itemsize
 
 
+def _external_file(tensor: Any, location: str, base: Path, label: str) -> Path:
+    """The external-data file a tensor names, refused unless it is a regular file inside ``base``.
+
+    The location must be relative, without ``..`` or NUL, and must resolve
+    (symlinks followed) to a regular file in the model's folder or below,
+    as onnxruntime requires.
+    """
+    where = f"{label}: tensor {tensor.name!r}"
+    if not location or "\0" in location:
+        raise InteropError(f"{where} names an invalid external file {location!r}")
+    rel = Path(location)
+    if rel.is_absolute() or ".." in rel.parts:
+        raise InteropError(f"{where} names external file {location!r} outside the model's folder")
+    try:
+        root = base.resolve()
+        target = (root / rel).resolve()
+    except (OSError, RuntimeError) as exc:
+        raise InteropError(f"{where}: external file {location!r} cannot be resolved: {_first_line(exc)}") from None
+    if root != target.parent and root not in target.parents:
+        raise InteropError(f"{where} names external file {location!r}, which resolves outside the model's folder")
+    if not target.is_file():  # checked again on the open descriptor; a FIFO is never opened for reading here
+        raise InteropError(f"{where}: external file {location!r} is not a regular file in the model's folder")
+    return target
+
+
+def _read_external(target: Path, offset: int, nbytes: int, where: str, location: str) -> bytes:
+    """``nbytes`` at ``offset`` of a regular file, checked on the open descriptor (a FIFO never blocks)."""
+    try:
+        fd = os.open(target, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise InteropError(f"{where}: external file {location!r} cannot be opened: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as fh:
+        import stat
+
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise InteropError(f"{where}: external file {location!r} is not a regular file in the model's folder")
+        if offset < 0 or offset + nbytes > st.st_size:
+            raise InteropError(f"{where} reads bytes {offset}..{offset + nbytes} past the end of {location!r} ({st.st_size} bytes)")
+        fh.seek(offset)
+        data = fh.read(nbytes)
+    if len(data) != nbytes:
+        raise InteropError(f"{where}: external file {location!r} changed while being read")
+    return data
+
+
 def _load_external(model: Any, base: Path | None, label: str, allow: bool, max_bytes: int) -> None:
     """Replace external-data references by the bytes they point to, within bounds.
 
-    Only files inside the model's folder are followed, their sizes are
+    Only regular files inside the model's folder are read, their sizes are
     checked before anything is read, and the total is bounded by
     ``max_bytes``.
     """
@@ -320,31 +381,24 @@ def _load_external(model: Any, base: Path | None, label: str, allow: bool, max_b
             continue
         info = {e.key: e.value for e in tensor.external_data}
         location = info.get("location", "")
+        where = f"{label}: tensor {tensor.name!r}"
         if not allow:
-            raise InteropError(
-                f"{label}: tensor {tensor.name!r} keeps its data in the external file {location!r}; "
-                "pass allow_external_data=True to read it"
-            )
+            raise InteropError(f"{where} keeps its data in the external file {location!r}, and allow_external_data=False")
         if base is None:
-            raise InteropError(f"{label}: tensor {tensor.name!r} has external data; give from_onnx the file path")
-        rel = Path(location)
-        if not location or rel.is_absolute() or ".." in rel.parts:
-            raise InteropError(f"{label}: tensor {tensor.name!r} names external file {location!r} outside the model's folder")
-        target = (base / rel).resolve()
-        if base.resolve() not in target.parents or not target.is_file():
-            raise InteropError(f"{label}: tensor {tensor.name!r}: external file {location!r} is not a file in the model's folder")
+            raise InteropError(f"{where} has external data {location!r}; give from_onnx the file path")
+        target = _external_file(tensor, location, base, label)
         nbytes = _tensor_nbytes(tensor)
-        offset = int(info.get("offset", 0) or 0)
-        if "length" in info and int(info["length"]) != nbytes:
-            raise InteropError(f"{label}: tensor {tensor.name!r} has length {info['length']} but dims {list(tensor.dims)} need {nbytes} bytes")
+        try:
+            offset = int(info.get("offset", 0) or 0)
+            length = int(info["length"]) if info.get("length") else nbytes
+        except ValueError:
+            raise InteropError(f"{where}: external data offset/length {info.get('offset')!r}/{info.get('length')!r} are not integers") from None
+        if length != nbytes:
+            raise InteropError(f"{where} has length {length} but dims {list(tensor.dims)} need {nbytes} bytes")
         total += nbytes
         if total > max_bytes:
             raise InteropError(f"{label}: external data exceeds max_external_bytes={max_bytes} at tensor {tensor.name!r}")
-        if offset < 0 or offset + nbytes > target.stat().st_size:
-            raise InteropError(f"{label}: tensor {tensor.name!r} reads bytes {offset}..{offset + nbytes} past the end of {location!r}")
-        with open(target, "rb") as fh:
-            fh.seek(offset)
-            tensor.raw_data = fh.read(nbytes)
+        tensor.raw_data = _read_external(target, offset, nbytes, where, location)
         del tensor.external_data[:]
         tensor.data_location = TensorProto.DEFAULT
 
@@ -454,14 +508,122 @@ def _axes(node: Any, attrs: dict[str, Any], args: list[Any]) -> list[int] | None
     return list(attrs["axes"]) if "axes" in attrs else None
 
 
+def _slice_params(node: Any, attrs: dict[str, Any], args: list[Any], rank: int) -> list[tuple[int, int, int, int]]:
+    """A Slice node's (axis, start, end, step) per sliced axis, axes made non-negative."""
+    if len(args) > 1:
+        starts, ends = _ints(args[1]), _ints(args[2])
+        axes = _ints(args[3]) if len(args) > 3 and args[3] is not None else list(range(len(starts)))
+        steps = _ints(args[4]) if len(args) > 4 and args[4] is not None else [1] * len(starts)
+    else:
+        starts, ends = list(attrs["starts"]), list(attrs["ends"])
+        axes, steps = list(attrs.get("axes", range(len(starts)))), [1] * len(starts)
+    if not len(starts) == len(ends) == len(axes) == len(steps):
+        raise InteropError(f"{_where(node)}: starts, ends, axes and steps differ in length")
+    if any(st == 0 for st in steps):
+        raise InteropError(f"{_where(node)}: Slice step 0")
+    if any(not -rank <= a < rank for a in axes):
+        raise InteropError(f"{_where(node)}: Slice axes {axes} out of range for rank {rank}")
+    return [(a % rank, s, e, st) for s, e, a, st in zip(starts, ends, axes, steps)]
+
+
+def _split_sizes(node: Any, attrs: dict[str, Any], args: list[Any], extent: int) -> list[int]:
+    """The sizes of a Split node's parts along its axis (ONNX semantics, all versions)."""
+    split: list[int] = _ints(args[1]) if len(args) > 1 and args[1] is not None else list(attrs.get("split", []))
+    if not split:
+        n = attrs.get("num_outputs", len(node.output))
+        size = -(-extent // n)
+        split = [min(size, max(extent - k * size, 0)) for k in range(n)]
+    if sum(split) != extent or any(v < 0 for v in split):
+        raise InteropError(f"{_where(node)}: split sizes {split} do not add up to the axis' {extent}")
+    return split
+
+
 #: Bound on the elements of any array built while checking a graph.
 MAX_CHECK_ELEMENTS = 1 << 22
+#: Bound on the bytes the plumbing may allocate in one evaluation, beyond a
+#: small multiple of the values fed to it (graph inputs and LSTM outputs).
+MAX_PLUMBING_BYTES = 16 << 20
 
 
 def _check_size(node: Any, shape: list[int]) -> list[int]:
     if any(d < 0 for d in shape) or int(np.prod(shape, dtype=object)) > MAX_CHECK_ELEMENTS:
         raise InteropError(f"{_where(node)}: builds a tensor of shape {shape}, over the {MAX_CHECK_ELEMENTS}-element check limit")
     return shape
+
+
+def _count(shape: Sequence[int]) -> int:
+    return int(np.prod([int(d) for d in shape], dtype=object))
+
+
+def _itemsize(value: Any) -> int:
+    return int(np.asarray(value).dtype.itemsize) if value is not None else 0
+
+
+def _planned(node: Any, args: list[Any]) -> tuple[int, tuple[int, ...]]:
+    """The shape and bytes a plumbing node is about to allocate, computed from shapes alone (before allocating).
+
+    Only the operators whose output can be larger than their inputs are
+    predicted (Expand, ConstantOfShape, Concat, Gather, broadcasting
+    arithmetic); the others (Reshape, Transpose, Slice, Cast, ...) build at
+    most one input's size, counted after they run.
+    """
+    op = node.op_type
+    shape: tuple[int, ...] = ()
+    itemsize = 8
+    try:
+        if op == "Expand":
+            shape, itemsize = tuple(np.broadcast_shapes(np.shape(args[0]), tuple(_ints(args[1])))), _itemsize(args[0])
+        elif op == "ConstantOfShape":
+            shape = tuple(_ints(args[0]))
+        elif op == "Concat":
+            parts = [np.asarray(a) for a in args if a is not None]
+            axis = _attrs(node).get("axis", 0) % max(parts[0].ndim, 1)
+            shape = parts[0].shape[:axis] + (sum(p.shape[axis] for p in parts),) + parts[0].shape[axis + 1 :]
+            itemsize = max(p.dtype.itemsize for p in parts)
+        elif op == "Gather":
+            x, idx = np.asarray(args[0]), np.asarray(args[1])
+            axis = _attrs(node).get("axis", 0) % max(x.ndim, 1)
+            shape, itemsize = x.shape[:axis] + idx.shape + x.shape[axis + 1 :], x.dtype.itemsize
+        elif op in _SHAPE_ONLY:
+            shape = tuple(np.broadcast_shapes(np.shape(args[0]), np.shape(args[1])))
+        else:
+            return 0, ()
+    except (ValueError, TypeError, IndexError):
+        return 0, ()  # incompatible shapes: running the node raises the error
+    if any(d < 0 for d in shape):
+        return 0, ()
+    return _count(shape) * itemsize, tuple(int(d) for d in shape)
+
+
+class _Budget:
+    """The memory one evaluation of the plumbing may allocate.
+
+    The plumbing only moves values, so what it builds is bounded by a small
+    multiple of what is fed to it plus :data:`MAX_PLUMBING_BYTES` (shape
+    vectors, zero states).  Every node's allocation is checked against it,
+    growth before allocating: a tiny graph cannot make the check itself
+    use gigabytes.
+    """
+
+    def __init__(self) -> None:
+        self.fed = 0
+        self.built = 0
+
+    def feed(self, values: Sequence[Any]) -> None:
+        self.fed += sum(int(np.asarray(v).nbytes) for v in values if v is not None)
+
+    @property
+    def limit(self) -> int:
+        return MAX_PLUMBING_BYTES + 4 * self.fed
+
+    def take(self, node: Any, nbytes: int, shape: tuple[int, ...] | None = None) -> None:
+        if self.built + nbytes > self.limit:
+            what = f"builds a tensor of shape {list(shape)}" if shape else f"builds {nbytes} bytes"
+            raise InteropError(
+                f"{_where(node)}: {what}, over the {self.limit}-byte check limit with the {self.built} bytes already built "
+                "(plumbing only moves the LSTM's values; it must not grow them)"
+            )
+        self.built += nbytes
 
 
 def _run_plumbing(node: Any, args: list[Any]) -> list[np.ndarray]:
@@ -493,29 +655,15 @@ def _run_plumbing(node: Any, args: list[Any]) -> list[np.ndarray]:
     if op == "Concat":
         return [np.concatenate(args, axis=attrs["axis"])]
     if op == "Slice":
-        if len(args) > 1:
-            starts, ends = _ints(args[1]), _ints(args[2])
-            axes = _ints(args[3]) if len(args) > 3 and args[3] is not None else list(range(len(starts)))
-            steps = _ints(args[4]) if len(args) > 4 and args[4] is not None else [1] * len(starts)
-        else:
-            starts, ends = list(attrs["starts"]), list(attrs["ends"])
-            axes, steps = list(attrs.get("axes", range(len(starts)))), [1] * len(starts)
         index = [slice(None)] * x.ndim
-        for s, e, a, st in zip(starts, ends, axes, steps):
-            if st == 0:
-                raise InteropError(f"{_where(node)}: Slice step 0")
-            index[a % x.ndim] = slice(s, e, st)
+        for a, s, e, st in _slice_params(node, attrs, args, x.ndim):
+            index[a] = slice(s, e, st)
         return [x[tuple(index)]]
     if op == "Gather":
         return [np.take(x, np.asarray(args[1]).astype(np.int64), axis=attrs.get("axis", 0))]
     if op == "Split":
         axis = attrs.get("axis", 0) % x.ndim
-        split: list[int] = _ints(args[1]) if len(args) > 1 and args[1] is not None else list(attrs.get("split", []))
-        if not split:
-            n = attrs.get("num_outputs", len(node.output))
-            size = -(-x.shape[axis] // n)
-            split = [min(size, x.shape[axis] - k * size) for k in range(n)]
-        return list(np.split(x, np.cumsum(split)[:-1], axis=axis))
+        return list(np.split(x, np.cumsum(_split_sizes(node, attrs, args, x.shape[axis]))[:-1], axis=axis))
     if op == "Shape":
         dims = np.array(x.shape, dtype=np.int64)
         return [dims[attrs.get("start", 0) : attrs.get("end", len(dims))]]
@@ -548,14 +696,24 @@ def _run_plumbing(node: Any, args: list[Any]) -> list[np.ndarray]:
 LSTMHook = Callable[[int, Any, list[Any]], list[Any]]
 
 
+#: An observer gets (node, evaluated inputs, their data dependencies, outputs) after each plumbing node.
+Observer = Callable[[Any, list[Any], list[frozenset[str]], list[Any]], None]
+
+
 def _evaluate(
-    graph: Any, nodes: list[Any], consts: dict[str, np.ndarray], feeds: dict[str, np.ndarray], hook: LSTMHook
+    graph: Any,
+    nodes: list[Any],
+    consts: dict[str, np.ndarray],
+    feeds: dict[str, np.ndarray],
+    hook: LSTMHook,
+    observe: Observer | None = None,
 ) -> tuple[dict[str, Any], dict[str, frozenset[str]]]:
     """Run ``nodes`` (topologically sorted) with LSTM nodes replaced by ``hook``.
 
     Returns every value and its data dependencies: the graph inputs and
     LSTM outputs whose *values* (not just shapes) flow into it.  Empty
-    (omitted) optional inputs are None.
+    (omitted) optional inputs are None.  Every allocation is bounded by a
+    :class:`_Budget`.
     """
     from onnx import helper
 
@@ -565,6 +723,8 @@ def _evaluate(
         values[name], deps[name] = value, frozenset()
     for name, value in feeds.items():
         values[name], deps[name] = value, frozenset({name})
+    budget = _Budget()
+    budget.feed(list(feeds.values()))
     lstm_index = 0
     for node in nodes:
         if node.domain not in ("", "ai.onnx"):
@@ -576,6 +736,7 @@ def _evaluate(
         arg_deps = [deps[n] for n in node.input]
         if node.op_type == "LSTM":
             outs = hook(lstm_index, node, args)
+            budget.feed(outs)
             for k, name in enumerate(node.output):
                 values[name] = outs[k] if k < len(outs) else None
                 deps[name] = frozenset({f"{name}"})
@@ -594,12 +755,18 @@ def _evaluate(
         out_deps: frozenset[str] = frozenset()
         if node.op_type not in ("Shape", "ConstantOfShape"):
             out_deps = out_deps.union(*(arg_deps[k] for k in data_positions if k < len(arg_deps)))
+        budget.take(node, *_planned(node, args))
         try:
             outs = _run_plumbing(node, args)
         except InteropError:
             raise
         except Exception as exc:
             raise InteropError(f"{_where(node)} fails on the LSTM's values: {_first_line(exc)}") from None
+        if node.op_type not in ("Constant", "Expand", "ConstantOfShape", "Concat", "Gather") and node.op_type not in _SHAPE_ONLY:
+            # the others build at most one input's size: counted once built (views cost nothing)
+            budget.take(node, sum(int(o.nbytes) for o in outs if isinstance(o, np.ndarray) and o.base is None))
+        if observe is not None:
+            observe(node, args, arg_deps, outs)
         for name, value in zip(node.output, outs):
             values[name], deps[name] = value, out_deps
     return values, deps
@@ -801,21 +968,61 @@ def _graph_inputs(model: Any) -> list[Any]:
     return [i for i in model.graph.input if i.name not in inits]
 
 
+def _is_static(dim: Any) -> bool:
+    return bool(dim.HasField("dim_value") and dim.dim_value > 0)
+
+
+def _dim_key(value_info: Any, axis: int) -> str:
+    """The probe key of one axis of a graph input: its symbol, or ``name:axis``."""
+    dim = value_info.type.tensor_type.shape.dim[axis]
+    return dim.dim_param if not _is_static(dim) and dim.dim_param else f"{value_info.name}:{axis}"
+
+
 def _input_shape(value_info: Any, sizes: dict[str, int]) -> tuple[int, ...]:
+    """The shape a graph input gets at one probe: ``sizes`` by key, else the declared size (1 if symbolic)."""
     shape = []
     for axis, d in enumerate(value_info.type.tensor_type.shape.dim):
-        if d.HasField("dim_value") and d.dim_value > 0:
-            shape.append(int(d.dim_value))
-        else:
-            shape.append(sizes.get(d.dim_param or f"{value_info.name}:{axis}", 1))
+        default = int(d.dim_value) if _is_static(d) else 1
+        shape.append(sizes.get(_dim_key(value_info, axis), default))
     return tuple(shape)
 
 
 def _symbolic_keys(value_info: Any) -> list[str | None]:
-    keys: list[str | None] = []
-    for axis, d in enumerate(value_info.type.tensor_type.shape.dim):
-        keys.append(None if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or f"{value_info.name}:{axis}"))
+    return [None if _is_static(d) else _dim_key(value_info, axis) for axis, d in enumerate(value_info.type.tensor_type.shape.dim)]
+
+
+def _probe_keys(value_info: Any, data_inputs: set[str]) -> list[str]:
+    """The axes the wiring proof varies: every symbolic one, and the static sequence/batch axes of X.
+
+    A static export (torch's default) declares X as e.g. (1000, 32, 16); its
+    sequence and batch axes (all but the features, last) are probed at
+    other sizes like symbolic ones, so the proof needs no graph-sized
+    tensors and sees what the graph does at other lengths.
+    """
+    dims = value_info.type.tensor_type.shape.dim
+    keys = []
+    for axis, d in enumerate(dims):
+        if not _is_static(d) or (value_info.name in data_inputs and axis < len(dims) - 1):
+            keys.append(_dim_key(value_info, axis))
     return keys
+
+
+def _data_sources(nodes: list[Any], name: str) -> set[str]:
+    """The values with no producer among ``nodes`` whose *data* can reach ``name`` (shape-only edges excluded)."""
+    producer = {o: node for node in nodes for o in node.output if o}
+    found: set[str] = set()
+    stack, seen = [name], set()
+    while stack:
+        value = stack.pop()
+        if value in seen:
+            continue
+        seen.add(value)
+        node = producer.get(value)
+        if node is None:
+            found.add(value)
+        elif node.op_type not in ("Shape", "ConstantOfShape", "Constant", "LSTM"):
+            stack.extend(n for n in (node.input if node.op_type in _ALL_DATA_INPUTS else node.input[:1]) if n)
+    return found
 
 
 class _Labeller:
@@ -864,8 +1071,14 @@ def _labelled_run(model: Any, nodes: list[Any], consts: dict[str, np.ndarray], s
         record["lstm_outputs"].append((y, yh, yc))
         return outs
 
-    values, deps = _evaluate(model.graph, nodes, consts, feeds, hook)
-    record.update(values=values, deps=deps, feeds=feeds)
+    selections: list[_Selection] = []
+
+    def observe(node: Any, args: list[Any], arg_deps: list[frozenset[str]], outs: list[Any]) -> None:
+        if node.op_type in ("Slice", "Gather", "Split") and arg_deps and arg_deps[0]:
+            selections.extend(_selections(node, args))
+
+    values, deps = _evaluate(model.graph, nodes, consts, feeds, hook, observe)
+    record.update(values=values, deps=deps, feeds=feeds, selections=selections)
     return record
 
 
@@ -875,7 +1088,128 @@ def _as_tbf(y: np.ndarray) -> np.ndarray:
     return y.transpose(0, 2, 1, 3).reshape(T, B, D * H)
 
 
+#: Integers this large in a graph are "to the end" sentinels (INT32_MAX, INT64_MAX as
+#: exporters write them), not bounds: no sequence or batch is that long.
+SENTINEL = (1 << 31) - 1
+
+
+@dataclass(frozen=True)
+class _Selection:
+    """What one Slice / Gather / Split takes along one axis of a data-carrying value, at one probe.
+
+    ``identity``: every index in order (the node passes the axis through);
+    ``last_step``: only the last index (``x[-1]``, ``Slice -1:``), the one
+    selection a model can represent; recorded so it is recognisable.
+    """
+
+    node: str
+    axis: int
+    extent: int
+    identity: bool
+    last_step: bool
+    what: str
+
+
+def _selections(node: Any, args: list[Any]) -> list[_Selection]:
+    op, attrs, x = node.op_type, _attrs(node), np.asarray(args[0])
+    where = _where(node)
+    if op == "Slice":
+        out = []
+        for a, s0, e, st in _slice_params(node, attrs, args, x.ndim):
+            n = x.shape[a]
+            taken = range(*slice(s0, e, st).indices(n))
+            shown = ":".join("" if abs(v) >= SENTINEL else str(v) for v in (s0, e)) + ("" if st == 1 else f":{st}")
+            out.append(_Selection(where, a, n, taken == range(n), list(taken) == [n - 1], f"[{shown}]"))
+        return out
+    if op == "Gather":
+        a = attrs.get("axis", 0) % x.ndim
+        n, idx = x.shape[a], np.asarray(args[1]).astype(np.int64)
+        norm = np.where(idx < 0, idx + n, idx)
+        identity = idx.ndim == 1 and norm.tolist() == list(range(n))
+        return [_Selection(where, a, n, identity, idx.size == 1 and int(norm.reshape(-1)[0]) == n - 1, f"index {idx.tolist()}")]
+    a = attrs.get("axis", 0) % x.ndim
+    parts = _split_sizes(node, attrs, args, x.shape[a])
+    return [_Selection(where, a, x.shape[a], len(parts) == 1, False, f"parts {parts}")]
+
+
+def _check_selections(records: list[dict[str, Any]]) -> None:
+    """Refuse a Slice / Gather / Split that drops data along an axis whose size follows the probe sizes.
+
+    An axis whose extent differs between probes carries sequence steps or
+    batch entries; on it a selection must pass everything through at every
+    probe.  Selections on fixed-size axes (the L·D rows of a state input)
+    are the wiring the matching checks.
+    """
+    seen: dict[tuple[str, int], list[_Selection]] = {}
+    for record in records:
+        for sel in record["selections"]:
+            seen.setdefault((sel.node, sel.axis), []).append(sel)
+    for (node, axis), sels in seen.items():
+        if len({s.extent for s in sels}) > 1 and not all(s.identity for s in sels):
+            bad = next(s for s in sels if not s.identity)
+            kind = "the last step only" if all(s.last_step for s in sels) else f"{bad.what}"
+            raise InteropError(
+                f"{node}: takes {kind} of axis {axis} (size {bad.extent} at this probe), an axis whose size follows the "
+                "sequence length or batch; nplstm imports only plumbing that passes every step and batch entry through"
+            )
+
+
+def _constant_bound(nodes: list[Any], consts: dict[str, np.ndarray]) -> int:
+    """The largest magnitude of any integer that can reach a selection's indices (sentinels aside).
+
+    Walks back from the index arguments of every Slice / Gather / Split
+    (starts, ends, steps, indices, split sizes, and their attributes)
+    through whatever computes them, collecting integer constants and small
+    float constants (a Cast can turn them into indices).
+    """
+    from onnx import AttributeProto
+
+    producer = {o: node for node in nodes for o in node.output if o}
+    arrays: list[np.ndarray] = []
+    stack: list[str] = []
+    for node in nodes:
+        if node.op_type in ("Slice", "Gather", "Split"):
+            stack.extend(n for n in node.input[1:] if n)
+            arrays.extend(np.array(list(a.ints), dtype=np.int64) for a in node.attribute if a.type == AttributeProto.INTS)
+    seen: set[str] = set()
+    while stack:
+        name = stack.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        if name in consts:
+            arrays.append(consts[name])
+        node = producer.get(name)
+        if node is None or node.op_type == "LSTM":
+            continue
+        if node.op_type == "Constant":
+            arrays.append(_constant_value(node, _attrs(node)))
+        stack.extend(n for n in node.input if n)
+    bound = 0
+    for arr in arrays:
+        arr = np.asarray(arr)
+        if arr.dtype.kind in "iu" or (arr.dtype.kind == "f" and arr.size <= 64):
+            mags = np.abs(arr.reshape(-1).astype(np.float64))
+            mags = mags[np.isfinite(mags) & (mags < SENTINEL)]
+            if mags.size:
+                bound = max(bound, int(np.ceil(mags.max())))
+    return bound
+
+
 def _match(model: Any) -> _Plan:
+    """Prove how the graph maps onto a stack, by labelled runs at several sizes.
+
+    The rule: every axis that can vary (symbolic ones and the sequence and
+    batch axes of X even when declared static) is probed at two small
+    sizes and then, once X's sequence and batch axes are known, at a large
+    odd sequence length with a small batch and a large batch with a short
+    sequence, both larger than twice every integer constant in the graph
+    (``x[:8]``, ``Gather -1``, ``Split [8, ...]`` then show).  Every probe
+    must prove the same wiring and weights, and no Slice / Gather / Split
+    may drop data along an axis whose size follows the probes.  Probes stay
+    small (one large axis at a time); a graph whose constants would need
+    probes over the check limit is refused.
+    """
     graph = model.graph
     nodes = _needed_nodes(graph)
     lstm_nodes = [n for n in nodes if n.op_type == "LSTM"]
@@ -883,19 +1217,88 @@ def _match(model: Any) -> _Plan:
         raise InteropError("the ONNX graph has no LSTM node that the graph outputs depend on")
     consts = {t.name: _to_array(t) for t in graph.initializer}
     inputs = _graph_inputs(model)
-    # Two size assignments for the symbolic dimensions: plumbing that only
+    data_inputs = _data_sources(nodes, lstm_nodes[0].input[0]) if lstm_nodes[0].input else set()
+    # Two size assignments for the varying dimensions: plumbing that only
     # works at one size (a Reshape to literal sizes) shows up as a mismatch.
-    keys = [k for vi in inputs for k in _symbolic_keys(vi) if k is not None]
-    unique = list(dict.fromkeys(keys))
-    assignments = [
-        {k: v for k, v in zip(unique, [5, 3, 7, 2, 11, 13, 17, 19] * (1 + len(unique) // 8))},
-        {k: v for k, v in zip(unique, [4, 6, 9, 8, 10, 12, 14, 16] * (1 + len(unique) // 8))},
-    ]
-    plans = []
-    for sizes in assignments:
+    unique = list(dict.fromkeys(k for vi in inputs for k in _probe_keys(vi, data_inputs)))
+    symbolic = {k for vi in inputs for k in _symbolic_keys(vi) if k is not None}
+    static = [k for k in unique if k not in symbolic]
+    # A static axis is probed "when the plumbing allows": torch's static
+    # export expands a (1, 32, H) zero constant to the state shape, which
+    # pins the batch at 32.  Such an axis keeps its declared size; the
+    # graph defines nothing at other sizes there.
+    first_error: InteropError | None = None
+    for pinned in _subsets(static):
+        keys = [k for k in unique if k not in pinned]
+        assignments = [
+            {k: v for k, v in zip(keys, [5, 3, 7, 2, 11, 13, 17, 19] * (1 + len(keys) // 8))},
+            {k: v for k, v in zip(keys, [4, 6, 9, 8, 10, 12, 14, 16] * (1 + len(keys) // 8))},
+        ]
+        try:
+            probes = [_unify_batch(model, nodes, consts, sizes) for sizes in assignments]
+            records = [_labelled_run(model, nodes, consts, sizes) for sizes in probes]
+            _check_selections(records)
+            plans = [_match_at(model, nodes, consts, sizes, lstm_nodes, rec) for sizes, rec in zip(probes, records)]
+            records = [_selections_only(rec) for rec in records]  # the values are no longer needed: free them
+            break
+        except InteropError as exc:
+            first_error = first_error or exc
+    else:
+        assert first_error is not None
+        raise first_error
+    a = plans[0]
+    # Then one large axis at a time, beyond every constant: a bound such as
+    # x[:8] is the identity at small sizes only.
+    vi_x = next(vi for vi in inputs if vi.name == a.x_name)
+    t_key, b_key = _dim_key(vi_x, 1 if a.batch_first else 0), _dim_key(vi_x, 0 if a.batch_first else 1)
+    bound = _constant_bound(nodes, consts)
+    big = max(2 * bound + 17, 33) | 1
+    verify_sizes = dict(a.sizes)
+    for t, b in ((big, 3), (3, big)):
+        if b == big and b_key not in keys:
+            continue  # a pinned static batch
+        sizes = dict(a.sizes)
+        if b_key in keys:
+            sizes[b_key] = b
+        if t_key in keys:
+            sizes[t_key] = t
         sizes = _unify_batch(model, nodes, consts, sizes)
-        plans.append(_match_at(model, nodes, consts, sizes, lstm_nodes))
-    a, b = plans
+        try:
+            record = _labelled_run(model, nodes, consts, sizes)
+        except InteropError as exc:
+            raise InteropError(
+                f"cannot prove the wiring at sequence length {t} and batch {b} (beyond the graph's largest integer "
+                f"constant, {bound}): {exc}"
+            ) from None
+        records.append(record)
+        _check_selections(records)
+        plans.append(_match_at(model, nodes, consts, sizes, lstm_nodes, record))
+        records[-1] = _selections_only(record)
+        del record
+        if t == big:
+            verify_sizes = sizes
+    for other in plans[1:]:
+        _same_plan(a, other)
+    # verify runs at the long probe (an odd length beyond every constant);
+    # static axes keep the size the graph declares (onnxruntime refuses others)
+    a.sizes = {k: v for k, v in verify_sizes.items() if k in symbolic}
+    return a
+
+
+def _selections_only(record: dict[str, Any]) -> dict[str, Any]:
+    return {"selections": record["selections"]}
+
+
+def _subsets(keys: list[str]) -> list[set[str]]:
+    """Sets of static axes to pin, fewest first (X has at most two probe-able static axes)."""
+    from itertools import combinations
+
+    keys = keys[:4]  # bounded: at most 16 attempts
+    return [set(c) for r in range(len(keys) + 1) for c in combinations(keys, r)]
+
+
+def _same_plan(a: _Plan, b: _Plan) -> None:
+    """Refuse a graph whose weights or wiring differ between two probes."""
     for la, lb in zip(a.layers, b.layers):
         for name in ("W", "R", "B", "P"):
             wa, wb = getattr(la, name), getattr(lb, name)
@@ -903,13 +1306,16 @@ def _match(model: Any) -> _Plan:
                 raise InteropError(f"LSTM node {la.name!r}: tensor {name!r} changes with the input sizes")
     if a.batch_first != b.batch_first or a.state_inputs != b.state_inputs or a.lens_input != b.lens_input:
         raise InteropError("the graph's wiring changes with the input sizes; nplstm cannot map it onto one LSTM")
+    if a.x_name != b.x_name or a.states_batch_major != b.states_batch_major:
+        raise InteropError("the graph's wiring changes with the input sizes; nplstm cannot map it onto one LSTM")
     if (a.initial_states is None) != (b.initial_states is None):
         raise InteropError("the graph's constant initial states exist at some input sizes only")
     if a.initial_states is not None and b.initial_states is not None:
         for sa, sb in zip(a.initial_states, b.initial_states):
             if sa.shape[1] == 1 and sb.shape[1] == 1 and not np.array_equal(sa, sb):
                 raise InteropError("the graph's constant initial states change with the input sizes")
-    return a
+    if (a.lengths is None) != (b.lengths is None):
+        raise InteropError("the graph's constant sequence lengths exist at some input sizes only")
 
 
 def _unify_batch(model: Any, nodes: list[Any], consts: dict[str, np.ndarray], sizes: dict[str, int]) -> dict[str, int]:
@@ -932,17 +1338,17 @@ def _unify_batch(model: Any, nodes: list[Any], consts: dict[str, np.ndarray], si
         batch = int(np.shape(args[0])[1 - layout])
         names = list(node.input) + [""] * (8 - len(node.input))
         for slot in (4, 5, 6):
-            axis = 0 if slot == 4 else 1
+            axis = 0 if slot == 4 else 1 - layout  # states are (D, B, H), or (B, D, H) beside layout=1
             for source in record["deps"].get(names[slot], frozenset()):
                 if source in by_name:
-                    key = (_symbolic_keys(by_name[source]) + [None, None])[axis]
-                    if key is not None:
-                        sizes[key] = batch
+                    if axis < len(by_name[source].type.tensor_type.shape.dim):
+                        sizes[_dim_key(by_name[source], axis)] = batch
     return sizes
 
 
-def _match_at(model: Any, nodes: list[Any], consts: dict[str, np.ndarray], sizes: dict[str, int], lstm_nodes: list[Any]) -> _Plan:
-    record = _labelled_run(model, nodes, consts, sizes)
+def _match_at(
+    model: Any, nodes: list[Any], consts: dict[str, np.ndarray], sizes: dict[str, int], lstm_nodes: list[Any], record: dict[str, Any]
+) -> _Plan:
     values, deps, feeds = record["values"], record["deps"], record["feeds"]
     layers: list[_Layer] = []
     for node in lstm_nodes:
@@ -1366,6 +1772,19 @@ def _random_feeds(model: Any, plan: _Plan, rng: np.random.Generator) -> dict[str
     return feeds
 
 
+#: Bound on the work of one verification, in elements of the input and every
+#: layer's output at the sizes it runs (a static graph's declared sizes).
+VERIFY_MAX_ELEMENTS = 1 << 24
+
+
+def _verify_elements(model: Any, plan: _Plan) -> tuple[int, tuple[int, ...]]:
+    """The elements verify would handle (input plus every layer's output) and the shape of X it would feed."""
+    by_name = {vi.name: vi for vi in _graph_inputs(model)}
+    x_shape = _input_shape(by_name[plan.x_name], plan.sizes)
+    per_step = x_shape[2] + sum(layer.num_directions * layer.hidden_size for layer in plan.layers)
+    return _count(x_shape[:2]) * per_step, x_shape
+
+
 #: onnxruntime's LSTM always runs float32 (verify widens nothing): its rounding and
 #: its approximate sigmoid/tanh differ from nplstm by ~1e-6 per step, far below this.
 VERIFY_ATOL = VERIFY_RTOL = 2e-4
@@ -1384,11 +1803,21 @@ def verify_import(model: Any, imported: StackedLSTM | OnnxLSTM, *, seed: int = 0
     if plan is None:
         model, _ = _load_model(model, False, 0)
         plan = _match(model)
+    work, x_shape = _verify_elements(model, plan)
+    if work > VERIFY_MAX_ELEMENTS:
+        raise InteropError(
+            f"verify: the graph runs on X of shape {x_shape} ({work} elements of input and outputs), over the "
+            f"{VERIFY_MAX_ELEMENTS}-element verify limit; pass verify=False to skip"
+        )
     rng = np.random.default_rng(seed)
     feeds = _random_feeds(model, plan, rng)
+    options = ort.SessionOptions()
+    options.log_severity_level = 4  # fatal only: errors come back as one InteropError line, not ORT's own log on stderr
     try:
-        session = ort.InferenceSession(_ort_compatible(model).SerializeToString(), providers=["CPUExecutionProvider"])
-        expected = session.run(None, feeds)
+        session = ort.InferenceSession(_ort_compatible(model).SerializeToString(), options, providers=["CPUExecutionProvider"])
+        quiet = ort.RunOptions()
+        quiet.log_severity_level = 4  # a kernel's failure is logged per run, not per session
+        expected = session.run(None, feeds, quiet)
     except Exception as exc:
         raise InteropError(f"verify: onnxruntime cannot run this graph ({_first_line(exc)}); pass verify=False to skip") from None
     x = feeds[plan.x_name]
@@ -1447,7 +1876,7 @@ def from_onnx(
     *,
     dtype: Any = None,
     verify: bool | None = None,
-    allow_external_data: bool = False,
+    allow_external_data: bool = True,
     max_external_bytes: int = DEFAULT_MAX_EXTERNAL_BYTES,
 ) -> StackedLSTM | OnnxLSTM:
     """Import the LSTM of an ONNX model (a path, bytes or ``onnx.ModelProto``).
@@ -1464,11 +1893,26 @@ def from_onnx(
         Run the original graph in onnxruntime on a random input (random
         lengths too when sequence_lens is a graph input) and compare every
         graph output the returned object reproduces; raise InteropError on a
-        mismatch.  Default: True when onnxruntime is importable.
+        mismatch.  Symbolic axes run at the wiring proof's long probe (an
+        odd length beyond every constant in the graph); static axes at the
+        size the graph declares (onnxruntime accepts no other).  Default:
+        True when onnxruntime is importable and that run is within
+        :data:`VERIFY_MAX_ELEMENTS`; ``verify=True`` on a larger graph is an
+        InteropError.  onnxruntime's own log is silenced: a failure is one
+        InteropError line.
+
+        Whether or not it runs, the import is proven by the labelled wiring
+        proof (see the module docstring): every Slice, Gather or Split on a
+        sequence or batch axis must pass everything through, at a long odd
+        length and a large batch beyond every constant in the graph.
     allow_external_data : bool
-        Read tensors kept in external files next to the model (only inside
-        the model's folder), at most ``max_external_bytes`` in total, sizes
-        checked before reading.  Refused by default.
+        Read tensors kept in external files (torch's exporter writes
+        ``model.onnx.data`` beside the model), as onnxruntime does: only a
+        relative location without ``..`` that resolves, symlinks followed,
+        to a regular file inside the model's folder; at most
+        ``max_external_bytes`` in total, sizes checked before reading.
+        Anything else is refused naming the location.  False refuses every
+        external reference.
 
     Returns
     -------
@@ -1491,16 +1935,19 @@ def from_onnx(
         raise InteropError(f"{label}: {exc}") from None
     except Exception as exc:  # a file that parses but whose fields are nonsense
         raise InteropError(f"{label}: malformed ONNX LSTM model: {type(exc).__name__}: {exc}") from None
-    if verify is None:
+    if verify is None:  # by default: when onnxruntime is there and the graph's sizes are affordable
         import importlib.util
 
-        verify = importlib.util.find_spec("onnxruntime") is not None
+        verify = importlib.util.find_spec("onnxruntime") is not None and _verify_elements(model, plan)[0] <= VERIFY_MAX_ELEMENTS
     if verify:
         try:
             import onnxruntime  # noqa: F401
         except ImportError:
             raise InteropError("verify=True needs onnxruntime (pip install onnxruntime)") from None
-        verify_import(model, imported, plan=plan)
+        try:
+            verify_import(model, imported, plan=plan)
+        except InteropError as exc:  # one line that names the file too
+            raise InteropError(f"{label}: {exc}") from None
     return imported
 
 
