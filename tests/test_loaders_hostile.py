@@ -6,6 +6,7 @@ exception type.  Tests that need torch or keras skip cleanly without them.
 """
 
 import os
+import re
 import threading
 import time
 import tracemalloc
@@ -165,3 +166,97 @@ def test_keras_file_that_is_not_a_zip_is_refused(keras, tmp_path):
     path.write_bytes(b"\x89HDF\r\n" + b"\0" * 100)
     exc = bounded(from_keras, path, max_bytes=1 << 20, max_seconds=5)
     assert "not a Keras 3 .keras file" in str(exc)
+
+
+# --------------------------------------------------------------- .pt (items 7, 8)
+@pytest.fixture(scope="module")
+def torch():
+    return pytest.importorskip("torch")
+
+
+def save_pt(torch, path, sd):
+    torch.save(sd, path)
+    return path
+
+
+@pytest.mark.parametrize("H", [4096, 16384])
+def test_pt_stride0_tensors_are_refused_before_anything_is_built(torch, tmp_path, H):
+    # issue 17 item 7: 1,769 bytes loaded as a 268 MB model (1 GiB peak); at H=16384 it asked for 12 GiB
+    from nplstm.interop import load_torch
+
+    zero = torch.zeros(1)
+    sd = {"weight_ih_l0": zero.expand(4 * H, H), "weight_hh_l0": zero.expand(4 * H, H),
+          "bias_ih_l0": zero.expand(4 * H), "bias_hh_l0": zero.expand(4 * H)}
+    path = save_pt(torch, tmp_path / "s0.pt", sd)
+    assert path.stat().st_size < 4096
+    exc = bounded(load_torch, path, max_bytes=4 << 20, max_seconds=5)
+    assert "'weight_ih_l0'" in str(exc) and "stride 0" in str(exc)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda t: {"weight_ih_l0": t.randn(100).as_strided((20, 3), (3, 1)),
+                "weight_hh_l0": t.randn(100).as_strided((20, 5), (1, 1))}, r"'weight_hh_l0' .* strides \(1, 1\)"),
+    (lambda t: (lambda w: {"weight_hh_l0": w, "weight_ih_l0": w[:, :3]})(t.randn(20, 5)), "share only 400 stored bytes"),
+], ids=["overlapping-strides", "tensors-sharing-storage"])
+def test_pt_tensors_that_repeat_stored_elements_are_refused(torch, tmp_path, make, message):
+    from nplstm.interop import load_torch
+
+    path = save_pt(torch, tmp_path / "o.pt", make(torch))
+    exc = bounded(load_torch, path, max_bytes=1 << 20, max_seconds=5)
+    assert exc.args and re.search(message, str(exc)), str(exc)
+
+
+def test_pt_dense_views_of_one_storage_still_load(torch, tmp_path):
+    # a transposed (non-contiguous, non-overlapping) tensor and two halves of one storage are real data
+    from nplstm.interop import from_torch, load_torch
+
+    module = torch.nn.LSTM(3, 5, bidirectional=True)
+    sd = module.state_dict()
+    both = torch.cat([sd["weight_hh_l0"], sd["weight_hh_l0_reverse"]])
+    sd["weight_hh_l0"], sd["weight_hh_l0_reverse"] = both[:20], both[20:]
+    sd["weight_ih_l0"] = sd["weight_ih_l0"].t().contiguous().t()
+    path = save_pt(torch, tmp_path / "views.pt", sd)
+    x = torch.randn(4, 2, 3)
+    expected = module(x)[0].detach().numpy()
+    np.testing.assert_allclose(load_torch(path).forward(x.numpy())[0], expected, atol=1e-6)
+    np.testing.assert_allclose(from_torch(module).forward(x.numpy())[0], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("layer", [300_000, 100_000_000])
+def test_pt_absurd_layer_key_is_refused_before_building(torch, tmp_path, layer):
+    # issue 17 item 8: a key bias_hh_l100000000 built a 10^8-layer stack (4 GiB, 22 s, then MemoryError)
+    from nplstm.interop import load_torch
+
+    sd = dict(torch.nn.LSTM(3, 4).state_dict())
+    sd[f"bias_hh_l{layer}"] = torch.zeros(16)
+    path = save_pt(torch, tmp_path / "k.pt", sd)
+    exc = bounded(load_torch, path, max_bytes=2 << 20, max_seconds=5)
+    assert "l0..l1 without gaps" in str(exc) and str(layer) in str(exc)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda sd, t: sd.update({f"{k}_l2": v for k, v in (("weight_ih", t.zeros(16, 4)), ("weight_hh", t.zeros(16, 4)))}),
+     r"l0..l1 without gaps; found layer\(s\) \[2\]"),
+    (lambda sd, t: sd.update(weight_hr_l1=t.zeros(2, 4)), r"does not use: \[.weight_hr_l1.\]"),
+    (lambda sd, t: sd.update(weight_ih_l0_reverse=t.zeros(16, 3)), r"missing tensor 'weight_hh_l0_reverse'"),
+    (lambda sd, t: sd.pop("bias_hh_l0"), r"missing tensor 'bias_hh_l0'"),
+], ids=["gap", "stray-projection", "half-a-direction", "half-a-bias"])
+def test_pt_keys_must_be_one_configuration(torch, tmp_path, edit, message):
+    from nplstm.interop import load_torch
+
+    sd = dict(torch.nn.LSTM(3, 4).state_dict())
+    edit(sd, torch)
+    path = save_pt(torch, tmp_path / "keys.pt", sd)
+    exc = bounded(load_torch, path, max_bytes=1 << 20, max_seconds=5)
+    assert re.search(message, str(exc)), str(exc)
+
+
+def test_pt_real_layer0_of_a_model_too_large_is_refused_before_building(torch, tmp_path):
+    # a (4H, 1) weight_ih_l0 of real data (256 KB) implies a 1 GiB model: the size is checked before building
+    from nplstm.interop import load_torch
+
+    H = 16384
+    sd = {"weight_ih_l0": torch.randn(4 * H, 1), "weight_hh_l0": torch.randn(4 * H, 1)}
+    path = save_pt(torch, tmp_path / "wide.pt", sd)
+    exc = bounded(load_torch, path, max_bytes=4 << 20, max_seconds=5)
+    assert "'weight_hh_l0' has shape (65536, 1); expected (65536, 16384)" in str(exc) or "MAX_MODEL_BYTES" in str(exc)
