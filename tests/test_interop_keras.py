@@ -176,3 +176,18 @@ def test_models_whose_wiring_nplstm_does_not_reproduce_are_refused(rng):
     mine(np.zeros((1, 5, 3), dtype="float32"))
     with pytest.raises(InteropError, match="own LSTM"):
         from_keras(mine)
+
+
+def test_a_mask_not_computed_by_the_masking_layer_is_refused(rng):
+    # a saved functional model stores Masking's mask as NotEqual/Any operations of its own
+    inputs = keras.Input((5, 3))
+    other = keras.ops.any(keras.ops.not_equal(inputs, 1.0), axis=-1)
+    wrong = keras.Model(inputs, keras.layers.LSTM(4)(keras.layers.Masking(mask_value=0.0)(inputs), mask=other))
+    unmasked = keras.Model(inputs, keras.layers.LSTM(4)(inputs, mask=keras.ops.any(keras.ops.not_equal(inputs, 0.0), axis=-1)))
+    for model in (wrong, unmasked):
+        with pytest.raises(InteropError, match="runs through each layer once"):
+            from_keras(model)
+    right = keras.Model(inputs, keras.layers.LSTM(4)(keras.layers.Masking(mask_value=0.0)(inputs)))
+    x = rng.normal(size=(2, 5, 3)).astype("float32")
+    x[1, 3:] = 0.0
+    np.testing.assert_allclose(from_keras(right)(x), right.predict(x, verbose=0), atol=1e-5)

@@ -260,3 +260,53 @@ def test_pt_real_layer0_of_a_model_too_large_is_refused_before_building(torch, t
     path = save_pt(torch, tmp_path / "wide.pt", sd)
     exc = bounded(load_torch, path, max_bytes=4 << 20, max_seconds=5)
     assert "'weight_hh_l0' has shape (65536, 1); expected (65536, 16384)" in str(exc) or "MAX_MODEL_BYTES" in str(exc)
+
+
+def edited_keras(keras_file, tmp_path, edit):
+    import json
+
+    with zipfile.ZipFile(keras_file[0]) as zf:
+        members = {name: zf.read(name) for name in zf.namelist()}
+    config = json.loads(members["config.json"])
+    edit(config)
+    members["config.json"] = json.dumps(config).encode()
+    path = tmp_path / "edited.keras"
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
+@pytest.mark.parametrize("units", [2048, 10**6])
+def test_keras_config_declaring_a_huge_layer_is_refused_before_keras_builds_it(keras, keras_file, tmp_path, units):
+    # Keras builds (orthogonally initialises) every declared variable before reading a weight:
+    # units=2048 in a 15 KB file took 3 s and 600 MB, units=8192 a gigabyte and longer
+    from nplstm.interop import from_keras
+
+    def edit(config):
+        config["config"]["layers"][-1]["config"]["units"] = units
+
+    path = edited_keras(keras_file, tmp_path, edit)
+    exc = bounded(from_keras, path, max_bytes=4 << 20, max_seconds=1)
+    assert "LSTM parameters but the file stores only" in str(exc) or "MAX_MODEL_BYTES" in str(exc)
+
+
+def test_keras_file_of_other_layers_is_refused_before_keras_reads_them(keras, tmp_path):
+    from nplstm.interop import from_keras
+
+    path = tmp_path / "dense.keras"
+    keras.Sequential([keras.Input((5, 3)), keras.layers.Dense(2)]).save(path)
+    exc = bounded(from_keras, path, max_bytes=4 << 20, max_seconds=2)
+    assert "of layers ['InputLayer', 'Dense']" in str(exc)
+
+
+def test_keras_initialisers_do_not_change_the_import(keras, tmp_path, rng):
+    # the copy Keras reads has zero initialisers; the weights loaded over them are the file's
+    from nplstm.interop import from_keras
+
+    layer = keras.layers.LSTM(5, return_sequences=True, recurrent_initializer="orthogonal", bias_initializer="ones")
+    model = keras.Sequential([keras.Input((4, 3)), keras.layers.Masking(), layer])
+    path = tmp_path / "m.keras"
+    model.save(path)
+    x = rng.normal(size=(2, 4, 3)).astype("float32")
+    np.testing.assert_allclose(from_keras(path)(x), model.predict(x, verbose=0), atol=1e-5)

@@ -40,6 +40,8 @@ keras`` work; :func:`import_keras` says what to install when none is.
 from __future__ import annotations
 
 import importlib.util
+import io
+import json
 import os
 import sys
 from typing import Any, Mapping, Sequence
@@ -331,19 +333,43 @@ def _is_keras(obj: Any, name: str) -> bool:
     return type(obj).__name__ == name and type(obj).__module__.startswith("keras.")
 
 
+def _is_masking_mask(mask: Any, masking: Any) -> bool:
+    """``mask`` is ``any(masking.input != mask_value, axis=-1)``, the mask Keras computes for ``masking``.
+
+    A saved functional model stores that computation as its own operations
+    (NotEqual, Any), separately from the Masking layer's ``mask_value``; an
+    edited file could mask on another value than the one nplstm reads.
+    """
+    op, index, _ = mask._keras_history
+    if type(op).__name__ != "Any" or list(np.atleast_1d(getattr(op, "axis", None))) != [-1] or getattr(op, "keepdims", True):
+        return False
+    (flags,) = op._inbound_nodes[index].arguments.args
+    op, index, _ = flags._keras_history
+    if type(op).__name__ != "NotEqual":
+        return False
+    x, value = op._inbound_nodes[index].arguments.args
+    expected = float(masking.mask_value)
+    return bool(x is masking.input and isinstance(value, (int, float)) and (value == expected or (value != value and expected != expected)))
+
+
 def _check_chain(model: Any, layers: list[Any]) -> None:
     """Refuse a functional model unless its one input runs through ``layers`` in turn to its outputs."""
     try:
         tensor = model.inputs[0] if len(model.inputs) == 1 else None
         linear = tensor is not None
+        previous = None
         for layer in layers:
             given = layer.input if isinstance(layer.input, (list, tuple)) else [layer.input]
-            # Keras adds the previous layer's mask (a bool tensor) as an input of its own
-            linear = linear and given[0] is tensor and all(str(t.dtype) == "bool" for t in given[1:])
-            tensor = layer.output
+            linear = linear and given[0] is tensor
+            if previous is not None and _is_keras(previous, "Masking"):
+                # Keras passes the Masking's mask as an input of its own: it must be that mask
+                linear = linear and len(given) == 2 and _is_masking_mask(given[1], previous)
+            else:
+                linear = linear and len(given) == 1
+            tensor, previous = layer.output, layer
         outputs = tensor if isinstance(tensor, (list, tuple)) else [tensor]
         linear = linear and len(outputs) == len(model.outputs) and all(a is b for a, b in zip(outputs, model.outputs))
-    except (AttributeError, ValueError, IndexError, TypeError):  # Keras raises for shared layers
+    except (AttributeError, ValueError, IndexError, TypeError):  # Keras raises for shared layers; odd graphs
         linear = False
     if not linear:
         raise InteropError(
@@ -415,6 +441,86 @@ def _check_bidirectional(layer: Any) -> tuple[dict[str, Any], dict[str, Any]]:
 MAX_KERAS_CONFIG_BYTES = 1 << 20
 
 
+#: The layer classes a model from_keras maps may hold (NotEqual and Any: how a saved functional model
+#: stores Masking's mask, checked by :func:`_is_masking_mask`); any other is refused before Keras builds it.
+_MODEL_LAYERS = frozenset({"InputLayer", "Masking", "LSTM", "Bidirectional", "NotEqual", "Any"})
+_INITIALIZERS = ("kernel_initializer", "recurrent_initializer", "bias_initializer")
+
+
+def _input_sizes(node: Any) -> list[int]:
+    """The last dimension of every input shape (``batch_shape``, ``input_shape``, ...) anywhere in a config."""
+    found: list[int] = []
+    stack = [node]
+    while stack:  # iterative: json.loads has already bounded the depth
+        item = stack.pop()
+        if isinstance(item, Mapping):
+            for key, value in item.items():
+                if key in ("batch_shape", "batch_input_shape", "input_shape", "shape") and isinstance(value, list) and value:
+                    last = value[-1]
+                    if isinstance(last, int) and not isinstance(last, bool):
+                        found.append(last)
+                stack.append(value)
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found
+
+
+def _precheck_config(raw: bytes, path: Any, stored_bytes: int) -> bytes:
+    """Refuse a ``.keras`` config that from_keras cannot map, or that implies a huge model, before Keras builds it.
+
+    Keras builds (and initialises, e.g. orthogonally) every variable the config
+    declares before it reads a weight: ``units=8192`` in a 15 KB file costs a
+    gigabyte and a minute.  So the layer classes must be those of
+    :data:`_MODEL_LAYERS`, and the LSTM sizes pass
+    :func:`~nplstm.params.check_model_size`, the limit nplstm's own
+    constructors use; and they declare no more float32 parameters than the
+    file's ``stored_bytes`` of weights could hold (twice, plus
+    :data:`~nplstm.io.BUDGET_ALLOWANCE`).  Returns the config with every LSTM initialiser set to
+    zeros (initialisers cannot change the loaded layer: its weights replace them).
+    """
+    from ..io import BUDGET_ALLOWANCE, WeightsFileError
+    from ..params import check_model_size, positive_int
+    from ..stack import stack_parameter_count
+
+    try:
+        config = json.loads(raw)
+        layers = config["config"]["layers"]
+        kinds = [layer["class_name"] for layer in layers]
+    except (ValueError, RecursionError, KeyError, TypeError) as exc:
+        raise WeightsFileError(f"{path}: config.json is not a Keras model config ({type(exc).__name__})") from None
+    if config.get("class_name") not in ("Sequential", "Functional") or not set(kinds) <= _MODEL_LAYERS:
+        raise WeightsFileError(
+            f"{path}: from_keras maps a Sequential or functional model of [Input], [Masking], LSTM or "
+            f"Bidirectional(LSTM); the file holds a {config.get('class_name')!r} of layers {kinds[:6]}"
+        )
+    sizes = [n for n in _input_sizes(config) if n > 0]
+    input_size = max(sizes, default=1)
+    total = 0
+    for layer in layers:
+        inner = layer.get("config")
+        subs = [inner] if layer["class_name"] == "LSTM" else []
+        if layer["class_name"] == "Bidirectional" and isinstance(inner, Mapping):
+            subs = [sub.get("config") for sub in (inner.get("layer"), inner.get("backward_layer")) if isinstance(sub, Mapping)]
+        for sub in subs:
+            try:
+                units = positive_int(sub["units"], "units")  # type: ignore[index]
+                count = stack_parameter_count(input_size, units, 1, bidirectional=False, proj_size=0, bias=True, peepholes=False)
+                check_model_size(count, 1, 4, f"the Keras LSTM(units={units}) the file declares")
+            except (KeyError, TypeError, ValueError) as exc:
+                raise WeightsFileError(f"{path}: {exc}") from None
+            total += count
+            for key in _INITIALIZERS:
+                if key in sub:
+                    sub[key] = {"module": "keras.initializers", "class_name": "Zeros", "config": {}, "registered_name": None}
+    # Keras allocates what the config declares before reading a weight: no more than the file stores
+    if 4 * total > 2 * stored_bytes + BUDGET_ALLOWANCE:
+        raise WeightsFileError(
+            f"{path}: its config declares {total} LSTM parameters but the file stores only {stored_bytes} bytes "
+            "of weights; a .keras file holds the weights of every layer it declares"
+        )
+    return json.dumps(config).encode()
+
+
 def load_keras_file(path: str | os.PathLike) -> Any:
     """The Keras model in a ``.keras`` file, checked before Keras reads a byte of it.
 
@@ -423,9 +529,12 @@ def load_keras_file(path: str | os.PathLike) -> Any:
     directory passes :func:`~nplstm.io.check_zip_budget`: at most
     :data:`~nplstm.io.DEFAULT_MAX_TOTAL_BYTES` declared, no more than twice
     the file's size (Keras stores members uncompressed), and its JSON members
-    at most :data:`MAX_KERAS_CONFIG_BYTES` each.  Keras then reads that same
-    open file (not the path again) with ``safe_mode=True`` and
-    ``compile=False``.  Every failure is an InteropError naming the file.
+    at most :data:`MAX_KERAS_CONFIG_BYTES` each.  Its config must describe a
+    model from_keras maps, within :data:`~nplstm.params.MAX_MODEL_BYTES`
+    (:func:`_precheck_config`).  Keras then reads a copy of those checked
+    bytes (never the path again), initialisers set to zeros, with
+    ``safe_mode=True`` and ``compile=False``.  Every failure is an
+    InteropError naming the file.
     """
     import zipfile
 
@@ -448,7 +557,17 @@ def load_keras_file(path: str | os.PathLike) -> Any:
                             f"{path}: member {info.filename!r} declares {info.file_size} bytes, "
                             f"over the limit of {MAX_KERAS_CONFIG_BYTES} for a Keras config"
                         )
-            fh.seek(0)
+                if "config.json" not in zf.namelist():
+                    raise WeightsFileError(f"{path}: no config.json; not a Keras 3 .keras file")
+                stored = sum(i.file_size for i in zf.infolist() if not i.filename.endswith(".json"))
+                config = _precheck_config(zf.read("config.json"), path, stored)
+                # Keras reads a copy whose initialisers are zeros (they are inert: the weights are loaded
+                # over them), since an orthogonal initialiser of a large layer costs minutes before any check
+                archive = io.BytesIO()
+                with zipfile.ZipFile(archive, "w") as out:
+                    for info in zf.infolist():
+                        out.writestr(info.filename, config if info.filename == "config.json" else zf.read(info))
+            archive.seek(0)
         except WeightsFileError as exc:
             raise InteropError(str(exc)) from None
         except (OSError, zipfile.BadZipFile) as exc:
@@ -456,7 +575,7 @@ def load_keras_file(path: str | os.PathLike) -> Any:
         from keras.src.saving import saving_lib  # the loader keras.saving.load_model calls, given the open file
 
         try:
-            return saving_lib.load_model(fh, compile=False, safe_mode=True)
+            return saving_lib.load_model(archive, compile=False, safe_mode=True)
         except Exception as exc:  # keras raises assorted errors (and RecursionError) for unreadable files
             text = " ".join(str(exc).split())[:300]
             raise InteropError(f"{path}: cannot be loaded as a Keras model: {type(exc).__name__}: {text}") from None
