@@ -191,3 +191,13 @@ def test_a_mask_not_computed_by_the_masking_layer_is_refused(rng):
     x = rng.normal(size=(2, 5, 3)).astype("float32")
     x[1, 3:] = 0.0
     np.testing.assert_allclose(from_keras(right)(x), right.predict(x, verbose=0), atol=1e-5)
+
+
+@pytest.mark.parametrize("where", ["masking", "input"])
+def test_reduced_precision_before_the_lstm_is_refused(where, rng):
+    # found by the edited-config fuzz: a mixed_float16 Masking hands the LSTM float16-rounded inputs
+    inputs = keras.Input((5, 3), dtype="float16" if where == "input" else "float32")
+    masking = keras.layers.Masking(dtype="mixed_float16" if where == "masking" else "float32")
+    model = keras.Model(inputs, keras.layers.LSTM(4)(masking(inputs)))
+    with pytest.raises(InteropError, match="float16"):
+        from_keras(model)

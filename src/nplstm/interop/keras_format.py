@@ -17,7 +17,8 @@ by :class:`KerasLSTM`, and so are:
   at its end raises ValueError at call time, because nplstm's lengths
   cannot skip steps in the middle.  Outputs at masked steps are what Keras
   gives: the last valid output (LSTM) or zeros (Bidirectional, or
-  ``zero_output_for_mask=True``).
+  ``zero_output_for_mask=True``; then a padded sequence's "last output"
+  with ``return_sequences=False`` is zero too, as Keras returns step T-1's).
 
 Every other setting is refused by name rather than ignored: each LSTM config
 key must be one :func:`check_lstm_config` knows cannot change the output
@@ -182,6 +183,16 @@ def _unknown_keys(cfg: Mapping[str, Any], known: frozenset[str], what: str) -> N
         )
 
 
+def _check_dtype(cfg: Mapping[str, Any], what: str) -> None:
+    """Refuse a dtype policy other than float32/float64: a reduced-precision layer rounds what it computes."""
+    dtype = _dtype_name(cfg.get("dtype"))
+    if dtype is not None and dtype not in KERAS_DTYPES:
+        raise InteropError(
+            f"{what} has dtype policy {dtype!r}; nplstm computes in float32 or float64 only, "
+            f"so the numbers would differ: rebuild the layer with dtype='float32'"
+        )
+
+
 def check_lstm_config(cfg: Mapping[str, Any], what: str = "LSTM") -> None:
     """Refuse, naming the key, any Keras LSTM setting that nplstm would not reproduce.
 
@@ -196,12 +207,7 @@ def check_lstm_config(cfg: Mapping[str, Any], what: str = "LSTM") -> None:
     for key, (value, advice) in KERAS_FIXED_KEYS.items():
         if key in cfg and cfg[key] != value:
             raise InteropError(f"{what} has {key}={cfg[key]!r}, which nplstm does not reproduce: {advice}")
-    dtype = _dtype_name(cfg.get("dtype"))
-    if dtype is not None and dtype not in KERAS_DTYPES:
-        raise InteropError(
-            f"{what} has dtype policy {dtype!r}; nplstm computes in float32 or float64 only, "
-            f"so the numbers would differ: rebuild the layer with dtype='float32'"
-        )
+    _check_dtype(cfg, what)
     cell_options_from_config(cfg)  # refuses activations that do not map
 
 
@@ -305,7 +311,10 @@ class KerasLSTM:
         elif self.stack.bidirectional:
             out = np.concatenate([h_n[0], h_n[1]], axis=-1)
         else:
-            out = h_n[0]
+            out = h_n[0].copy()
+            if lengths is not None and self.zero_output_for_mask and not self.go_backwards:
+                # Keras' "last output" is the output at step T-1, zeroed when that step is padding
+                out[lengths < T] = 0
         if not self.return_state:
             return out
         states = []
@@ -333,6 +342,14 @@ def _is_keras(obj: Any, name: str) -> bool:
     return type(obj).__name__ == name and type(obj).__module__.startswith("keras.")
 
 
+def _mask_value(masking: Any) -> float:
+    """A Masking layer's ``mask_value`` as a float, or InteropError (Keras also accepts None, strings...)."""
+    value = masking.get_config().get("mask_value")
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InteropError(f"Masking mask_value={value!r} does not map; nplstm needs a number")
+    return float(value)
+
+
 def _is_masking_mask(mask: Any, masking: Any) -> bool:
     """``mask`` is ``any(masking.input != mask_value, axis=-1)``, the mask Keras computes for ``masking``.
 
@@ -348,7 +365,7 @@ def _is_masking_mask(mask: Any, masking: Any) -> bool:
     if type(op).__name__ != "NotEqual":
         return False
     x, value = op._inbound_nodes[index].arguments.args
-    expected = float(masking.mask_value)
+    expected = _mask_value(masking)
     return bool(x is masking.input and isinstance(value, (int, float)) and (value == expected or (value != value and expected != expected)))
 
 
@@ -389,15 +406,18 @@ def _split_model(model: Any) -> tuple[Any, float | None]:
     kinds = [type(layer).__name__ for layer in layers]
     if kinds not in (["LSTM"], ["Bidirectional"], ["Masking", "LSTM"], ["Masking", "Bidirectional"]):
         raise InteropError(f"from_keras maps a model of [Input], [Masking], LSTM or Bidirectional(LSTM); got layers {kinds}")
-    if _is_keras(model, "Functional"):
-        _check_chain(model, layers)
+    for tensor in model.inputs:  # the input layer casts to its dtype
+        if str(tensor.dtype) not in KERAS_DTYPES:
+            raise InteropError(f"the model's input has dtype {tensor.dtype}; nplstm maps float32 or float64 inputs only")
     mask_value = None
     if kinds[0] == "Masking":
         if not _is_keras(layers[0], "Masking"):
             raise InteropError(f"expected Keras' own Masking layer; got {type(layers[0]).__module__}.Masking")
-        masking = layers[0].get_config()
-        _unknown_keys(masking, _MASKING_KEYS, "Masking")
-        mask_value = float(masking["mask_value"])
+        _unknown_keys(layers[0].get_config(), _MASKING_KEYS, "Masking")
+        _check_dtype(layers[0].get_config(), "Masking")  # it passes its input on in its compute dtype
+        mask_value = _mask_value(layers[0])
+    if _is_keras(model, "Functional"):
+        _check_chain(model, layers)
     return layers[-1], mask_value
 
 
@@ -409,9 +429,7 @@ def _check_bidirectional(layer: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     _unknown_keys(outer, _BIDIRECTIONAL_KEYS, "Bidirectional")
     if outer.get("merge_mode", "concat") != "concat":
         raise InteropError(f"Bidirectional merge_mode {outer.get('merge_mode')!r} does not map; only 'concat'")
-    dtype = _dtype_name(outer.get("dtype"))
-    if dtype is not None and dtype not in KERAS_DTYPES:
-        raise InteropError(f"Bidirectional has dtype policy {dtype!r}; nplstm computes in float32 or float64 only")
+    _check_dtype(outer, "Bidirectional")
     fwd, bwd = layer.forward_layer, layer.backward_layer
     for sub, what in ((fwd, "forward_layer"), (bwd, "backward_layer")):
         if not _is_keras(sub, "LSTM"):
