@@ -201,3 +201,32 @@ def test_reduced_precision_before_the_lstm_is_refused(where, rng):
     model = keras.Model(inputs, keras.layers.LSTM(4)(masking(inputs)))
     with pytest.raises(InteropError, match="float16"):
         from_keras(model)
+
+
+def test_saved_functional_mask_edited_apart_from_masking_is_refused(tmp_path, rng):
+    # a saved functional model stores Masking's mask as NotEqual(x, 0.0)/Any ops: edit only the op's value
+    import json
+    import zipfile
+
+    inputs = keras.Input((5, 3))
+    model = keras.Model(inputs, keras.layers.LSTM(4)(keras.layers.Masking(mask_value=0.0)(inputs)))
+    path = tmp_path / "m.keras"
+    model.save(path)
+    with zipfile.ZipFile(path) as zf:
+        members = {name: zf.read(name) for name in zf.namelist()}
+    config = json.loads(members["config.json"])
+    (op,) = [layer for layer in config["config"]["layers"] if layer["class_name"] == "NotEqual"]
+    assert op["inbound_nodes"][0]["args"][1] == 0.0
+    op["inbound_nodes"][0]["args"][1] = 5.0
+    members["config.json"] = json.dumps(config).encode()
+    edited = tmp_path / "edited.keras"
+    with zipfile.ZipFile(edited, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    x = rng.normal(size=(2, 5, 3)).astype("float32")
+    x[1, 3:] = 0.0
+    reloaded = keras.saving.load_model(edited, compile=False)
+    assert np.abs(reloaded.predict(x, verbose=0) - model.predict(x, verbose=0)).max() > 1e-3  # Keras now masks on 5.0
+    with pytest.raises(InteropError, match="runs through each layer once"):
+        from_keras(edited)
+    np.testing.assert_allclose(from_keras(path)(x), model.predict(x, verbose=0), atol=1e-5)
