@@ -358,7 +358,7 @@ def _is_masking_mask(mask: Any, masking: Any) -> bool:
     edited file could mask on another value than the one nplstm reads.
     """
     op, index, _ = mask._keras_history
-    if type(op).__name__ != "Any" or list(np.atleast_1d(getattr(op, "axis", None))) != [-1] or getattr(op, "keepdims", True):
+    if type(op).__name__ != "Any" or getattr(op, "axis", None) not in (-1, [-1], (-1,)) or getattr(op, "keepdims", True):
         return False
     (flags,) = op._inbound_nodes[index].arguments.args
     op, index, _ = flags._keras_history
@@ -521,7 +521,7 @@ def _precheck_config(raw: bytes, path: Any, stored_bytes: int) -> bytes:
             subs = [sub.get("config") for sub in (inner.get("layer"), inner.get("backward_layer")) if isinstance(sub, Mapping)]
         for sub in subs:
             try:
-                units = positive_int(sub["units"], "units")  # type: ignore[index]
+                units = positive_int(sub["units"], "units")
                 count = stack_parameter_count(input_size, units, 1, bidirectional=False, proj_size=0, bias=True, peepholes=False)
                 check_model_size(count, 1, 4, f"the Keras LSTM(units={units}) the file declares")
             except (KeyError, TypeError, ValueError) as exc:
