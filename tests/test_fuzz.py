@@ -5,7 +5,11 @@ pure noise); each loader must either read the file or refuse it with the
 documented exception, never crash with another one or try a huge allocation.
 The .npz and CSV readers are also run under tracemalloc with random budgets:
 their peak memory must stay within the budget (or a small multiple of the
-result) whatever the bytes.
+result) whatever the bytes.  Hostile ``.pt`` state dicts (stride-0 and
+overlapping tensors, absurd or gapped layer keys, huge declared dims) and
+``.keras`` files (mutated bytes or members, zip bombs, edited configs) are
+loaded under a peak-memory and time bound; an edited Keras config that
+nplstm accepts must give Keras' own (second) predict.
 """
 
 import io
@@ -13,7 +17,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from nplstm import SequenceModel, StackedLSTM, WeightsFileError
@@ -285,5 +289,223 @@ def test_read_csv_of_mutated_files_stays_within_a_memory_bound(originals, tmp_pa
         if not isinstance(result, WeightsFileError):
             assert result.ndim == 2 and result.size <= max_values and result.dtype == np.float64
         assert peak < 8 * len(payload) + (64 << 10)
+
+    check()
+
+
+# ------------------------------------------------ hostile .pt and .keras files (issue 17)
+def bounded_load(loader, path, max_bytes, max_seconds):
+    """``(result or WeightsFileError, peak)`` of ``loader(path)``, failing if it takes over ``max_seconds``."""
+    import time
+
+    start = time.perf_counter()
+    result, peak = traced_peak(loader, path)
+    elapsed = time.perf_counter() - start
+    assert peak < max_bytes, f"peak {peak} bytes"
+    assert elapsed < max_seconds, f"took {elapsed:.1f} s"
+    return result
+
+
+PT_DIMS = st.sampled_from([1, 3, 4096, 1 << 20, 1 << 30])
+
+
+@st.composite
+def hostile_state_dict(draw):
+    """A torch.nn.LSTM-like state dict with absurd layer keys, huge declared dims, stride-0 or overlapping tensors."""
+    import torch
+
+    H, I = draw(PT_DIMS), draw(PT_DIMS)
+    layers = draw(st.lists(st.one_of(st.integers(0, 3), st.sampled_from([10**5, 10**8, 2**31, 10**18])), min_size=1, max_size=4))
+    sd = {}
+    for layer in sorted(set([0] + layers)):
+        for suffix in draw(st.sampled_from([[""], ["", "_reverse"]])):
+            for name, shape in (("weight_ih", (4 * H, I)), ("weight_hh", (4 * H, H)), ("bias_ih", (4 * H,)), ("bias_hh", (4 * H,))):
+                if draw(st.integers(0, 9)) == 0:
+                    continue  # a missing tensor
+                numel = 1
+                for n in shape:
+                    numel *= n
+                kind = draw(st.sampled_from(["dense", "stride0", "overlap", "small"]))
+                if kind == "dense" and numel <= 4096:
+                    t = torch.randn(shape)
+                elif kind == "overlap" and len(shape) == 2 and sum(shape) <= 1 << 16:
+                    t = torch.randn(sum(shape)).as_strided(shape, (1, 1))
+                elif kind == "small":
+                    t = torch.randn(draw(st.integers(1, 8)), 2)
+                else:
+                    t = torch.zeros(1).expand(shape)
+                sd[f"{name}_l{layer}{suffix}"] = t
+    return sd
+
+
+def test_hostile_pt_files_are_refused_within_memory_and_time(tmp_path):
+    torch = pytest.importorskip("torch")
+    from nplstm.interop import load_torch
+
+    path = tmp_path / "h.pt"
+
+    @FUZZ
+    @given(sd=hostile_state_dict())
+    def check(sd):
+        torch.save(sd, path)
+        result = bounded_load(load_torch, path, max_bytes=8 << 20, max_seconds=10)
+        if not isinstance(result, WeightsFileError):  # only real data loads, never more than the file holds
+            assert result.num_parameters * result.dtype.itemsize <= 2 * path.stat().st_size
+
+    check()
+
+
+KERAS_VALUES = st.one_of(
+    st.booleans(), st.none(), st.integers(-2, 10**9), st.floats(allow_nan=True), st.text(max_size=8),
+    st.sampled_from(["tanh", "sigmoid", "relu", "hard_sigmoid", "linear", "gelu", "mixed_float16", "float64", "sum", "ave"]),
+    st.just({"class_name": "DTypePolicy", "config": {"name": "mixed_float16"}}), st.just([1, 2]),
+)
+
+
+def keras_models(keras):
+    L = keras.layers
+    return {
+        "lstm.keras": keras.Sequential([keras.Input(batch_shape=(2, 5, 3)), L.LSTM(4, return_sequences=True)]),
+        "masked.keras": keras.Sequential([keras.Input(batch_shape=(2, 5, 3)), L.Masking(), L.LSTM(4)]),
+        "bi.keras": keras.Sequential([keras.Input(batch_shape=(2, 5, 3)), L.Bidirectional(L.LSTM(3, return_sequences=True))]),
+    }
+
+
+@pytest.fixture(scope="module")
+def keras_originals(tmp_path_factory):
+    import os
+
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    keras = pytest.importorskip("keras")
+    d = tmp_path_factory.mktemp("keras")
+    out = {}
+    for name, model in keras_models(keras).items():
+        model.save(d / name)
+        out[name] = (d / name).read_bytes()
+    return keras, out
+
+
+def zip_members(payload):
+    import zipfile
+
+    with zipfile.ZipFile(io.BytesIO(payload)) as zf:
+        return {name: zf.read(name) for name in zf.namelist()}
+
+
+def write_zip(path, members, bomb=None):
+    """``members`` stored as Keras does; ``bomb`` = (name, size): that member deflated from ``size`` spaces."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            if bomb is None or name != bomb[0]:
+                zf.writestr(name, data)
+        if bomb is not None:
+            info = zipfile.ZipInfo(bomb[0], (2020, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with zf.open(info, "w", force_zip64=True) as fh:
+                chunk = b" " * (1 << 20)
+                for _ in range(bomb[1] >> 20):
+                    fh.write(chunk)
+
+
+KERAS_FUZZ = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@pytest.mark.parametrize("name", ["lstm.keras", "masked.keras", "bi.keras"])
+def test_hostile_keras_files_are_refused_within_memory_and_time(name, keras_originals, tmp_path):
+    from nplstm.interop import from_keras
+
+    _, originals = keras_originals
+    members = zip_members(originals[name])
+    path = tmp_path / name
+
+    @KERAS_FUZZ
+    @given(
+        how=st.sampled_from(["bytes", "member", "bomb"]),
+        payload=mutated(originals[name]),
+        victim=st.sampled_from(sorted(members)),
+        mutation=st.data(),
+        size=st.sampled_from([2 << 20, 16 << 20, 64 << 20]),
+    )
+    def check(how, payload, victim, mutation, size):
+        if how == "bytes":
+            path.write_bytes(payload)
+        elif how == "member":  # a bad config, metadata or weights file inside a good zip
+            write_zip(path, dict(members, **{victim: mutation.draw(mutated(members[victim]))}))
+        else:
+            write_zip(path, members, bomb=(victim, size))
+        try:
+            bounded_load(from_keras, path, max_bytes=48 << 20, max_seconds=15)
+        except ValueError as exc:  # a model nplstm refuses at call time is fine; anything else is not
+            assert isinstance(exc, WeightsFileError), exc
+
+    check()
+
+
+def config_paths(cfg, prefix=()):
+    """Every (path, value) of an LSTM / Masking / Bidirectional layer config inside a Keras model config."""
+    for i, layer in enumerate(cfg["config"]["layers"]):
+        inner = layer["config"]
+        for key in inner:
+            yield ("config", "layers", i, "config", key)
+        for sub in ("layer", "backward_layer"):
+            if isinstance(inner.get(sub), dict):
+                for key in inner[sub]["config"]:
+                    yield ("config", "layers", i, "config", sub, "config", key)
+
+
+@pytest.mark.parametrize("name", ["lstm.keras", "masked.keras", "bi.keras"])
+def test_edited_keras_configs_import_equal_to_keras_or_are_refused(name, keras_originals, tmp_path):
+    """Differential: any config edit nplstm accepts must give Keras' own predict (issue 17 item 2)."""
+    import json
+
+    from nplstm.interop import from_keras
+
+    keras, originals = keras_originals
+    members = zip_members(originals[name])
+    config = json.loads(members["config.json"])
+    paths = list(config_paths(config))
+    last = ("config", "layers", len(config["config"]["layers"]) - 1, "config")
+    path = tmp_path / name
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 5, 3)).astype("float32")
+    x[1, 3:] = 0.0  # trailing padding for the Masking model
+
+    @KERAS_FUZZ
+    @example(edits=[(last + ("name",), "x")], added=(9, "stateful"))  # the last layer: the LSTM (issue 17 item 2)
+    @example(edits=[(last + ("dtype",), "mixed_float16")], added=None)
+    @given(edits=st.lists(st.tuples(st.sampled_from(paths), KERAS_VALUES), min_size=1, max_size=2),
+           added=st.one_of(st.none(), st.tuples(st.integers(0, 2), st.sampled_from(["stateful", "time_major", "new_option"]))))
+    def check(edits, added):
+        edited = json.loads(members["config.json"])
+        for where, value in edits:
+            node = edited
+            for step in where[:-1]:
+                node = node[step] if isinstance(node, (dict, list)) else None
+            if isinstance(node, dict):  # an earlier edit may have replaced a parent by a scalar
+                node[where[-1]] = value
+        if added is not None:
+            layer = edited["config"]["layers"][min(added[0], len(edited["config"]["layers"]) - 1)]["config"]
+            layer[added[1]] = True
+        write_zip(path, dict(members, **{"config.json": json.dumps(edited).encode()}))
+        result = bounded_load(from_keras, path, max_bytes=48 << 20, max_seconds=15)
+        if isinstance(result, WeightsFileError):
+            return
+        try:
+            model = keras.saving.load_model(path, compile=False)
+            model.predict(x, verbose=0)
+            expected = model.predict(x, verbose=0)  # the second call: a stateful layer has moved on
+        except Exception:  # Keras cannot run what it loaded: nothing to compare with
+            return
+        try:
+            got = result(x)
+        except ValueError:  # refused at call time (e.g. padding not at the end)
+            return
+        expected = list(expected) if isinstance(expected, (list, tuple)) else [expected]
+        got = list(got) if isinstance(got, (list, tuple)) else [got]
+        assert len(got) == len(expected)
+        for g, e in zip(got, expected):
+            np.testing.assert_allclose(g, e, atol=1e-4, equal_nan=True)
 
     check()

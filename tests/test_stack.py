@@ -183,3 +183,36 @@ def test_a_tape_goes_back_to_the_face_that_made_it(rng):
     *_, tape = lstm.forward_train(rng.normal(size=(4, 2)))
     with pytest.raises(ValueError, match="another face of the model"):
         lstm.engine.backward(tape, np.ones((4, 3)))
+
+
+@pytest.mark.parametrize("args, kwargs", [((1, 1), dict(num_layers=10**7)), ((1, 10**9), {}), ((4096, 8192), dict(num_layers=4)),
+                                          ((1, 1), dict(num_layers=10**6, bidirectional=True))])
+def test_constructor_refuses_a_model_over_the_size_limit_before_allocating(args, kwargs):
+    # issue 17 item 8: StackedLSTM(1, 1, num_layers=10**7) churned 60 s and 4 GB before failing
+    import time
+    import tracemalloc
+
+    from nplstm.params import MAX_MODEL_BYTES
+
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        with pytest.raises(ValueError, match=f"over nplstm.params.MAX_MODEL_BYTES = {MAX_MODEL_BYTES}"):
+            StackedLSTM(*args, **kwargs)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20 and time.perf_counter() - start < 1.0
+
+
+def test_the_size_limit_is_the_documented_one_and_can_be_raised(monkeypatch):
+    from nplstm import params
+    from nplstm.stack import stack_parameter_count
+
+    stack = StackedLSTM(3, 5, num_layers=2, bidirectional=True, proj_size=2, dtype=np.float32)
+    assert stack_parameter_count(3, 5, 2, bidirectional=True, proj_size=2, bias=True, peepholes=False) == stack.num_parameters
+    need = stack.num_parameters * 4 + 4 * params.CELL_OVERHEAD_BYTES
+    monkeypatch.setattr(params, "MAX_MODEL_BYTES", need)
+    StackedLSTM(3, 5, num_layers=2, bidirectional=True, proj_size=2, dtype=np.float32)  # exactly at the limit
+    with pytest.raises(ValueError, match=f"needs about {need + 4 * 4 * 5 * 2} bytes"):  # one more input: 4H weights per direction
+        StackedLSTM(4, 5, num_layers=2, bidirectional=True, proj_size=2, dtype=np.float32)

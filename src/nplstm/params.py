@@ -21,6 +21,16 @@ from .shapes import as_real_array
 
 FLOAT_DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
 
+#: The largest model a constructor builds, in bytes: its parameters plus
+#: :data:`CELL_OVERHEAD_BYTES` per layer and direction (2 GiB).  Checked by
+#: :func:`check_model_size` before anything is allocated, so ``LSTM(1, 10**9)``
+#: or ``StackedLSTM(1, 1, num_layers=10**7)`` fail at once; raise it (e.g.
+#: ``nplstm.params.MAX_MODEL_BYTES = 1 << 34``) to build a larger model on purpose.
+MAX_MODEL_BYTES = 1 << 31
+#: What one layer and direction costs besides its parameters (Python objects,
+#: array headers, views): it bounds a stack of millions of tiny layers too.
+CELL_OVERHEAD_BYTES = 4096
+
 
 def model_dtype(dtype: Any) -> np.dtype:
     """Validate a model dtype: float64 or float32."""
@@ -47,6 +57,20 @@ def positive_int(value: Any, name: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
     return int(value)
+
+
+def check_model_size(n_parameters: int, n_cells: int, itemsize: int, what: str) -> None:
+    """Raise ValueError if a model of ``n_parameters`` in ``n_cells`` layer-directions exceeds :data:`MAX_MODEL_BYTES`.
+
+    The one size check every constructor (and every loader, before it builds
+    one) makes; it needs only counts, so it runs before any allocation.
+    """
+    need = int(n_parameters) * int(itemsize) + int(n_cells) * CELL_OVERHEAD_BYTES
+    if need > MAX_MODEL_BYTES:
+        raise ValueError(
+            f"{what} needs about {need} bytes ({n_parameters} parameters of {itemsize} bytes in {n_cells} "
+            f"layer-directions), over nplstm.params.MAX_MODEL_BYTES = {MAX_MODEL_BYTES}; raise that limit to build it"
+        )
 
 
 def checked_array(value: Any, name: str, shape: tuple[int, ...], dtype: np.dtype, *, check_finite: bool = True) -> np.ndarray:

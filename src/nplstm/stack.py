@@ -23,7 +23,7 @@ import numpy as np
 from .backward import backward_sequence
 from .cell import DEFAULT_CELL, CellOptions, Trace, run_sequence
 from .modelfile import load_model_of_kind, register, save_model
-from .params import LayerWeights, as_generator, model_dtype, positive_int
+from .params import LayerWeights, as_generator, check_model_size, model_dtype, positive_int
 from .shapes import as_real_array, as_time_major, check_lengths
 
 #: Steps a unidirectional stack runs through all its layers at a time when no
@@ -172,6 +172,9 @@ class StackedLSTM:
         self.dtype = model_dtype(dtype)
         self._rng = as_generator(seed)
         D, P = self.num_directions, self.state_size
+        count = stack_parameter_count(self.input_size, self.hidden_size, self.num_layers, bidirectional=self.bidirectional,
+                                      proj_size=self.proj_size, bias=self.bias, peepholes=self.cell.peepholes)
+        check_model_size(count, self.num_layers * D, self.dtype.itemsize, f"{type(self).__name__} of this size")
         self.layers = [
             [
                 LayerWeights(self.input_size if l == 0 else D * P, self.hidden_size, proj_size=self.proj_size,
@@ -566,6 +569,18 @@ def _flag(config: dict[str, Any], name: str, default: bool = False) -> bool:
     return value
 
 
+def stack_parameter_count(
+    input_size: int, hidden_size: int, num_layers: int, *, bidirectional: bool, proj_size: int, bias: bool, peepholes: bool
+) -> int:
+    """How many parameters a stack of this configuration has, computed without building it."""
+    I, H, L, P = input_size, hidden_size, num_layers, proj_size or hidden_size
+    D = 2 if bidirectional else 1
+    names = LayerWeights.names_for(proj=bool(proj_size), peepholes=peepholes, bias=bias)
+    small = H * sum(name[0] in "bP" for name in names)  # biases and peepholes, (H, 1) each
+    per_direction = 4 * H * P + small + (P * H if proj_size else 0)
+    return D * 4 * H * I + (L - 1) * D * 4 * H * D * P + L * D * per_direction
+
+
 def stack_parameter_shapes(config: dict[str, Any], max_count: int | None = None) -> dict[str, tuple[int, ...]]:
     """The shape of every parameter a stack of ``config`` has, without building it.
 
@@ -587,11 +602,11 @@ def stack_parameter_shapes(config: dict[str, Any], max_count: int | None = None)
     D = 2 if bidirectional else 1
     cell = CellOptions.from_config(config["cell"]) if config.get("cell") is not None else DEFAULT_CELL
     names = LayerWeights.names_for(proj=bool(proj), peepholes=cell.peepholes, bias=bias)
-    small = H * sum(name[0] in "bP" for name in names)  # biases and peepholes, (H, 1) each
-    per_direction = 4 * H * P + small + (P * H if proj else 0)
-    count = D * 4 * H * I + (L - 1) * D * 4 * H * D * P + L * D * per_direction
+    count = stack_parameter_count(I, H, L, bidirectional=bidirectional, proj_size=proj, bias=bias, peepholes=cell.peepholes)
     if max_count is not None and count > max_count:
         raise ValueError(f"the config implies {count} parameters, over the limit of {max_count} (pass max_bytes= to allow more)")
+    # the constructor's own limit (float32, the smallest dtype): refused before listing 10^7 layers' shapes
+    check_model_size(count, L * D, 4, "the model the config describes")
     shapes: dict[str, tuple[int, ...]] = {}
     for l in range(L):
         for d in range(D):

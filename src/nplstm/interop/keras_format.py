@@ -17,7 +17,18 @@ by :class:`KerasLSTM`, and so are:
   at its end raises ValueError at call time, because nplstm's lengths
   cannot skip steps in the middle.  Outputs at masked steps are what Keras
   gives: the last valid output (LSTM) or zeros (Bidirectional, or
-  ``zero_output_for_mask=True``).
+  ``zero_output_for_mask=True``; then a padded sequence's "last output"
+  with ``return_sequences=False`` is zero too, as Keras returns step T-1's).
+
+Every other setting is refused by name rather than ignored: each LSTM config
+key must be one :func:`check_lstm_config` knows cannot change the output
+(initialisers, regularisers, constraints, training-only dropout, ``unroll``,
+``use_cudnn``), one that is mapped, or ``stateful``/``time_major`` at False.
+So ``stateful=True`` (Keras carries states between calls; nplstm does not),
+``float16``/``mixed_*`` dtype policies, Bidirectional directions that differ
+in any setting, merge modes other than ``'concat'``, subclassed layers and
+functional models that are not one input -> [Masking] -> LSTM chain all raise
+InteropError.
 
 Keras needs a backend, and Keras 3 defaults to tensorflow, which
 ``nplstm[keras]`` does not install.  Importing this module sets
@@ -30,6 +41,8 @@ keras`` work; :func:`import_keras` says what to install when none is.
 from __future__ import annotations
 
 import importlib.util
+import io
+import json
 import os
 import sys
 from typing import Any, Mapping, Sequence
@@ -54,6 +67,40 @@ KERAS_ACTIVATIONS: dict[str, tuple[str, float | None, float | None]] = {
     "leaky_relu": ("LeakyRelu", 0.2, None),
 }
 _BACKENDS = ("torch", "jax", "tensorflow")
+
+#: Keras LSTM config keys that cannot change what the built layer returns at
+#: inference: initialisers (the weights hold what training made of them),
+#: regularisers and constraints (training only), dropout (training only: Keras'
+#: ``predict`` and a plain call run without it), and how Keras runs the loop.
+KERAS_INERT_KEYS = frozenset({
+    "name", "trainable", "seed", "unroll", "use_cudnn", "implementation",
+    "kernel_initializer", "recurrent_initializer", "bias_initializer", "unit_forget_bias",
+    "kernel_regularizer", "recurrent_regularizer", "bias_regularizer", "activity_regularizer",
+    "kernel_constraint", "recurrent_constraint", "bias_constraint", "dropout", "recurrent_dropout",
+})
+#: Keras LSTM config keys that :func:`from_keras` reproduces (any supported value).
+KERAS_MAPPED_KEYS = frozenset({
+    "units", "activation", "recurrent_activation", "use_bias", "dtype",
+    "return_sequences", "return_state", "go_backwards", "zero_output_for_mask",
+})
+#: Keras LSTM config keys nplstm reproduces only at one value, with what to do otherwise.
+KERAS_FIXED_KEYS: dict[str, tuple[Any, str]] = {
+    "stateful": (
+        False,
+        "nplstm does not carry Keras' states from one call to the next; rebuild the layer with "
+        "stateful=False, or import it so and pass the states explicitly (model.stack.forward(x, (h0, c0)))",
+    ),
+    "time_major": (False, "give the model batch-major (B, T, I) input"),
+}
+#: The dtype policies whose computation nplstm reproduces (it computes in the weights' dtype).
+KERAS_DTYPES = frozenset({"float32", "float64"})
+#: Keras Masking / Bidirectional config keys that are mapped or inert; Bidirectional's
+#: ``layer`` and ``backward_layer`` are checked as LSTM configs.
+_MASKING_KEYS = frozenset({"name", "trainable", "dtype", "mask_value"})
+_BIDIRECTIONAL_KEYS = frozenset({"name", "trainable", "dtype", "merge_mode", "layer", "backward_layer"})
+#: What must agree between Bidirectional's two layers (go_backwards must differ).
+_DIRECTION_KEYS = ("units", "activation", "recurrent_activation", "use_bias", "dtype", "return_sequences",
+                   "return_state", "zero_output_for_mask", "stateful")
 
 
 def default_keras_backend() -> str | None:
@@ -113,6 +160,55 @@ def cell_options_from_config(cfg: Mapping[str, Any]) -> Any:
 
     g = Activation(*KERAS_ACTIVATIONS[activation])
     return CellOptions(gate_activation=Activation(*KERAS_ACTIVATIONS[recurrent]), cell_activation=g, hidden_activation=g)
+
+
+def _dtype_name(value: Any) -> str | None:
+    """The policy name of a Keras ``dtype`` config entry (a string, a serialized policy, or None)."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, Mapping):
+        inner = value.get("config")
+        name = inner.get("name") if isinstance(inner, Mapping) else None
+        return name if isinstance(name, str) else repr(value)
+    name = getattr(value, "name", None)
+    return name if isinstance(name, str) else repr(value)
+
+
+def _unknown_keys(cfg: Mapping[str, Any], known: frozenset[str], what: str) -> None:
+    unknown = sorted(str(k) for k in cfg if k not in known)
+    if unknown:
+        raise InteropError(
+            f"{what} config key(s) {unknown} are not reproduced by nplstm (it maps {sorted(known)}); "
+            "refused rather than ignored, since they may change the output"
+        )
+
+
+def _check_dtype(cfg: Mapping[str, Any], what: str) -> None:
+    """Refuse a dtype policy other than float32/float64: a reduced-precision layer rounds what it computes."""
+    dtype = _dtype_name(cfg.get("dtype"))
+    if dtype is not None and dtype not in KERAS_DTYPES:
+        raise InteropError(
+            f"{what} has dtype policy {dtype!r}; nplstm computes in float32 or float64 only, "
+            f"so the numbers would differ: rebuild the layer with dtype='float32'"
+        )
+
+
+def check_lstm_config(cfg: Mapping[str, Any], what: str = "LSTM") -> None:
+    """Refuse, naming the key, any Keras LSTM setting that nplstm would not reproduce.
+
+    The one gate for every LSTM config :func:`from_keras` meets (a layer, each
+    direction of a Bidirectional, a ``config=`` given with a weight list): each
+    key must be in :data:`KERAS_INERT_KEYS` (cannot change the output),
+    :data:`KERAS_MAPPED_KEYS` (reproduced; activations and dtype checked
+    here) or :data:`KERAS_FIXED_KEYS` at its one reproduced value.  Any other
+    key -- e.g. one a later Keras adds -- is refused rather than ignored.
+    """
+    _unknown_keys(cfg, KERAS_INERT_KEYS | KERAS_MAPPED_KEYS | frozenset(KERAS_FIXED_KEYS), what)
+    for key, (value, advice) in KERAS_FIXED_KEYS.items():
+        if key in cfg and cfg[key] != value:
+            raise InteropError(f"{what} has {key}={cfg[key]!r}, which nplstm does not reproduce: {advice}")
+    _check_dtype(cfg, what)
+    cell_options_from_config(cfg)  # refuses activations that do not map
 
 
 def _check_weights(weights: Sequence[np.ndarray], use_bias: bool, input_size: int | None, where: str) -> dict[str, np.ndarray]:
@@ -215,7 +311,10 @@ class KerasLSTM:
         elif self.stack.bidirectional:
             out = np.concatenate([h_n[0], h_n[1]], axis=-1)
         else:
-            out = h_n[0]
+            out = h_n[0].copy()
+            if lengths is not None and self.zero_output_for_mask and not self.go_backwards:
+                # Keras' "last output" is the output at step T-1, zeroed when that step is padding
+                out[lengths < T] = 0
         if not self.return_state:
             return out
         states = []
@@ -238,14 +337,266 @@ class KerasLSTM:
         )
 
 
+def _is_keras(obj: Any, name: str) -> bool:
+    """``obj`` is exactly Keras' own class ``name`` (a subclass may override ``call``)."""
+    return type(obj).__name__ == name and type(obj).__module__.startswith("keras.")
+
+
+def _mask_value(masking: Any) -> float:
+    """A Masking layer's ``mask_value`` as a float, or InteropError (Keras also accepts None, strings...)."""
+    value = masking.get_config().get("mask_value")
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InteropError(f"Masking mask_value={value!r} does not map; nplstm needs a number")
+    return float(value)
+
+
+def _is_masking_mask(mask: Any, masking: Any) -> bool:
+    """``mask`` is ``any(masking.input != mask_value, axis=-1)``, the mask Keras computes for ``masking``.
+
+    A saved functional model stores that computation as its own operations
+    (NotEqual, Any), separately from the Masking layer's ``mask_value``; an
+    edited file could mask on another value than the one nplstm reads.
+    """
+    op, index, _ = mask._keras_history
+    if type(op).__name__ != "Any" or getattr(op, "axis", None) not in (-1, [-1], (-1,)) or getattr(op, "keepdims", True):
+        return False
+    (flags,) = op._inbound_nodes[index].arguments.args
+    op, index, _ = flags._keras_history
+    if type(op).__name__ != "NotEqual":
+        return False
+    x, value = op._inbound_nodes[index].arguments.args
+    expected = _mask_value(masking)
+    return bool(x is masking.input and isinstance(value, (int, float)) and (value == expected or (value != value and expected != expected)))
+
+
+def _check_chain(model: Any, layers: list[Any]) -> None:
+    """Refuse a functional model unless its one input runs through ``layers`` in turn to its outputs."""
+    try:
+        tensor = model.inputs[0] if len(model.inputs) == 1 else None
+        linear = tensor is not None
+        previous = None
+        for layer in layers:
+            given = layer.input if isinstance(layer.input, (list, tuple)) else [layer.input]
+            linear = linear and given[0] is tensor
+            if previous is not None and _is_keras(previous, "Masking"):
+                # Keras passes the Masking's mask as an input of its own: it must be that mask
+                linear = linear and len(given) == 2 and _is_masking_mask(given[1], previous)
+            else:
+                linear = linear and len(given) == 1
+            tensor, previous = layer.output, layer
+        outputs = tensor if isinstance(tensor, (list, tuple)) else [tensor]
+        linear = linear and len(outputs) == len(model.outputs) and all(a is b for a, b in zip(outputs, model.outputs))
+    except (AttributeError, ValueError, IndexError, TypeError):  # Keras raises for shared layers; odd graphs
+        linear = False
+    if not linear:
+        raise InteropError(
+            "from_keras maps a functional model only when its one input runs through each layer once, "
+            "in order, to its outputs (no shared layers, extra inputs such as initial_state, or skipped Masking)"
+        )
+
+
 def _split_model(model: Any) -> tuple[Any, float | None]:
     """(the recurrent layer, the Masking value or None) of a Keras model of [Input], [Masking], LSTM."""
+    if not (_is_keras(model, "Sequential") or _is_keras(model, "Functional")):
+        raise InteropError(
+            f"from_keras maps a Keras Sequential or functional model; got a {type(model).__name__}, "
+            "whose call() nplstm cannot check"
+        )
     layers = [layer for layer in model.layers if type(layer).__name__ != "InputLayer"]
     kinds = [type(layer).__name__ for layer in layers]
     if kinds not in (["LSTM"], ["Bidirectional"], ["Masking", "LSTM"], ["Masking", "Bidirectional"]):
         raise InteropError(f"from_keras maps a model of [Input], [Masking], LSTM or Bidirectional(LSTM); got layers {kinds}")
-    mask_value = float(layers[0].mask_value) if kinds[0] == "Masking" else None
+    for tensor in model.inputs:  # the input layer casts to its dtype
+        if str(tensor.dtype) not in KERAS_DTYPES:
+            raise InteropError(f"the model's input has dtype {tensor.dtype}; nplstm maps float32 or float64 inputs only")
+    mask_value = None
+    if kinds[0] == "Masking":
+        if not _is_keras(layers[0], "Masking"):
+            raise InteropError(f"expected Keras' own Masking layer; got {type(layers[0]).__module__}.Masking")
+        _unknown_keys(layers[0].get_config(), _MASKING_KEYS, "Masking")
+        _check_dtype(layers[0].get_config(), "Masking")  # it passes its input on in its compute dtype
+        mask_value = _mask_value(layers[0])
+    if _is_keras(model, "Functional"):
+        _check_chain(model, layers)
     return layers[-1], mask_value
+
+
+def _check_bidirectional(layer: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The two LSTM configs of a Keras Bidirectional, refused unless nplstm reproduces the pair."""
+    if not _is_keras(layer, "Bidirectional"):
+        raise InteropError(f"expected Keras' own Bidirectional layer; got {type(layer).__module__}.{type(layer).__name__}")
+    outer = layer.get_config()
+    _unknown_keys(outer, _BIDIRECTIONAL_KEYS, "Bidirectional")
+    if outer.get("merge_mode", "concat") != "concat":
+        raise InteropError(f"Bidirectional merge_mode {outer.get('merge_mode')!r} does not map; only 'concat'")
+    _check_dtype(outer, "Bidirectional")
+    fwd, bwd = layer.forward_layer, layer.backward_layer
+    for sub, what in ((fwd, "forward_layer"), (bwd, "backward_layer")):
+        if not _is_keras(sub, "LSTM"):
+            raise InteropError(f"Bidirectional {what} must be Keras' own LSTM; got {type(sub).__name__}")
+    cfg, bwd_cfg = fwd.get_config(), bwd.get_config()
+    check_lstm_config(cfg, "Bidirectional forward_layer")
+    check_lstm_config(bwd_cfg, "Bidirectional backward_layer")
+    if cfg.get("go_backwards", False) or not bwd_cfg.get("go_backwards", False):
+        raise InteropError(
+            "Bidirectional maps when its forward_layer reads forwards and its backward_layer backwards; "
+            f"got go_backwards={cfg.get('go_backwards')!r} and {bwd_cfg.get('go_backwards')!r}"
+        )
+    def norm(c: Mapping[str, Any], key: str) -> Any:
+        value = c.get(key)
+        if key == "dtype":
+            return _dtype_name(value)
+        if key.endswith("activation"):
+            return _activation_name(value, key)
+        return value
+    differ = [k for k in _DIRECTION_KEYS if norm(cfg, k) != norm(bwd_cfg, k)]
+    if differ:
+        raise InteropError(f"the forward and backward layers of Bidirectional differ in {differ}; nplstm runs both alike")
+    return cfg, bwd_cfg
+
+
+#: Largest ``config.json`` / ``metadata.json`` member of a ``.keras`` file read (an LSTM model's is a few KB).
+MAX_KERAS_CONFIG_BYTES = 1 << 20
+
+
+#: The layer classes a model from_keras maps may hold (NotEqual and Any: how a saved functional model
+#: stores Masking's mask, checked by :func:`_is_masking_mask`); any other is refused before Keras builds it.
+_MODEL_LAYERS = frozenset({"InputLayer", "Masking", "LSTM", "Bidirectional", "NotEqual", "Any"})
+_INITIALIZERS = ("kernel_initializer", "recurrent_initializer", "bias_initializer")
+
+
+def _input_sizes(node: Any) -> list[int]:
+    """The last dimension of every input shape (``batch_shape``, ``input_shape``, ...) anywhere in a config."""
+    found: list[int] = []
+    stack = [node]
+    while stack:  # iterative: json.loads has already bounded the depth
+        item = stack.pop()
+        if isinstance(item, Mapping):
+            for key, value in item.items():
+                if key in ("batch_shape", "batch_input_shape", "input_shape", "shape") and isinstance(value, list) and value:
+                    last = value[-1]
+                    if isinstance(last, int) and not isinstance(last, bool):
+                        found.append(last)
+                stack.append(value)
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found
+
+
+def _precheck_config(raw: bytes, path: Any, stored_bytes: int) -> bytes:
+    """Refuse a ``.keras`` config that from_keras cannot map, or that implies a huge model, before Keras builds it.
+
+    Keras builds (and initialises, e.g. orthogonally) every variable the config
+    declares before it reads a weight: ``units=8192`` in a 15 KB file costs a
+    gigabyte and a minute.  So the layer classes must be those of
+    :data:`_MODEL_LAYERS`, and the LSTM sizes pass
+    :func:`~nplstm.params.check_model_size`, the limit nplstm's own
+    constructors use; and they declare no more float32 parameters than the
+    file's ``stored_bytes`` of weights could hold (twice, plus
+    :data:`~nplstm.io.BUDGET_ALLOWANCE`).  Returns the config with every LSTM initialiser set to
+    zeros (initialisers cannot change the loaded layer: its weights replace them).
+    """
+    from ..io import BUDGET_ALLOWANCE, WeightsFileError
+    from ..params import check_model_size, positive_int
+    from ..stack import stack_parameter_count
+
+    try:
+        config = json.loads(raw)
+        layers = config["config"]["layers"]
+        kinds = [layer["class_name"] for layer in layers]
+    except (ValueError, RecursionError, KeyError, TypeError) as exc:
+        raise WeightsFileError(f"{path}: config.json is not a Keras model config ({type(exc).__name__})") from None
+    if config.get("class_name") not in ("Sequential", "Functional") or not set(kinds) <= _MODEL_LAYERS:
+        raise WeightsFileError(
+            f"{path}: from_keras maps a Sequential or functional model of [Input], [Masking], LSTM or "
+            f"Bidirectional(LSTM); the file holds a {config.get('class_name')!r} of layers {kinds[:6]}"
+        )
+    sizes = [n for n in _input_sizes(config) if n > 0]
+    input_size = max(sizes, default=1)
+    total = 0
+    for layer in layers:
+        inner = layer.get("config")
+        subs = [inner] if layer["class_name"] == "LSTM" else []
+        if layer["class_name"] == "Bidirectional" and isinstance(inner, Mapping):
+            subs = [sub.get("config") for sub in (inner.get("layer"), inner.get("backward_layer")) if isinstance(sub, Mapping)]
+        for sub in subs:
+            try:
+                units = positive_int(sub["units"], "units")
+                count = stack_parameter_count(input_size, units, 1, bidirectional=False, proj_size=0, bias=True, peepholes=False)
+                check_model_size(count, 1, 4, f"the Keras LSTM(units={units}) the file declares")
+            except (KeyError, TypeError, ValueError) as exc:
+                raise WeightsFileError(f"{path}: {exc}") from None
+            total += count
+            for key in _INITIALIZERS:
+                if key in sub:
+                    sub[key] = {"module": "keras.initializers", "class_name": "Zeros", "config": {}, "registered_name": None}
+    # Keras allocates what the config declares before reading a weight: no more than the file stores
+    if 4 * total > 2 * stored_bytes + BUDGET_ALLOWANCE:
+        raise WeightsFileError(
+            f"{path}: its config declares {total} LSTM parameters but the file stores only {stored_bytes} bytes "
+            "of weights; a .keras file holds the weights of every layer it declares"
+        )
+    return json.dumps(config).encode()
+
+
+def load_keras_file(path: str | os.PathLike) -> Any:
+    """The Keras model in a ``.keras`` file, checked before Keras reads a byte of it.
+
+    The file must be a regular file (:func:`~nplstm.io.open_regular_file`: a
+    FIFO or device is refused at once, also behind a symlink) and a zip whose
+    directory passes :func:`~nplstm.io.check_zip_budget`: at most
+    :data:`~nplstm.io.DEFAULT_MAX_TOTAL_BYTES` declared, no more than twice
+    the file's size (Keras stores members uncompressed), and its JSON members
+    at most :data:`MAX_KERAS_CONFIG_BYTES` each.  Its config must describe a
+    model from_keras maps, within :data:`~nplstm.params.MAX_MODEL_BYTES`
+    (:func:`_precheck_config`).  Keras then reads a copy of those checked
+    bytes (never the path again), initialisers set to zeros, with
+    ``safe_mode=True`` and ``compile=False``.  Every failure is an
+    InteropError naming the file.
+    """
+    import zipfile
+
+    from ..io import DEFAULT_MAX_TOTAL_BYTES, WeightsFileError, check_zip_budget, open_regular_file
+
+    import_keras()  # InteropError saying what to install, before the file is touched
+    try:
+        fh = open_regular_file(path)
+    except WeightsFileError as exc:
+        raise InteropError(str(exc)) from None
+    with fh:
+        try:
+            if not zipfile.is_zipfile(fh):
+                raise WeightsFileError(f"{path} is not a Keras 3 .keras file (a zip archive); nplstm reads only those")
+            check_zip_budget(fh, DEFAULT_MAX_TOTAL_BYTES, max_expansion=2)
+            with zipfile.ZipFile(fh) as zf:  # its directory was just bounded by check_zip_budget
+                for info in zf.infolist():
+                    if info.filename.endswith(".json") and info.file_size > MAX_KERAS_CONFIG_BYTES:
+                        raise WeightsFileError(
+                            f"{path}: member {info.filename!r} declares {info.file_size} bytes, "
+                            f"over the limit of {MAX_KERAS_CONFIG_BYTES} for a Keras config"
+                        )
+                if "config.json" not in zf.namelist():
+                    raise WeightsFileError(f"{path}: no config.json; not a Keras 3 .keras file")
+                stored = sum(i.file_size for i in zf.infolist() if not i.filename.endswith(".json"))
+                config = _precheck_config(zf.read("config.json"), path, stored)
+                # Keras reads a copy whose initialisers are zeros (they are inert: the weights are loaded
+                # over them), since an orthogonal initialiser of a large layer costs minutes before any check
+                archive = io.BytesIO()
+                with zipfile.ZipFile(archive, "w") as out:
+                    for info in zf.infolist():
+                        out.writestr(info.filename, config if info.filename == "config.json" else zf.read(info))
+            archive.seek(0)
+        except WeightsFileError as exc:
+            raise InteropError(str(exc)) from None
+        except (OSError, zipfile.BadZipFile) as exc:
+            raise InteropError(f"{path} is not a readable zip file: {exc}") from None
+        from keras.src.saving import saving_lib  # the loader keras.saving.load_model calls, given the open file
+
+        try:
+            return saving_lib.load_model(archive, compile=False, safe_mode=True)
+        except Exception as exc:  # keras raises assorted errors (and RecursionError) for unreadable files
+            text = " ".join(str(exc).split())[:300]
+            raise InteropError(f"{path}: cannot be loaded as a Keras model: {type(exc).__name__}: {text}") from None
 
 
 def from_keras(
@@ -261,32 +612,30 @@ def from_keras(
     ``go_backwards``, ``use_bias``, ``activation``,
     ``recurrent_activation``).  The Keras layer must be built (called once
     or given an input shape).  Only ``merge_mode='concat'`` maps for
-    Bidirectional.
+    Bidirectional.  Settings nplstm does not reproduce (``stateful=True``,
+    reduced-precision dtype policies, unknown config keys, ...) raise
+    InteropError naming them (:func:`check_lstm_config`); for a stateful
+    layer import its weights with ``config=dict(layer.get_config(),
+    stateful=False)`` and pass the states to ``model.stack.forward(x, (h0, c0))``.
+    A path is read by :func:`load_keras_file`.
     """
     mask_value = None
     if isinstance(layer_or_weights, (str, os.PathLike)):
-        keras = import_keras()
-        try:
-            layer_or_weights = keras.saving.load_model(str(layer_or_weights), compile=False, safe_mode=True)
-        except Exception as exc:  # keras raises assorted errors for unreadable files
-            raise InteropError(f"{layer_or_weights}: cannot be loaded as a Keras model: {exc}") from None
+        layer_or_weights = load_keras_file(layer_or_weights)
     if hasattr(layer_or_weights, "layers") and not hasattr(layer_or_weights, "forward_layer"):
         layer_or_weights, mask_value = _split_model(layer_or_weights)
     sub_weights: list[dict[str, np.ndarray]]
     zero_output = False
     if isinstance(layer_or_weights, (list, tuple)):
         cfg = dict(config or {})
+        check_lstm_config(cfg, "config")
         use_bias = cfg.get("use_bias", True)
         sub_weights = [_check_weights(layer_or_weights, use_bias, None, "weights")]
         bidirectional = False
     elif hasattr(layer_or_weights, "forward_layer"):
         layer = layer_or_weights
-        if getattr(layer, "merge_mode", "concat") != "concat":
-            raise InteropError(f"Bidirectional merge_mode {layer.merge_mode!r} does not map; only 'concat'")
+        cfg, _ = _check_bidirectional(layer)
         fwd, bwd = layer.forward_layer, layer.backward_layer
-        cfg, bwd_cfg = fwd.get_config(), bwd.get_config()
-        if cell_options_from_config(cfg) != cell_options_from_config(bwd_cfg):
-            raise InteropError("the forward and backward layers of Bidirectional use different activations")
         use_bias = cfg.get("use_bias", True)
         sub_weights = [
             _check_weights(fwd.get_weights(), use_bias, None, "forward_layer"),
@@ -298,9 +647,12 @@ def from_keras(
         bidirectional = True
     elif hasattr(layer_or_weights, "get_weights") and hasattr(layer_or_weights, "get_config"):
         layer = layer_or_weights
-        if type(layer).__name__ != "LSTM":
-            raise InteropError(f"expected a Keras LSTM or Bidirectional(LSTM) layer; got {type(layer).__name__}")
+        if not _is_keras(layer, "LSTM"):
+            raise InteropError(
+                f"expected Keras' own LSTM or Bidirectional(LSTM) layer; got {type(layer).__module__}.{type(layer).__name__}"
+            )
         cfg = layer.get_config()
+        check_lstm_config(cfg)
         use_bias = cfg.get("use_bias", True)
         if not layer.weights:
             raise InteropError("the Keras layer has no weights yet: build it (call it once) first")
@@ -313,6 +665,8 @@ def from_keras(
     options = cell_options_from_config(cfg)
     kernel = sub_weights[0]["kernel"]
     I, H = kernel.shape[0], kernel.shape[1] // 4
+    if cfg.get("units", H) != H:
+        raise InteropError(f"the config says units={cfg['units']!r} but the weights are for {H} units")
     if dtype is None:
         dtype = np.float64 if kernel.dtype == np.float64 else np.float32
     kwargs: dict[str, Any] = {} if options is None else {"cell": options}

@@ -8,7 +8,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..stack import StackedLSTM
+from ..params import check_model_size
+from ..stack import StackedLSTM, stack_parameter_count
 from .gates import InteropError, check_shape, packed, unpack
 
 TORCH_ORDER = "ifgo"
@@ -21,29 +22,53 @@ def _to_numpy(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
+def _suffix(layer: int, direction: int) -> str:
+    return f"_l{layer}{'_reverse' if direction else ''}"
+
+
 def _config_from_state_dict(sd: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """The torch.nn.LSTM configuration a state dict's names and layer-0 shapes describe.
+
+    Its tensor names must be exactly those of one configuration: layers
+    ``l0`` .. ``l{L-1}`` without gaps, each with the same tensors (both
+    directions, biases, projection) -- so a key such as
+    ``bias_hh_l100000000`` is refused here, before anything is built.
+    """
     unknown = [k for k in sd if not _KEY.match(k)]
     if unknown:
         raise InteropError(f"not a torch.nn.LSTM state dict: unexpected tensor(s) {unknown[:5]}")
     if "weight_ih_l0" not in sd or "weight_hh_l0" not in sd:
         raise InteropError("not a torch.nn.LSTM state dict: missing tensor 'weight_ih_l0' or 'weight_hh_l0'")
     w_ih, w_hh = sd["weight_ih_l0"], sd["weight_hh_l0"]
-    if w_ih.ndim != 2 or w_hh.ndim != 2 or w_ih.shape[0] % 4 or w_ih.shape[0] == 0:
+    if w_ih.ndim != 2 or w_hh.ndim != 2 or w_ih.shape[0] % 4 or w_ih.shape[0] == 0 or w_ih.shape[1] == 0:
         raise InteropError(
             f"tensor 'weight_ih_l0' must be (4H, I) and 'weight_hh_l0' (4H, P); got {w_ih.shape} and {w_hh.shape}"
         )
-    layers = {int(m.group(2)) for m in map(_KEY.match, sd) if m is not None}
-    num_layers = max(layers) + 1
-    hidden = w_ih.shape[0] // 4
-    proj = sd["weight_hr_l0"].shape[0] if "weight_hr_l0" in sd else 0
-    return {
+    layers = sorted({int(m.group(2)) for m in map(_KEY.match, sd) if m is not None})
+    if layers != list(range(len(layers))):  # len(layers) <= len(sd): no loop runs to a number a key claims
+        gaps = [n for n in layers if n >= len(layers)][:3]
+        raise InteropError(
+            f"not a torch.nn.LSTM state dict: its layers must be numbered l0..l{len(layers) - 1} without gaps; "
+            f"found layer(s) {gaps}"
+        )
+    cfg = {
         "input_size": w_ih.shape[1],
-        "hidden_size": hidden,
-        "num_layers": num_layers,
+        "hidden_size": w_ih.shape[0] // 4,
+        "num_layers": len(layers),
         "bidirectional": "weight_ih_l0_reverse" in sd,
         "bias": "bias_ih_l0" in sd,
-        "proj_size": proj,
+        "proj_size": sd["weight_hr_l0"].shape[0] if "weight_hr_l0" in sd and sd["weight_hr_l0"].ndim == 2 else 0,
     }
+    expected = {
+        f"{kind}{_suffix(l, d)}"
+        for l in range(cfg["num_layers"])
+        for d in range(2 if cfg["bidirectional"] else 1)
+        for kind in ("weight_ih", "weight_hh") + ("bias_ih", "bias_hh") * cfg["bias"] + ("weight_hr",) * bool(cfg["proj_size"])
+    }
+    extra = sorted(set(sd) - expected)  # a missing tensor is named, with its shape, by check_shape
+    if extra:
+        raise InteropError(f"state dict has tensor(s) this configuration does not use: {extra[:5]}")
+    return cfg
 
 
 def from_torch(
@@ -53,7 +78,9 @@ def from_torch(
 
     Accepts the module itself or its ``state_dict()`` (tensors or arrays).
     The two torch biases are summed.  Every tensor is checked (name, shape,
-    finiteness) before the model is returned, so nothing is half-loaded.
+    finiteness) and the model's size against
+    :data:`~nplstm.params.MAX_MODEL_BYTES` before the model is built, so
+    nothing is half-loaded and no tensor name can make it build a huge one.
     ``batch_first`` and ``dtype`` default to the module's (float32 for a
     bare float32 state dict).
     """
@@ -77,30 +104,33 @@ def from_torch(
             batch_first = bool(module.batch_first)
     if dtype is None:
         dtype = np.float64 if sd["weight_ih_l0"].dtype == np.float64 else np.float32
-    stack = StackedLSTM(**cfg, batch_first=bool(batch_first), seed=0, dtype=dtype)
-    H, P = stack.hidden_size, stack.state_size
-    expected: set[str] = set()
+    H, I, P = cfg["hidden_size"], cfg["input_size"], cfg["proj_size"] or cfg["hidden_size"]
+    D = 2 if cfg["bidirectional"] else 1
+    try:  # the constructor's own limit, before even the shape checks touch (maybe stride-0) tensors
+        count = stack_parameter_count(I, H, cfg["num_layers"], bidirectional=cfg["bidirectional"],
+                                      proj_size=cfg["proj_size"], bias=cfg["bias"], peepholes=False)
+        check_model_size(count, cfg["num_layers"] * D, np.dtype(dtype).itemsize, "the torch.nn.LSTM")
+    except ValueError as exc:
+        raise InteropError(str(exc)) from None
     checked = []
-    for _, l, d, cell in stack.cells():
-        sfx = f"_l{l}{'_reverse' if d else ''}"
-        names = {"w_ih": f"weight_ih{sfx}", "w_hh": f"weight_hh{sfx}"}
-        t = {
-            "w_ih": check_shape(sd, names["w_ih"], (4 * H, cell.input_size)),
-            "w_hh": check_shape(sd, names["w_hh"], (4 * H, P)),
-        }
-        if stack.bias:
-            names.update(b_ih=f"bias_ih{sfx}", b_hh=f"bias_hh{sfx}")
-            t["b"] = check_shape(sd, names["b_ih"], (4 * H,)) + check_shape(sd, names["b_hh"], (4 * H,))
-        if stack.proj_size:
-            names["w_hr"] = f"weight_hr{sfx}"
-            t["w_hr"] = check_shape(sd, names["w_hr"], (P, H))
-        expected.update(names.values())
-        checked.append((cell, t))
-    extra = sorted(set(sd) - expected)
-    if extra:
-        raise InteropError(f"state dict has tensor(s) this configuration does not use: {extra[:5]}")
-    for cell, t in checked:
-        unpack(cell, TORCH_ORDER, t["w_ih"], t["w_hh"], t.get("b"), t.get("w_hr"))
+    for l in range(cfg["num_layers"]):
+        for d in range(D):
+            sfx = _suffix(l, d)
+            t = {
+                "w_ih": check_shape(sd, f"weight_ih{sfx}", (4 * H, I if l == 0 else D * P)),
+                "w_hh": check_shape(sd, f"weight_hh{sfx}", (4 * H, P)),
+            }
+            if cfg["bias"]:
+                t["b"] = check_shape(sd, f"bias_ih{sfx}", (4 * H,)) + check_shape(sd, f"bias_hh{sfx}", (4 * H,))
+            if cfg["proj_size"]:
+                t["w_hr"] = check_shape(sd, f"weight_hr{sfx}", (P, H))
+            checked.append((l, d, t))
+    try:  # every shape matched real tensors; the constructor still checks the size before allocating
+        stack = StackedLSTM(**cfg, batch_first=bool(batch_first), seed=0, dtype=dtype)
+    except ValueError as exc:
+        raise InteropError(str(exc)) from None
+    for l, d, t in checked:
+        unpack(stack.layers[l][d], TORCH_ORDER, t["w_ih"], t["w_hh"], t.get("b"), t.get("w_hr"))
     return stack
 
 
@@ -160,7 +190,11 @@ def load_torch(path: str | os.PathLike, **kwargs: Any) -> StackedLSTM:
     twice its size on disk, since ``torch.save`` stores tensors uncompressed;
     so a compressed zip bomb is refused before it is inflated.  Then
     ``torch.load(..., weights_only=True)``: tensors and plain containers only,
-    never arbitrary pickled objects.  ``kwargs`` go to :func:`from_torch`.
+    never arbitrary pickled objects.  Before any tensor becomes an array,
+    each must be dense and lie inside its stored bytes (no stride 0, no
+    overlap), so the model is never larger than the file's data; then
+    :func:`from_torch` checks the names (layers l0..l{L-1}, no gaps), shapes
+    and size.  ``kwargs`` go to :func:`from_torch`.
     """
     import warnings
     import zipfile
@@ -205,7 +239,52 @@ def load_torch(path: str | os.PathLike, **kwargs: Any) -> StackedLSTM:
     bad = [k for k, v in sd.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad:
         raise InteropError(f"{path}: entries that are not named tensors: {bad[:5]}")
+    _check_stored(sd, path)
     try:
         return from_torch(sd, **kwargs)
     except InteropError as exc:
         raise InteropError(f"{path}: {exc}") from None
+
+
+def _check_stored(sd: Mapping[str, Any], path: Any) -> None:
+    """Refuse tensors whose elements the file does not really store, before any is read into an array.
+
+    ``torch.save`` writes a tensor's storage plus its shape and strides, so
+    a 1-element storage with stride 0 can claim (65536, 16384) elements.
+    Every tensor must be dense and strided, each element at its own offset
+    (strides sorted ascending each exceed the span of the dimensions below
+    them: no stride 0, no overlap), that span inside its storage; and all
+    tensors together claim no more bytes than their distinct storages hold.
+    So a model loaded from a file is never larger than the file's data.
+    """
+    import torch
+
+    held: dict[int, int] = {}
+    claimed = 0
+    for name, t in sd.items():
+        if t.layout != torch.strided:
+            raise InteropError(f"{path}: tensor {name!r} has layout {t.layout}; nplstm reads dense tensors only")
+        storage = t.untyped_storage()
+        held[storage.data_ptr()] = max(held.get(storage.data_ptr(), 0), storage.nbytes())
+        if t.numel() == 0:
+            continue  # holds nothing; its shape is checked with the others
+        span = 1  # elements covered by the dimensions seen so far
+        for stride, size in sorted((st, sz) for st, sz in zip(t.stride(), t.shape) if sz > 1):
+            if stride < span:
+                raise InteropError(
+                    f"{path}: tensor {name!r} of shape {tuple(t.shape)} has strides {t.stride()}, which repeat "
+                    "stored elements (stride 0 or overlapping); save a dense tensor (t.contiguous()) instead"
+                )
+            span += stride * (size - 1)
+        end = (t.storage_offset() + span) * t.element_size()
+        if t.storage_offset() < 0 or end > storage.nbytes():
+            raise InteropError(
+                f"{path}: tensor {name!r} of shape {tuple(t.shape)} needs {end} bytes of storage; "
+                f"the file stores {storage.nbytes()}"
+            )
+        claimed += t.numel() * t.element_size()
+    if claimed > sum(held.values()):
+        raise InteropError(
+            f"{path}: its tensors claim {claimed} bytes but share only {sum(held.values())} stored bytes "
+            "(tensors overlapping one another)"
+        )
