@@ -351,3 +351,25 @@ def test_saving_through_a_symlink_to_proc_says_what_failed(tmp_path, capsys):
     assert main(["run", "--weights", str(tmp_path / "s.npz"), "--input", str(tmp_path / "x.npy"), "--out", str(link)]) == 1
     one_line_error(capsys.readouterr().err, "run", str(link), "cannot create a file in '/proc/")
     assert Path("/proc/self/status").read_text().startswith("Name:")
+
+
+def test_config_with_code_points_past_unicode_is_a_weights_file_error(tmp_path):
+    """Found by the fuzz test: NumPy stores UTF-32 units unchecked; U+110063 must not reach Python's str."""
+    from nplstm.weights import load_model
+
+    path = tmp_path / "stack.npz"
+    StackedLSTM(2, 3, seed=0).save(path)
+    with zipfile.ZipFile(path) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    config = np.load(io.BytesIO(members["config.npy"]))
+    raw = bytearray(config.tobytes())
+    raw[8:12] = (0x110063).to_bytes(4, "little")  # the third character, inside '"batch_first"'
+    bad = np.frombuffer(bytes(raw), dtype=config.dtype).reshape(())
+    buffer = io.BytesIO()
+    np.save(buffer, bad)
+    members["config.npy"] = buffer.getvalue()
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    with pytest.raises(WeightsFileError, match="'config' holds code points that are not Unicode"):
+        load_model(path)

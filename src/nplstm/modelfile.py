@@ -151,10 +151,15 @@ def load_model_of_kind(path: str | os.PathLike, cls: Any, *, max_bytes: int = DE
     return model
 
 
-def _text(arrays: dict[str, np.ndarray], name: str) -> str | None:
+def _text(arrays: dict[str, np.ndarray], name: str, source: str) -> str | None:
+    """A 0-d text member as str; None when absent or not text."""
     value = arrays.get(name)
     if value is None or value.dtype.kind != "U" or value.ndim != 0:
         return None
+    # NumPy stores UTF-32 code units unchecked: one past U+10FFFF (or a surrogate) makes a str Python cannot hold
+    units = np.frombuffer(value.tobytes(), dtype=np.uint32)
+    if ((units > 0x10FFFF) | ((units >= 0xD800) & (units <= 0xDFFF))).any():
+        raise WeightsFileError(f"{source}: member {name!r} holds code points that are not Unicode text")
     return str(value)
 
 
@@ -179,7 +184,7 @@ def _schema(meta: dict[str, np.ndarray], source: str,
     earlier schemas, which name their dtype only through their arrays;
     ``current`` is False for those schemas.
     """
-    tag = _text(meta, "format")
+    tag = _text(meta, "format", source)
     if tag == _LEGACY_SEQUENCE_MODEL:
         return _legacy_sequence_model(meta, source, dtype_of)
     if tag == _LEGACY_STACK:
@@ -189,12 +194,12 @@ def _schema(meta: dict[str, np.ndarray], source: str,
     version = meta.get("version")
     if version is None or version.shape != () or version.dtype.kind not in "iu" or int(version) != VERSION:
         raise WeightsFileError(f"{source}: unsupported nplstm file version {version!r}; this nplstm reads {VERSION}")
-    config = parse_config(_text(meta, "config") or "", source)
+    config = parse_config(_text(meta, "config", source) or "", source)
 
     def to_params(arrays: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
         return {k: v for k, v in arrays.items() if k not in _META}
 
-    return _text(meta, "kind") or "", config, _text(meta, "dtype") or "", to_params, True
+    return _text(meta, "kind", source) or "", config, _text(meta, "dtype", source) or "", to_params, True
 
 
 def parse_config(text: str, source: str) -> Any:
