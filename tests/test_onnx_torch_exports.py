@@ -147,6 +147,12 @@ def test_last_step_selection_is_refused_as_such(tmp_path):
     export(Last().eval(), (torch.randn(10, 2, 3),), path, False, input_names=["X"], dynamic_axes={"X": {0: "T", 1: "B"}})
     with pytest.raises(InteropError, match=r"takes the last step only of axis 0"):
         from_onnx(path, verify=False)
+    # the exporter's default static shapes: the zero states pin the batch, and pinning the
+    # sequence axis too must not hide a selection the sequence probes already showed
+    static = tmp_path / "last_static.onnx"
+    export(Last().eval(), (torch.randn(10, 5, 3),), static, False, input_names=["X"])
+    with pytest.raises(InteropError, match=r"takes the last step only of axis 0"):
+        from_onnx(static, verify=False)
 
 
 @pytest.mark.parametrize(

@@ -1132,6 +1132,10 @@ def _selections(node: Any, args: list[Any]) -> list[_Selection]:
     return [_Selection(where, a, x.shape[a], len(parts) == 1, False, f"parts {parts}")]
 
 
+class _SelectionError(InteropError):
+    """A Slice / Gather / Split drops data along an axis the probes showed to vary: final, whatever else is pinned."""
+
+
 def _check_selections(records: list[dict[str, Any]]) -> None:
     """Refuse a Slice / Gather / Split that drops data along an axis whose size follows the probe sizes.
 
@@ -1148,7 +1152,7 @@ def _check_selections(records: list[dict[str, Any]]) -> None:
         if len({s.extent for s in sels}) > 1 and not all(s.identity for s in sels):
             bad = next(s for s in sels if not s.identity)
             kind = "the last step only" if all(s.last_step for s in sels) else f"{bad.what}"
-            raise InteropError(
+            raise _SelectionError(
                 f"{node}: takes {kind} of axis {axis} (size {bad.extent} at this probe), an axis whose size follows the "
                 "sequence length or batch; nplstm imports only plumbing that passes every step and batch entry through"
             )
@@ -1241,6 +1245,8 @@ def _match(model: Any) -> _Plan:
             plans = [_match_at(model, nodes, consts, sizes, lstm_nodes, rec) for sizes, rec in zip(probes, records)]
             records = [_selections_only(rec) for rec in records]  # the values are no longer needed: free them
             break
+        except _SelectionError:
+            raise  # the graph runs at these sizes and drops data there: pinning more axes would only hide it
         except InteropError as exc:
             first_error = first_error or exc
     else:
