@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+import os
+from typing import BinaryIO, Mapping
 
 import numpy as np
 
-from ..io import WeightsFileError, require
+from ..io import WeightsFileError, open_regular_file, require
 from ..params import LayerWeights
 
 #: nplstm's public attribute suffix of each gate letter used in the orders below.
@@ -15,6 +16,14 @@ _SUFFIX = {"i": "i", "f": "f", "g": "c", "c": "c", "o": "o"}
 
 class InteropError(WeightsFileError):
     """Weights from another framework that do not fit: wrong names, shapes or settings."""
+
+
+def open_framework_file(path: str | os.PathLike) -> BinaryIO:
+    """A framework's file opened with nplstm's regular-file check (:func:`~nplstm.io.open_regular_file`), failures as InteropError."""
+    try:
+        return open_regular_file(path)
+    except WeightsFileError as exc:
+        raise InteropError(str(exc)) from None
 
 
 def packed(cell: LayerWeights, order: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

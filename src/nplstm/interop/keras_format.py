@@ -50,7 +50,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..stack import StackedLSTM
-from .gates import InteropError, check_shape, unpack
+from .gates import InteropError, check_shape, open_framework_file, unpack
 
 KERAS_ORDER = "ifco"
 
@@ -556,14 +556,10 @@ def load_keras_file(path: str | os.PathLike) -> Any:
     """
     import zipfile
 
-    from ..io import DEFAULT_MAX_TOTAL_BYTES, WeightsFileError, check_zip_budget, open_regular_file
+    from ..io import DEFAULT_MAX_TOTAL_BYTES, WeightsFileError, check_zip_budget
 
     import_keras()  # InteropError saying what to install, before the file is touched
-    try:
-        fh = open_regular_file(path)
-    except WeightsFileError as exc:
-        raise InteropError(str(exc)) from None
-    with fh:
+    with open_framework_file(path) as fh:
         try:
             if not zipfile.is_zipfile(fh):
                 raise WeightsFileError(f"{path} is not a Keras 3 .keras file (a zip archive); nplstm reads only those")

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..params import check_model_size
 from ..stack import StackedLSTM, stack_parameter_count
-from .gates import InteropError, check_shape, packed, unpack
+from .gates import InteropError, check_shape, open_framework_file, packed, unpack
 
 TORCH_ORDER = "ifgo"
 _KEY = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)_l(\d+)(_reverse)?$")
@@ -201,18 +201,9 @@ def load_torch(path: str | os.PathLike, **kwargs: Any) -> StackedLSTM:
 
     import torch
 
-    from ..io import (
-        DEFAULT_MAX_TOTAL_BYTES,
-        WeightsFileError,
-        check_zip_budget,
-        open_regular_file,
-    )
+    from ..io import DEFAULT_MAX_TOTAL_BYTES, WeightsFileError, check_zip_budget
 
-    try:
-        fh = open_regular_file(path)
-    except WeightsFileError as exc:
-        raise InteropError(str(exc)) from None
-    with fh:
+    with open_framework_file(path) as fh:
         try:
             size = os.fstat(fh.fileno()).st_size
             if zipfile.is_zipfile(fh):
