@@ -216,3 +216,18 @@ def test_the_size_limit_is_the_documented_one_and_can_be_raised(monkeypatch):
     StackedLSTM(3, 5, num_layers=2, bidirectional=True, proj_size=2, dtype=np.float32)  # exactly at the limit
     with pytest.raises(ValueError, match=f"needs about {need + 4 * 4 * 5 * 2} bytes"):  # one more input: 4H weights per direction
         StackedLSTM(4, 5, num_layers=2, bidirectional=True, proj_size=2, dtype=np.float32)
+
+
+@pytest.mark.parametrize("layers, bidirectional, proj, bias, peepholes", [
+    (1, False, 0, True, False), (1, False, 0, False, False), (3, True, 0, True, True),
+    (2, False, 2, False, True), (2, True, 3, True, False), (1, True, 2, False, False),
+])
+def test_closed_form_parameter_count_equals_the_built_stack(layers, bidirectional, proj, bias, peepholes):
+    """The size check counts before building; it must count what the constructor then builds."""
+    from nplstm.cell import CellOptions
+    from nplstm.stack import stack_parameter_count
+
+    cell = CellOptions(peepholes=True) if peepholes else None
+    stack = StackedLSTM(4, 5, num_layers=layers, bidirectional=bidirectional, proj_size=proj, bias=bias, cell=cell)
+    built = sum(p.size for p in stack.parameters().values())
+    assert stack_parameter_count(4, 5, layers, bidirectional=bidirectional, proj_size=proj, bias=bias, peepholes=peepholes) == built
