@@ -41,6 +41,7 @@ MAX_SEQUENCES = 100_000
 
 INPUT_FORMATS = ".npy, .npz or .csv"
 WEIGHTS_FORMATS = ".npz, .pt or .onnx"
+CONVERT_FORMATS = ".pt, .onnx, .keras or .npz"
 
 
 class UsageError(Exception):
@@ -138,6 +139,13 @@ def output_path(*suffixes: str) -> Callable[[str], Path]:
 
 
 # ------------------------------------------------------------ inputs
+def _column_list(text: str) -> list[str]:
+    columns = [c.strip() for c in text.split(",")]
+    if not all(columns):
+        raise argparse.ArgumentTypeError(f"expected column indices or names separated by commas; got {text!r}")
+    return columns
+
+
 def _existing_file(path: str, expected: str) -> None:
     """Refuse a missing path or a directory before a reader guesses a format from its name."""
     try:
@@ -253,6 +261,79 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.out:
         path = write_array(args.out, result["outputs"])
         print(f"outputs {result['outputs'].shape} written to {path}")
+    return 0
+
+
+def _model_input(args: argparse.Namespace, model: Any) -> tuple[np.ndarray, bool]:
+    """The ``--input`` file as a batch for ``model.predict``, and whether it was one sequence.
+
+    For a model reading token ids: a column or a 1-D array is one sequence,
+    a 2-D ``.npy`` a batch ``(B, T)``.  For float inputs: ``(T, I)`` is one
+    sequence (a 1-D array is one feature per step), ``(B, T, I)`` a batch.
+    """
+    from .io import read_input
+
+    _existing_file(args.input, INPUT_FORMATS)
+    x = read_input(args.input, skip_header=args.skip_header, columns=args.columns)
+    where = f"{args.input} does not fit {args.weights}"
+    if x.size == 0:
+        raise InputError(f"{args.input} holds no numbers (shape {x.shape}); expected one time step per row")
+    if model.embedding is not None:
+        csv = Path(args.input).suffix.lower() in (".csv", ".txt")
+        if x.ndim == 2 and csv:
+            if x.shape[1] != 1:
+                raise InputError(f"{where}: the model reads one token id per step; the CSV has {x.shape[1]} columns "
+                                 "(choose one with --columns)")
+            x = x[:, 0]
+        if x.ndim not in (1, 2):
+            raise InputError(f"{where}: token ids must be one sequence (T,) or a batch (B, T); got shape {x.shape}")
+        return (x[None], True) if x.ndim == 1 else (x, False)
+    features = model.input_size
+    if x.ndim == 1:
+        if features != 1:
+            raise InputError(f"{where}: a 1-D input {x.shape} is one feature per step, but the model takes {features}")
+        x = x[:, None]
+    if x.ndim not in (2, 3):
+        raise InputError(f"{where}: input has {x.ndim}-D shape {x.shape}; expected (T, {features}) or (B, T, {features})")
+    if x.shape[-1] != features:
+        raise InputError(f"{where}: {x.shape[-1]} features per time step (shape {x.shape}); expected {features}")
+    if not args.allow_nonfinite and not np.isfinite(x).all():
+        first = tuple(int(k) for k in np.argwhere(~np.isfinite(x))[0])
+        raise InputError(f"{args.input} holds NaN or inf, the first at index {first}; pass --allow-nonfinite to run it anyway")
+    return (x[None], True) if x.ndim == 2 else (x, False)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .io import write_array
+
+    model = _load_model(args.weights)
+    if not callable(getattr(model, "predict", None)) or not hasattr(model, "embedding"):
+        raise InputError(
+            f"{args.weights} is a {type(model).__name__}: it has no output layer to predict with; "
+            "`nplstm run` gives its hidden states"
+        )
+    x, one = _model_input(args, model)
+    with _must_fit(args):
+        prediction = model.predict(x)
+    _check_finite(args, [prediction])
+    if one:
+        prediction = prediction[0]
+    path = write_array(args.out, prediction)
+    print(f"predictions {prediction.shape} written to {path}")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .weights import convert
+
+    _existing_file(args.src, CONVERT_FORMATS)
+    layout = {"batch_first": args.batch_first} if args.batch_first is not None else {}
+    parts = {k: getattr(args, k) for k in ("lstm", "embedding") if getattr(args, k) is not None}
+    if args.head is not None:
+        parts["head"] = [p.strip() for p in args.head.split(",") if p.strip()]
+    model, path = convert(args.src, args.dst, **layout, **parts)
+    print(f"{args.src} -> {path}: {type(model).__name__}")
+    print(repr(model))
     return 0
 
 
@@ -375,12 +456,36 @@ def build_parser() -> argparse.ArgumentParser:
             "--allow-nonfinite", action="store_true", help="run inputs holding NaN or inf (refused by default)"
         )
 
+    def csv_options(cmd: argparse.ArgumentParser) -> None:
+        cmd.add_argument("--skip-header", action="store_true", help="the CSV's first row is a header of column names")
+        cmd.add_argument("--columns", type=_column_list,
+                         help="read only these CSV columns, in this order: 0-based indices or header names, e.g. 1,2 or price,volume")
+
     demo = command("demo", "run the input [1, 2, 3] through a 1x1 LSTM", cmd_demo)
     demo.add_argument("--seed", type=int_option(0), default=0, help="seed of the random weights, >= 0 (default 0)")
 
     run = command("run", "run a weights file on an input file", cmd_run)
     model_and_input(run)
     run.add_argument("--out", type=output_path(".npy", ".csv"), help="write all outputs to this .npy or .csv file")
+
+    predict = command("predict", "write a model's predictions (not its hidden states) for an input file", cmd_predict)
+    model_and_input(predict)
+    predict.add_argument("--out", type=output_path(".npy", ".csv"), required=True,
+                         help="where to write the predictions, a .npy or .csv file")
+    csv_options(predict)
+
+    convert = command("convert", "turn a .pt, .onnx or .keras model into an nplstm .npz file (reads with NumPy alone)",
+                      cmd_convert)
+    convert.add_argument("src", help=f"the model to convert ({CONVERT_FORMATS})")
+    convert.add_argument("dst", type=output_path(".npz"), help="the nplstm file to write, ending in .npz")
+    layout = convert.add_mutually_exclusive_group()
+    layout.add_argument("--batch-first", dest="batch_first", action="store_true", default=None,
+                        help="a .pt state dict's LSTM was built with batch_first=True (a state dict cannot say)")
+    layout.add_argument("--time-major", dest="batch_first", action="store_false",
+                        help="a .pt state dict's LSTM was built with batch_first=False")
+    convert.add_argument("--lstm", help="a whole torch model's state dict: the LSTM's key prefix (e.g. lstm)")
+    convert.add_argument("--embedding", help="... the nn.Embedding's key prefix (e.g. emb)")
+    convert.add_argument("--head", help="... the dense layers' prefixes and activations in order, e.g. fc1,relu,fc2")
 
     info = command("info", "shapes, parameter count and dtype of a weights file", cmd_info)
     info.add_argument("file", help=f"weights file ({WEIGHTS_FORMATS})")

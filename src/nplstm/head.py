@@ -196,7 +196,7 @@ class Embedding:
             raise TypeError(f"{name} must hold integer token ids for the embedding; got dtype {arr.dtype}")
         if arr.size and (arr.min() < 0 or arr.max() >= self.num_embeddings):
             raise ValueError(
-                f"{name} must hold token ids in [0, {self.num_embeddings}); got values from {arr.min()} to {arr.max()}"
+                f"{name} must hold token ids in [0, {self.num_embeddings}); got values from {arr.min():g} to {arr.max():g}"
             )
         return arr.astype(np.int64)
 

@@ -75,7 +75,7 @@ import warnings
 import zipfile
 from array import array
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Mapping
+from typing import Any, BinaryIO, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -568,10 +568,36 @@ def _ordinary_file(fh: BinaryIO) -> bool:
         return False
 
 
+def _csv_columns(header: list[str] | None, columns: Sequence[int | str], width: int, path: Any) -> list[int]:
+    """The 0-based positions of ``columns`` (indices, or names from the header)."""
+    picked = []
+    for column in columns:
+        if isinstance(column, str) and not column.lstrip("-").isdigit():
+            if header is None:
+                raise WeightsFileError(f"{path}: column {column!r} is a name, but the file has no header (use skip_header)")
+            if column not in header:
+                raise WeightsFileError(f"{path}: no column named {column!r}; the header has {header[:12]}")
+            picked.append(header.index(column))
+            continue
+        index = int(column)
+        if not 0 <= index < width:
+            raise WeightsFileError(f"{path}: column {index} does not exist: rows have {width} values (columns 0 to {width - 1})")
+        picked.append(index)
+    if len(set(picked)) != len(picked):
+        raise WeightsFileError(f"{path}: columns {list(columns)} name a column twice")
+    return picked
+
+
 def read_csv(
-    path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_BYTES, max_values: int = DEFAULT_MAX_CSV_VALUES
+    path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_BYTES, max_values: int = DEFAULT_MAX_CSV_VALUES,
+    skip_header: bool = False, columns: Sequence[int | str] | None = None,
 ) -> np.ndarray:
     """A numeric CSV, one time step per row: (T, I) float64.
+
+    With ``skip_header`` the first row (after comments and blank lines) is a
+    header of column names.  ``columns`` keeps only those columns, in that
+    order: 0-based indices, or names from the header; the other columns may
+    hold anything (dates, labels).
 
     Lines starting with ``#`` and blank lines are skipped; ``;`` separates
     values like ``,``.  Values are read as ``numpy.loadtxt`` reads them:
@@ -598,6 +624,9 @@ def read_csv(
     values = array("d")
     width = -1
     read = 0
+    header: list[str] | None = None
+    picked: list[int] | None = None
+    want_header = bool(skip_header)
     decimal_commas = True  # every row so far reads as one decimal-comma number
     with open_regular_file(path) as fh:
         echo = _ordinary_file(fh)
@@ -620,19 +649,42 @@ def read_csv(
                 if not text or text.startswith(b"#"):
                     continue
                 fields = text.replace(b";", b",").split(b",")
+                if want_header:
+                    want_header = False
+                    header = [f.strip().strip(b'"').strip(b"'").decode("utf-8", "replace") for f in fields]
+                    width = len(fields)
+                    continue
+                if width < 0:
+                    width = len(fields)
+                if columns is not None and picked is None:
+                    picked = _csv_columns(header, columns, width, path)
+                if picked is not None:
+                    if len(fields) != width:
+                        raise WeightsFileError(
+                            f"{path}: line {number} has {len(fields)} values; the rows before it have {width}"
+                        )
+                    bad = next((fields[k] for k in picked if not _CSV_FIELD.fullmatch(fields[k])), None)
+                    if bad is not None:
+                        raise WeightsFileError(
+                            f"{path}: line {number}, a chosen column is not a number: {_csv_token(bad, echo)}"
+                        )
+                    if len(values) + len(picked) > max_values:
+                        raise WeightsFileError(f"{path}: more than {max_values} values, over the limit")
+                    values.extend(float(fields[k]) for k in picked)
+                    decimal_commas = False  # columns are named: a decimal comma would have changed the count
+                    continue
                 if not _CSV_ROW.fullmatch(text):
                     bad = next((f for f in fields if not _CSV_FIELD.fullmatch(f)), text)
+                    hint = " (a header? skip it with skip_header, --skip-header on the command line)" if not values else ""
                     raise WeightsFileError(
-                        f"{path}: line {number} is not a list of numbers: {_csv_token(bad, echo)}"
+                        f"{path}: line {number} is not a list of numbers: {_csv_token(bad, echo)}{hint}"
                     )
                 if b";" in text and any(_CSV_DECIMAL_COMMA_FIELD.fullmatch(f) for f in text.split(b";")):
                     raise WeightsFileError(
                         f"{path}: line {number} separates values with ';' and joins two whole numbers with ',' "
                         "between them: decimal commas (0,5 for 0.5) are not read; write numbers with a decimal point"
                     )
-                if width < 0:
-                    width = len(fields)
-                elif len(fields) != width:
+                if len(fields) != width:
                     raise WeightsFileError(
                         f"{path}: line {number} has {len(fields)} values; the rows before it have {width}"
                     )
@@ -642,8 +694,10 @@ def read_csv(
                 values.extend(map(float, fields))
         except OSError as exc:
             raise WeightsFileError(f"{path}: {exc.strerror or exc}") from None
-    if width < 0:
+    if width < 0 or (not values and header is not None):
         raise WeightsFileError(f"{path}: no data rows (a CSV with one time step per line is expected)")
+    if picked is not None:
+        width = len(picked)
     if decimal_commas:
         raise WeightsFileError(
             f"{path}: every row is two whole numbers joined by a comma, like '0,5': one value with a decimal comma "
@@ -653,12 +707,15 @@ def read_csv(
     return np.frombuffer(values, dtype=np.float64).reshape(-1, width)  # shares the buffer: no copy
 
 
-def read_input(path: str | os.PathLike) -> np.ndarray:
+def read_input(path: str | os.PathLike, *, skip_header: bool = False, columns: Sequence[int | str] | None = None) -> np.ndarray:
     """Input sequences from ``.npy``, ``.npz`` (its only array, or the one named ``x``) or CSV.
 
     An ``.npz`` is chosen from by the names in its zip directory; only the
     chosen array is read (see :class:`NpzArchive` for its budget).
+    ``skip_header`` and ``columns`` are for CSV files (see :func:`read_csv`).
     """
+    if (skip_header or columns is not None) and Path(path).suffix.lower() not in (".csv", ".txt"):
+        raise WeightsFileError(f"{path}: a header and columns are options of CSV files; this is {Path(path).suffix!r}")
     check_regular_file(path)
     suffix = Path(path).suffix.lower()
     if suffix == ".npy":
@@ -678,7 +735,7 @@ def read_input(path: str | os.PathLike) -> np.ndarray:
                 raise WeightsFileError(f"{path}: input {name!r} has dtype {dtype}; expected numbers")
             arr = npz.read(name)
     elif suffix in (".csv", ".txt"):
-        arr = read_csv(path)
+        arr = read_csv(path, skip_header=skip_header, columns=columns)
     else:
         raise WeightsFileError(f"{path}: unknown input format {suffix!r} (use .npy, .npz or .csv)")
     if arr.dtype.kind not in "iuf":

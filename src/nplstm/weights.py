@@ -8,6 +8,8 @@ suffix     read as
 ``.onnx``  the LSTM nodes of an ONNX model (``onnx.load`` + checker)
 =========  ==========================================================
 
+:func:`convert` also reads ``.keras`` files and writes the nplstm ``.npz``.
+
 Every failure is a :class:`~nplstm.io.WeightsFileError` with a one-line
 message; nothing is unpickled.
 """
@@ -50,6 +52,40 @@ def load_model(path: str | os.PathLike) -> Model:
 
         return from_onnx(path)
     raise WeightsFileError(f"{path}: unknown weights format {suffix!r} (use .npz, .pt or .onnx)")
+
+
+def convert(src: str | os.PathLike, dst: str | os.PathLike, **options: Any) -> tuple[Any, Path]:
+    """Import the model in ``src`` (``.pt``, ``.onnx``, ``.keras`` or ``.npz``) and save it as nplstm ``.npz``.
+
+    ``options`` go to the importer: for a ``.pt`` state dict its layout
+    ``batch_first=`` (required: a state dict cannot say) and, for a whole
+    model's state dict, the ``lstm=``, ``head=`` and ``embedding=`` prefixes
+    (see :func:`nplstm.interop.from_torch`).  Returns ``(model, path written)``.
+    A model the nplstm file cannot hold is refused, naming what it has.
+    """
+    check_regular_file(src)
+    suffix = Path(src).suffix.lower()
+    if options and suffix not in (".pt", ".pth"):
+        raise WeightsFileError(f"{src}: {sorted(options)} are options of torch .pt files; a {suffix} file says its layout")
+    model: Any
+    if suffix in (".pt", ".pth"):
+        _need("torch", src)
+        from .interop.torch_format import load_torch
+
+        model = load_torch(src, **options)
+    elif suffix == ".keras":
+        _need("keras", src)
+        from .interop.keras_format import from_keras
+
+        model = from_keras(src)
+    else:
+        model = load_model(src)
+    if not isinstance(model, (SequenceModel, StackedLSTM, LSTM)):
+        raise WeightsFileError(
+            f"{src}: imported as a {type(model).__name__}, which an nplstm file cannot hold "
+            f"({model!r}); only a SequenceModel, StackedLSTM or LSTM can be saved"
+        )
+    return model, model.save(dst)
 
 
 def _need(module: str, path: Any) -> None:
