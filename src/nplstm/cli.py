@@ -328,7 +328,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
     _existing_file(args.src, CONVERT_FORMATS)
     layout = {"batch_first": args.batch_first} if args.batch_first is not None else {}
-    parts = {k: getattr(args, k) for k in ("lstm", "embedding") if getattr(args, k) is not None}
+    parts = {k: getattr(args, k) for k in ("lstm", "embedding", "output") if getattr(args, k) is not None}
     if args.head is not None:
         parts["head"] = [p.strip() for p in args.head.split(",") if p.strip()]
     model, path = convert(args.src, args.dst, **layout, **parts)
@@ -486,6 +486,9 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--lstm", help="a whole torch model's state dict: the LSTM's key prefix (e.g. lstm)")
     convert.add_argument("--embedding", help="... the nn.Embedding's key prefix (e.g. emb)")
     convert.add_argument("--head", help="... the dense layers' prefixes and activations in order, e.g. fc1,relu,fc2")
+    convert.add_argument("--output", choices=["h_n", "last", "sequence"],
+                         help="... what the head reads, as the torch forward does: h_n (h_n[-1]), last (out[:, -1]) "
+                         "or sequence (every step)")
 
     info = command("info", "shapes, parameter count and dtype of a weights file", cmd_info)
     info.add_argument("file", help=f"weights file ({WEIGHTS_FORMATS})")
