@@ -841,8 +841,10 @@ def load_model(path_or_bytes: str | os.PathLike[str] | bytes | bytearray | memor
         size = os.fstat(fh.fileno()).st_size
         if size > max_bytes:
             raise ProtobufError(f"{label}: {size} bytes is over the max_bytes={max_bytes} limit")
-        data = fh.read(max_bytes + 1)
-    if len(data) > max_bytes:  # grew while being read
+        data = fh.read(size + 1)  # the file's size, not max_bytes: read(n) allocates n bytes up front
+    if len(data) != size:  # changed while being read
+        raise ProtobufError(f"{label}: changed while being read")
+    if len(data) > max_bytes:  # pragma: no cover (checked above)
         raise ProtobufError(f"{label}: over the max_bytes={max_bytes} limit")
     try:
         return parse(ModelProto, data, limits)
