@@ -552,15 +552,16 @@ def _mutate(data: bytes, edits: list[tuple[int, int, int]]) -> bytes:
     return bytes(out)
 
 
-def _decode_bounded(data: bytes) -> pb.ModelProto | None:
+def _decode_bounded(data: bytes) -> tuple[pb.ModelProto | None, pb.ProtobufError | None]:
     """Decode and convert every tensor; only ProtobufError / InteropError; memory and time bounded."""
     tracemalloc.start()
     start = time.perf_counter()
+    error = None
     try:
         try:
             model = pb.load_model(data)
-        except pb.ProtobufError:
-            model = None
+        except pb.ProtobufError as exc:
+            model, error = None, exc
         if model is not None:
             for _, t in tensors_of(model):
                 try:
@@ -578,7 +579,24 @@ def _decode_bounded(data: bytes) -> pb.ModelProto | None:
         tracemalloc.stop()
     assert time.perf_counter() - start < FUZZ_SECONDS
     assert peak < FUZZ_PEAK_BYTES
-    return model
+    return model, error
+
+
+def _agrees_with_onnx(data: bytes, model: pb.ModelProto | None, error: pb.ProtobufError | None) -> None:
+    """Both parse: equal.  Only onnx parses: the reader refused a group or invalid UTF-8 (its documented refusals).
+
+    Only the reader parses: allowed, as it skips fields outside its subset undecoded where onnx decodes them.
+    """
+    if onnx is None:
+        return
+    try:
+        theirs = onnx.load_from_string(data)
+    except Exception:
+        return
+    if model is not None:
+        assert_same(model, theirs)
+    else:
+        assert "not valid UTF-8" in str(error) or "group wire type" in str(error), str(error)
 
 
 SMALL = small_model_bytes()
@@ -588,25 +606,13 @@ SMALL = small_model_bytes()
 @given(st.lists(st.tuples(st.integers(0, 4), st.integers(0, len(SMALL)), st.integers(0, 255)), min_size=1, max_size=6))
 def test_fuzzed_mutations_give_only_protobuf_errors_within_bounds(edits):
     data = _mutate(SMALL, edits)
-    model = _decode_bounded(data)
-    if model is not None and onnx is not None:
-        try:
-            theirs = onnx.load_from_string(data)
-        except Exception:
-            return  # the reader skips fields outside its subset undecoded; onnx decodes (and may reject) them
-        assert_same(model, theirs)
+    _agrees_with_onnx(data, *_decode_bounded(data))
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=4096))
 def test_fuzzed_random_bytes_give_only_protobuf_errors_within_bounds(data):
-    model = _decode_bounded(data)
-    if model is not None and onnx is not None:
-        try:
-            theirs = onnx.load_from_string(data)
-        except Exception:
-            return
-        assert_same(model, theirs)
+    _agrees_with_onnx(data, *_decode_bounded(data))
 
 
 # --------------------------------------------------------------------------- without onnx
@@ -658,19 +664,12 @@ print(json.dumps({"arrays": arrays, "attrs": attrs, "onnx_loaded": "onnx" in sys
         assert out["attrs"]["hidden_size"] == 3 and out["attrs"]["direction"] == "bidirectional"
 
 
-#: A stand-in ``onnx`` module made only of the reader: what from_onnx calls, routed to it.
+#: The reader's stand-in for the onnx module, where from_onnx looks for onnx (onnx itself stays blocked).
 SHIM = """
-import types
 import numpy as np
 from nplstm.interop import _protobuf as pb
-shim = types.ModuleType("onnx")
-shim.load = lambda path, load_external_data=False: pb.load_model(path)
-shim.load_from_string = pb.load_model
-shim.checker = types.SimpleNamespace(check_model=lambda model, **kw: None)
-shim.numpy_helper = types.SimpleNamespace(to_array=pb.to_array)
-shim.helper = types.SimpleNamespace(get_attribute_value=pb.get_attribute_value, tensor_dtype_to_np_dtype=pb.tensor_dtype_to_np_dtype)
-shim.TensorProto, shim.AttributeProto, shim.ModelProto = pb.TensorProto, pb.AttributeProto, pb.ModelProto
-sys.modules["onnx"] = shim
+assert pb.onnx_api() is pb.READER_API
+sys.modules["onnx"] = pb.READER_API
 sys.modules["onnxruntime"] = None  # verify needs onnx's writer; the default then skips it
 from nplstm.interop import from_onnx
 x = np.load(sys.argv[2])
@@ -700,3 +699,29 @@ print(json.dumps({"y": np.asarray(y).tolist(), "h": np.asarray(h).tolist(), "c":
     np.testing.assert_allclose(out["y"], y.numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(out["h"], h.numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(out["c"], c.numpy(), rtol=1e-5, atol=1e-6)
+
+
+@needs_onnx
+def test_helpers_accept_onnx_tensors_and_copy_and_api(small_model):
+    theirs = onnx.load_from_string(small_model)
+    for t in theirs.graph.initializer:
+        assert pb.to_array(t).tobytes() == numpy_helper.to_array(t).tobytes()
+    for node in theirs.graph.node:
+        for a in node.attribute:
+            assert repr(pb.get_attribute_value(a)) == repr(helper.get_attribute_value(a))
+    ours = pb.load_model(small_model)
+    cut = type(ours)()
+    cut.CopyFrom(ours)
+    del cut.graph.output[:]
+    cut.graph.output.append(pb.make_empty_tensor_value_info("Y_h"))
+    cut.graph.initializer[0].raw_data = b""
+    assert [o.name for o in ours.graph.output] == ["Y", "Y_h", "Y_c"] and [o.name for o in cut.graph.output] == ["Y_h"]
+    assert_same(ours, theirs)  # the copy is deep
+    assert pb.onnx_api() is onnx
+    pb.check_model(ours)
+    with pytest.raises(InteropError, match="no graph"):
+        pb.check_model(pb.ModelProto())
+    with pytest.raises(InteropError, match="ir_version 0"):
+        pb.check_model(pb.load_model(field(7, 2, b"")))
+    with pytest.raises(InteropError, match="default ONNX operator set"):
+        pb.check_model(pb.load_model(field(1, 0, b"\x08") + field(7, 2, b"")))

@@ -38,9 +38,11 @@ plus some hundreds of bytes per message, capped by ``max_messages``).
 
 from __future__ import annotations
 
+import copy
 import os
 import struct
 import sys
+import types
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Iterable, Sequence
 
@@ -56,6 +58,10 @@ __all__: Sequence[str] = [
     "to_array",
     "get_attribute_value",
     "tensor_dtype_to_np_dtype",
+    "make_empty_tensor_value_info",
+    "check_model",
+    "READER_API",
+    "onnx_api",
     "ModelProto",
     "GraphProto",
     "NodeProto",
@@ -247,6 +253,15 @@ class _Message:
                 text = repr(value) if not isinstance(value, (bytes, _Message)) else f"<{type(value).__name__}>"
                 shown.append(f"{f.name}={text[:40]}")
         return f"{type(self).__name__}({', '.join(shown)})"
+
+    def CopyFrom(self, other: _Message) -> None:  # noqa: N802 (protobuf's name)
+        """Make this message a deep copy of ``other`` (of the same class), as protobuf's ``CopyFrom``."""
+        if type(other) is not type(self):
+            raise TypeError(f"CopyFrom needs a {type(self).__name__}; got {type(other).__name__}")
+        if other is not self:
+            state = copy.deepcopy(other.__dict__)
+            self.__dict__.clear()
+            self.__dict__.update(state)
 
     @classmethod
     def FromString(cls, data: bytes | bytearray | memoryview, limits: Limits | None = None) -> Any:  # noqa: N802
@@ -889,18 +904,21 @@ _TO_ARRAY: dict[int, tuple[Any, str]] = {
 }
 
 
-def _numbers(msg: _Message, name: str) -> np.ndarray:
+def _numbers(msg: Any, name: str) -> np.ndarray:
     """A repeated numeric field as an array in its storage dtype (without building a Python list)."""
-    f = type(msg)._BY_NAME[name]
-    dtype = _SCALAR_KINDS[f.kind][1]
+    dtype = {"float_data": np.float32, "double_data": np.float64, "int32_data": np.int32, "int64_data": np.int64}[name]
+    if not isinstance(msg, _Message):  # onnx's own TensorProto
+        return np.asarray(getattr(msg, name), dtype=dtype)
     if name in msg.__dict__:  # read (or set) as a list
         return np.asarray(msg.__dict__[name], dtype=dtype)
     array = msg._arrays.get(name)
     return np.zeros(0, dtype=dtype) if array is None else array
 
 
-def to_array(tensor: TensorProto) -> np.ndarray:
+def to_array(tensor: Any) -> np.ndarray:
     """``onnx.numpy_helper.to_array`` for float32/64, float16, int64/32, int8, uint8 and bool tensors.
+
+    ``tensor`` is this module's :class:`TensorProto` or onnx's.
 
     ``raw_data`` is little-endian; without it the typed field is read as
     onnx does (float16, int8, uint8, bool from ``int32_data``).  The claimed
@@ -973,3 +991,60 @@ def get_attribute_value(attr: AttributeProto) -> Any:
         return None
     name, convert = _ATTRIBUTE_FIELDS[attr.type]  # a closed enum: every decoded value is a key
     return convert(getattr(attr, name))
+
+
+def make_empty_tensor_value_info(name: str) -> ValueInfoProto:
+    """``onnx.helper.make_empty_tensor_value_info``: a ValueInfoProto with only a name."""
+    vi = ValueInfoProto()
+    vi.name = name
+    return vi
+
+
+def check_model(model: Any, full_check: bool = False) -> None:
+    """The structural minimum of ``onnx.checker.check_model`` (which this reader cannot replace).
+
+    A graph, an IR version of at least 3 and an import of the default
+    operator set; nothing about the nodes (the importer checks the nodes it
+    accepts itself).
+    """
+    if not model.HasField("graph"):
+        raise InteropError("the model has no graph")
+    if model.ir_version < 3:
+        raise InteropError(f"the model's ir_version {model.ir_version} is not set properly (3 or more)")
+    if not any(o.domain in ("", "ai.onnx") for o in model.opset_import):
+        raise InteropError("the model imports no version of the default ONNX operator set")
+
+
+def _api() -> types.ModuleType:
+    api = types.ModuleType("nplstm.interop._protobuf.onnx", "The names of the onnx module the importer uses, served by the reader.")
+    api.load = lambda f, load_external_data=False: load_model(f)  # type: ignore[attr-defined]
+    api.load_from_string = load_model  # type: ignore[attr-defined]
+    api.ModelProto, api.TensorProto, api.AttributeProto, api.ValueInfoProto = (  # type: ignore[attr-defined]
+        ModelProto, TensorProto, AttributeProto, ValueInfoProto)
+    api.checker = types.SimpleNamespace(check_model=check_model)  # type: ignore[attr-defined]
+    api.numpy_helper = types.SimpleNamespace(to_array=to_array)  # type: ignore[attr-defined]
+    api.helper = types.SimpleNamespace(  # type: ignore[attr-defined]
+        get_attribute_value=get_attribute_value,
+        tensor_dtype_to_np_dtype=tensor_dtype_to_np_dtype,
+        make_empty_tensor_value_info=make_empty_tensor_value_info,
+    )
+    return api
+
+
+#: A stand-in for the ``onnx`` module on the import path: ``load(path, load_external_data=False)``,
+#: ``load_from_string``, ``ModelProto`` (with ``CopyFrom``), ``TensorProto``, ``AttributeProto``,
+#: ``ValueInfoProto``, ``checker.check_model`` (structural minimum), ``numpy_helper.to_array``,
+#: ``helper.get_attribute_value / tensor_dtype_to_np_dtype / make_empty_tensor_value_info``.
+READER_API = _api()
+
+
+def onnx_api() -> Any:
+    """The ``onnx`` module when it is importable, else :data:`READER_API` (same names, this reader behind them)."""
+    try:
+        import onnx
+        import onnx.checker  # noqa: F401
+        import onnx.helper  # noqa: F401
+        import onnx.numpy_helper  # noqa: F401
+    except ImportError:
+        return READER_API
+    return onnx
