@@ -973,6 +973,11 @@ def _precheck_config(raw: bytes, path: Any, stored_bytes: int) -> bytes:
             if name is None and isinstance(layer, Mapping) and isinstance(layer.get("config"), Mapping):
                 name = layer["config"].get("name")  # a Sequential's layers name themselves in their config
             raise WeightsFileError(f"{path}: from_keras cannot map layer {name!r} ({kind}); it maps {SUPPORTED_MODELS}")
+    if not {"LSTM", "Bidirectional"} & set(kinds):
+        raise WeightsFileError(
+            f"{path}: from_keras maps models with an LSTM or Bidirectional(LSTM) layer; the file holds a "
+            f"{config.get('class_name')!r} of layers {kinds[:6]}"
+        )
     sizes = [n for n in _input_sizes(config) if n > 0]
     widest = max(sizes, default=1)
     total = 0
