@@ -213,6 +213,23 @@ def test_a_returned_state_read_by_the_head(rng):
     assert from_keras(by_h).output == "h_n"
 
 
+def test_lstm_only_stack_returns_the_last_layers_states():
+    inputs = keras.Input((T, I))
+    first = L.Bidirectional(L.LSTM(3, return_sequences=True))(L.Masking()(inputs))
+    model = randomized(keras.Model(inputs, L.Bidirectional(L.LSTM(3, return_sequences=True, return_state=True))(first)))
+    x = floats(31, True)
+    imported = from_keras(model)
+    assert isinstance(imported, KerasLSTM)
+    got, expected = imported(x), model.predict(x, verbose=0)
+    assert len(got) == len(expected) == 5
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g, e, atol=1e-5)
+    # an LSTM-only model returning the final h that a return_state LSTM hands on
+    _, h, _ = L.LSTM(4, return_sequences=True, return_state=True, zero_output_for_mask=True)(L.Masking()(inputs))
+    only_h = randomized(keras.Model(inputs, L.Dropout(0.5)(h)))
+    np.testing.assert_allclose(from_keras(only_h)(x), only_h.predict(x, verbose=0), atol=1e-5)
+
+
 # ------------------------------------------------------------------ refusals
 def functional_two_inputs():
     a, b = keras.Input((T, I)), keras.Input((T, I))

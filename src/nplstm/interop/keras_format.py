@@ -1,4 +1,4 @@
-"""Keras 3: ``keras.layers.LSTM`` and ``Bidirectional(LSTM)`` weights, activations and masking.
+"""Keras 3: ``keras.layers.LSTM``, ``Bidirectional(LSTM)`` and whole models around them.
 
 Keras packs gates i, f, c, o and stores ``kernel`` (I, 4H),
 ``recurrent_kernel`` (H, 4H) and one ``bias`` (4H,).  Its layer options
@@ -20,15 +20,31 @@ by :class:`KerasLSTM`, and so are:
   ``zero_output_for_mask=True``; then a padded sequence's "last output"
   with ``return_sequences=False`` is zero too, as Keras returns step T-1's).
 
+Whole models (issue 18): a Sequential or single-chain functional model of
+LSTM layers only (a stack of several: one StackedLSTM) stays a
+:class:`KerasLSTM`; one with an ``Embedding`` (``mask_zero`` -> lengths) or
+a head of ``Dense`` / ``TimeDistributed(Dense)`` / ``Activation`` layers
+becomes a :class:`~nplstm.model.SequenceModel` (``from_parts``), Keras'
+masking, ``go_backwards`` and repeated/zero outputs at padded steps mapped
+onto its ``mask_value``, ``go_backwards`` and ``masked_outputs``.  Dropout,
+SpatialDropout1D, GaussianNoise, GaussianDropout and ActivityRegularization
+are the identity at inference.  ``Bidirectional(merge_mode='sum'/'ave')``
+is folded into the Dense that reads it (exact: that Dense is linear in its
+input); ``'mul'`` and ``None`` are refused.  :data:`SUPPORTED_MODELS` says
+what maps; every other layer, order or combination that nplstm cannot
+reproduce exactly is refused naming the layer.
+
 Every other setting is refused by name rather than ignored: each LSTM config
 key must be one :func:`check_lstm_config` knows cannot change the output
 (initialisers, regularisers, constraints, training-only dropout, ``unroll``,
-``use_cudnn``), one that is mapped, or ``stateful``/``time_major`` at False.
+``use_cudnn``), one that is mapped, or ``stateful``/``time_major`` at False;
+Dense and Embedding configs pass :func:`check_dense_config` and
+:func:`check_embedding_config` the same way.
 So ``stateful=True`` (Keras carries states between calls; nplstm does not),
 ``float16``/``mixed_*`` dtype policies, Bidirectional directions that differ
-in any setting, merge modes other than ``'concat'``, subclassed layers and
-functional models that are not one input -> [Masking] -> LSTM chain all raise
-InteropError.
+in any setting, LSTM layers of different units in one stack, LoRA or
+quantized layers, subclassed layers and functional models that are not one
+input -> layers -> output chain all raise InteropError.
 
 Keras needs a backend, and Keras 3 defaults to tensorflow, which
 ``nplstm[keras]`` does not install.  Importing this module sets
@@ -829,13 +845,13 @@ def _from_model(model: Any, dtype: Any) -> Any:
     arrays = [w["kernel"] for rec in recs for w in rec.weights]
     if plan.embedding is None and not plan.head:
         stack = _build_stack(recs, _float_dtype(arrays, dtype))
-        return KerasLSTM(
+        return KerasLSTM(  # reads_state: the model returns the LSTM's final h (exactly KerasLSTM's last output)
             stack,
-            return_sequences=bool(last.cfg.get("return_sequences", False)),
-            return_state=bool(last.cfg.get("return_state", False)),
+            return_sequences=bool(last.cfg.get("return_sequences", False)) and not plan.reads_state,
+            return_state=bool(last.cfg.get("return_state", False)) and not plan.reads_state,
             go_backwards=go_backwards,
             mask_value=plan.mask_value,
-            zero_output_for_mask=last.zero_output,
+            zero_output_for_mask=last.zero_output and not plan.reads_state,
         )
     from .. import Dense, Embedding
     from ..model import SequenceModel
