@@ -1,4 +1,4 @@
-"""Keras 3: ``keras.layers.LSTM`` and ``Bidirectional(LSTM)`` weights, activations and masking.
+"""Keras 3: ``keras.layers.LSTM``, ``Bidirectional(LSTM)`` and whole models around them.
 
 Keras packs gates i, f, c, o and stores ``kernel`` (I, 4H),
 ``recurrent_kernel`` (H, 4H) and one ``bias`` (4H,).  Its layer options
@@ -20,15 +20,31 @@ by :class:`KerasLSTM`, and so are:
   ``zero_output_for_mask=True``; then a padded sequence's "last output"
   with ``return_sequences=False`` is zero too, as Keras returns step T-1's).
 
+Whole models (issue 18): a Sequential or single-chain functional model of
+LSTM layers only (a stack of several: one StackedLSTM) stays a
+:class:`KerasLSTM`; one with an ``Embedding`` (``mask_zero`` -> lengths) or
+a head of ``Dense`` / ``TimeDistributed(Dense)`` / ``Activation`` layers
+becomes a :class:`~nplstm.model.SequenceModel` (``from_parts``), Keras'
+masking, ``go_backwards`` and repeated/zero outputs at padded steps mapped
+onto its ``mask_value``, ``go_backwards`` and ``masked_outputs``.  Dropout,
+SpatialDropout1D, GaussianNoise, GaussianDropout and ActivityRegularization
+are the identity at inference.  ``Bidirectional(merge_mode='sum'/'ave')``
+is folded into the Dense that reads it (exact: that Dense is linear in its
+input); ``'mul'`` and ``None`` are refused.  :data:`SUPPORTED_MODELS` says
+what maps; every other layer, order or combination that nplstm cannot
+reproduce exactly is refused naming the layer.
+
 Every other setting is refused by name rather than ignored: each LSTM config
 key must be one :func:`check_lstm_config` knows cannot change the output
 (initialisers, regularisers, constraints, training-only dropout, ``unroll``,
-``use_cudnn``), one that is mapped, or ``stateful``/``time_major`` at False.
+``use_cudnn``), one that is mapped, or ``stateful``/``time_major`` at False;
+Dense and Embedding configs pass :func:`check_dense_config` and
+:func:`check_embedding_config` the same way.
 So ``stateful=True`` (Keras carries states between calls; nplstm does not),
 ``float16``/``mixed_*`` dtype policies, Bidirectional directions that differ
-in any setting, merge modes other than ``'concat'``, subclassed layers and
-functional models that are not one input -> [Masking] -> LSTM chain all raise
-InteropError.
+in any setting, LSTM layers of different units in one stack, LoRA or
+quantized layers, subclassed layers and functional models that are not one
+input -> layers -> output chain all raise InteropError.
 
 Keras needs a backend, and Keras 3 defaults to tensorflow, which
 ``nplstm[keras]`` does not install.  Importing this module sets
@@ -45,6 +61,7 @@ import io
 import json
 import os
 import sys
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -203,11 +220,7 @@ def check_lstm_config(cfg: Mapping[str, Any], what: str = "LSTM") -> None:
     here) or :data:`KERAS_FIXED_KEYS` at its one reproduced value.  Any other
     key -- e.g. one a later Keras adds -- is refused rather than ignored.
     """
-    _unknown_keys(cfg, KERAS_INERT_KEYS | KERAS_MAPPED_KEYS | frozenset(KERAS_FIXED_KEYS), what)
-    for key, (value, advice) in KERAS_FIXED_KEYS.items():
-        if key in cfg and cfg[key] != value:
-            raise InteropError(f"{what} has {key}={cfg[key]!r}, which nplstm does not reproduce: {advice}")
-    _check_dtype(cfg, what)
+    _check_keys(cfg, KERAS_INERT_KEYS, KERAS_MAPPED_KEYS, KERAS_FIXED_KEYS, what)
     cell_options_from_config(cfg)  # refuses activations that do not map
 
 
@@ -309,17 +322,18 @@ class KerasLSTM:
         if self.return_sequences:
             out = seq
         elif self.stack.bidirectional:
-            out = np.concatenate([h_n[0], h_n[1]], axis=-1)
+            out = np.concatenate([h_n[-2], h_n[-1]], axis=-1)
         else:
-            out = h_n[0].copy()
+            out = h_n[-1].copy()
             if lengths is not None and self.zero_output_for_mask and not self.go_backwards:
                 # Keras' "last output" is the output at step T-1, zeroed when that step is padding
                 out[lengths < T] = 0
         if not self.return_state:
             return out
-        states = []
-        for d in range(self.stack.num_directions):
-            states += [h_n[d], c_n[d]]
+        states = []  # the last layer's (a Keras stack returns its last LSTM's states)
+        D = self.stack.num_directions
+        for d in range(D):
+            states += [h_n[-D + d], c_n[-D + d]]
         return [out, *states]
 
     __call__ = forward
@@ -331,8 +345,9 @@ class KerasLSTM:
             for k, v in (("go_backwards", self.go_backwards), ("mask_value", self.mask_value))
             if v not in (False, None)
         )
+        layers = f", num_layers={s.num_layers}" if s.num_layers > 1 else ""
         return (
-            f"KerasLSTM(input_size={s.input_size}, units={s.hidden_size}, bidirectional={s.bidirectional}, "
+            f"KerasLSTM(input_size={s.input_size}, units={s.hidden_size}{layers}, bidirectional={s.bidirectional}, "
             f"return_sequences={self.return_sequences}, return_state={self.return_state}{extras}, dtype={s.dtype.name})"
         )
 
@@ -369,56 +384,292 @@ def _is_masking_mask(mask: Any, masking: Any) -> bool:
     return bool(x is masking.input and isinstance(value, (int, float)) and (value == expected or (value != value and expected != expected)))
 
 
-def _check_chain(model: Any, layers: list[Any]) -> None:
-    """Refuse a functional model unless its one input runs through ``layers`` in turn to its outputs."""
-    try:
-        tensor = model.inputs[0] if len(model.inputs) == 1 else None
-        linear = tensor is not None
-        previous = None
-        for layer in layers:
-            given = layer.input if isinstance(layer.input, (list, tuple)) else [layer.input]
-            linear = linear and given[0] is tensor
-            if previous is not None and _is_keras(previous, "Masking"):
-                # Keras passes the Masking's mask as an input of its own: it must be that mask
-                linear = linear and len(given) == 2 and _is_masking_mask(given[1], previous)
-            else:
-                linear = linear and len(given) == 1
-            tensor, previous = layer.output, layer
-        outputs = tensor if isinstance(tensor, (list, tuple)) else [tensor]
-        linear = linear and len(outputs) == len(model.outputs) and all(a is b for a, b in zip(outputs, model.outputs))
-    except (AttributeError, ValueError, IndexError, TypeError):  # Keras raises for shared layers; odd graphs
-        linear = False
-    if not linear:
-        raise InteropError(
-            "from_keras maps a functional model only when its one input runs through each layer once, "
-            "in order, to its outputs (no shared layers, extra inputs such as initial_state, or skipped Masking)"
-        )
+def _is_embedding_mask(mask: Any, embedding: Any) -> bool:
+    """``mask`` is ``not_equal(embedding.input, 0)``, the mask Keras computes for ``Embedding(mask_zero=True)``."""
+    op, index, _ = mask._keras_history
+    if type(op).__name__ != "NotEqual":
+        return False
+    x, value = op._inbound_nodes[index].arguments.args
+    return bool(x is embedding.input and isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0)
 
 
-def _split_model(model: Any) -> tuple[Any, float | None]:
-    """(the recurrent layer, the Masking value or None) of a Keras model of [Input], [Masking], LSTM."""
+#: Keras layers that are the identity at inference (Keras' ``predict`` runs them with ``training=False``),
+#: with the config keys each may have (all inert at inference).
+KERAS_IDENTITY_LAYERS: dict[str, frozenset[str]] = {
+    "Dropout": frozenset({"name", "trainable", "dtype", "rate", "noise_shape", "seed"}),
+    "SpatialDropout1D": frozenset({"name", "trainable", "dtype", "rate", "seed"}),
+    "GaussianNoise": frozenset({"name", "trainable", "dtype", "stddev", "seed"}),
+    "GaussianDropout": frozenset({"name", "trainable", "dtype", "rate", "seed"}),
+    "ActivityRegularization": frozenset({"name", "trainable", "dtype", "l1", "l2"}),
+}
+#: Keras Dense config keys that cannot change its output at inference (initialisers, regularisers --
+#: including the activity regulariser, a training loss --, constraints: applied by the optimizer only).
+KERAS_DENSE_INERT_KEYS = frozenset({
+    "name", "trainable", "kernel_initializer", "bias_initializer", "kernel_regularizer", "bias_regularizer",
+    "activity_regularizer", "kernel_constraint", "bias_constraint", "lora_alpha",
+})
+#: Keras Dense config keys that are reproduced: ``use_bias=False`` maps to a zero bias.
+KERAS_DENSE_MAPPED_KEYS = frozenset({"units", "activation", "use_bias", "dtype"})
+#: Keras Embedding config keys that cannot change its output (``input_length``: Keras 2's, ignored by Keras 3).
+KERAS_EMBEDDING_INERT_KEYS = frozenset({
+    "name", "trainable", "embeddings_initializer", "embeddings_regularizer", "activity_regularizer",
+    "embeddings_constraint", "input_length", "lora_alpha",
+})
+KERAS_EMBEDDING_MAPPED_KEYS = frozenset({"input_dim", "output_dim", "mask_zero", "dtype"})
+#: Dense / Embedding config keys reproduced at one value only, with why.
+KERAS_HEAD_FIXED_KEYS: dict[str, tuple[Any, str]] = {
+    "lora_rank": (None, "a LoRA-enabled layer adds its low-rank update to the weights; merge it (and save) first"),
+    "quantization_config": (None, "a quantized layer computes with rounded weights; nplstm computes in float32/float64"),
+    "sparse": (False, "a sparse Embedding's output is a sparse tensor; nplstm returns a dense one"),
+}
+_ACTIVATION_LAYER_KEYS = frozenset({"name", "trainable", "dtype", "activation"})
+_TIME_DISTRIBUTED_KEYS = frozenset({"name", "trainable", "dtype", "layer"})
+_RECURRENT = ("LSTM", "Bidirectional")
+#: The Bidirectional merge modes from_keras maps (sum and ave only folded into the Dense they feed).
+KERAS_MERGE_MODES = ("concat", "sum", "ave")
+SUPPORTED_MODELS = (
+    "Sequential or single-chain functional models of [InputLayer], [Embedding or Masking], one or more LSTM "
+    "or Bidirectional(LSTM) layers (same units; merge_mode concat, or sum/ave feeding a Dense), then Dense, "
+    "TimeDistributed(Dense) and Activation layers (Dense activations "
+    "linear/relu/tanh/sigmoid/softmax/log_softmax); Dropout, SpatialDropout1D, GaussianNoise, GaussianDropout "
+    "and ActivityRegularization anywhere (the identity at inference)"
+)
+
+
+def _check_keys(cfg: Mapping[str, Any], inert: frozenset[str], mapped: frozenset[str],
+                fixed: Mapping[str, tuple[Any, str]], what: str) -> None:
+    """The allow-list gate: every key inert, mapped, or at the one value nplstm reproduces; dtype float32/64."""
+    _unknown_keys(cfg, inert | mapped | frozenset(fixed), what)
+    for key, (value, advice) in fixed.items():
+        if key in cfg and cfg[key] != value:
+            raise InteropError(f"{what} has {key}={cfg[key]!r}, which nplstm does not reproduce: {advice}")
+    _check_dtype(cfg, what)
+
+
+def _head_activation(value: Any, what: str) -> str:
+    from ..head import HEAD_ACTIVATIONS
+
+    name = _activation_name(value, f"{what} activation")
+    if name not in HEAD_ACTIVATIONS:
+        raise InteropError(f"{what} has activation={name!r}; nplstm's Dense maps {list(HEAD_ACTIVATIONS)}")
+    return name
+
+
+def check_dense_config(cfg: Mapping[str, Any], what: str = "Dense") -> str:
+    """Refuse, naming the key, a Keras Dense setting nplstm would not reproduce; returns its activation."""
+    _check_keys(cfg, KERAS_DENSE_INERT_KEYS, KERAS_DENSE_MAPPED_KEYS, KERAS_HEAD_FIXED_KEYS, what)
+    return _head_activation(cfg.get("activation"), what)
+
+
+def check_embedding_config(cfg: Mapping[str, Any], what: str = "Embedding") -> None:
+    """Refuse, naming the key, a Keras Embedding setting nplstm would not reproduce."""
+    _check_keys(cfg, KERAS_EMBEDDING_INERT_KEYS, KERAS_EMBEDDING_MAPPED_KEYS, KERAS_HEAD_FIXED_KEYS, what)
+
+
+@dataclass
+class _Head:
+    """A Dense layer of the head, with the activation it ends with (a following Activation layer folded in)."""
+
+    layer: Any
+    activation: str
+    name: str
+
+
+@dataclass
+class _Plan:
+    """What :func:`_walk_model` found in a Keras model, in order."""
+
+    embedding: Any = None
+    mask_value: float | None = None
+    recurrent: list[Any] = field(default_factory=list)
+    head: list[_Head] = field(default_factory=list)
+    reads_state: bool = False  # the head reads the last LSTM's returned h, not its output
+
+    @property
+    def masked(self) -> bool:
+        return self.mask_value is not None or bool(self.embedding is not None and self.embedding.mask_zero)
+
+
+def _refuse_layer(layer: Any, why: str = "") -> InteropError:
+    kind = type(layer).__name__
+    return InteropError(
+        f"from_keras cannot map layer {layer.name!r} ({kind}){': ' + why if why else ''}; it maps {SUPPORTED_MODELS}"
+    )
+
+
+def _walk_model(model: Any) -> _Plan:
+    """Check a Keras Sequential/functional model layer by layer and say what it is made of.
+
+    Each layer must be Keras' own class (a subclass may override ``call``)
+    and one :data:`SUPPORTED_MODELS` names, in that order, its config passing
+    its allow-list.  A functional model must run its one input through each
+    layer once, in order, to its one output (:func:`_check_node`), every mask
+    a layer receives being the one its Masking or Embedding computes.
+    """
     if not (_is_keras(model, "Sequential") or _is_keras(model, "Functional")):
         raise InteropError(
             f"from_keras maps a Keras Sequential or functional model; got a {type(model).__name__}, "
             "whose call() nplstm cannot check"
         )
+    functional = _is_keras(model, "Functional")
     layers = [layer for layer in model.layers if type(layer).__name__ != "InputLayer"]
-    kinds = [type(layer).__name__ for layer in layers]
-    if kinds not in (["LSTM"], ["Bidirectional"], ["Masking", "LSTM"], ["Masking", "Bidirectional"]):
-        raise InteropError(f"from_keras maps a model of [Input], [Masking], LSTM or Bidirectional(LSTM); got layers {kinds}")
+    ids = bool(layers) and type(layers[0]).__name__ == "Embedding"
+    allowed = ("int32", "int64", "float32", "float64") if ids else tuple(sorted(KERAS_DTYPES))
     for tensor in model.inputs:  # the input layer casts to its dtype
-        if str(tensor.dtype) not in KERAS_DTYPES:
-            raise InteropError(f"the model's input has dtype {tensor.dtype}; nplstm maps float32 or float64 inputs only")
-    mask_value = None
-    if kinds[0] == "Masking":
-        if not _is_keras(layers[0], "Masking"):
-            raise InteropError(f"expected Keras' own Masking layer; got {type(layers[0]).__module__}.Masking")
-        _unknown_keys(layers[0].get_config(), _MASKING_KEYS, "Masking")
-        _check_dtype(layers[0].get_config(), "Masking")  # it passes its input on in its compute dtype
-        mask_value = _mask_value(layers[0])
-    if _is_keras(model, "Functional"):
-        _check_chain(model, layers)
-    return layers[-1], mask_value
+        if str(tensor.dtype) not in allowed:
+            raise InteropError(f"the model's input has dtype {tensor.dtype}; nplstm maps {list(allowed)} inputs here")
+    plan = _Plan()
+    stage = 0  # 0: before the first LSTM, 1: LSTMs, 2: head
+    mask_source: Any = None  # the Masking or Embedding whose mask is in force, or None
+    last_dense_was_previous = False
+    chain = _Chain(model) if functional else None
+    for layer in layers:
+        kind = type(layer).__name__
+        known = kind in KERAS_IDENTITY_LAYERS or kind in (
+            "Masking", "Embedding", "LSTM", "Bidirectional", "Dense", "TimeDistributed", "Activation")
+        if not known:
+            raise _refuse_layer(layer)
+        if not _is_keras(layer, kind):
+            raise _refuse_layer(layer, f"expected Keras' own {kind}, got {type(layer).__module__}.{kind}")
+        cfg = layer.get_config()
+        what = f"{kind} {layer.name!r}"
+        if mask_source is not None and stage < 2 and not layer.supports_masking:
+            raise _refuse_layer(layer, "it drops the mask of the layers before it")
+        if kind in KERAS_IDENTITY_LAYERS:
+            _check_keys(cfg, KERAS_IDENTITY_LAYERS[kind], frozenset(), {}, what)
+        elif kind == "Masking":
+            if stage or plan.embedding is not None or plan.mask_value is not None or mask_source is not None:
+                raise _refuse_layer(layer, "Masking maps only as the first layer, on the model's float input")
+            _check_keys(cfg, _MASKING_KEYS, frozenset(), {}, what)
+            plan.mask_value = _mask_value(layer)
+            mask_source = layer
+        elif kind == "Embedding":
+            if stage or plan.embedding is not None or plan.mask_value is not None:
+                raise _refuse_layer(layer, "Embedding maps only as the first layer, on the model's id input")
+            check_embedding_config(cfg, what)
+            plan.embedding = layer
+            mask_source = layer if layer.mask_zero else None
+        elif kind in _RECURRENT:
+            if stage == 2:
+                raise _refuse_layer(layer, "an LSTM after Dense layers (nplstm's model runs its LSTM stack first)")
+            stage = 1
+            plan.recurrent.append(layer)
+        elif kind in ("Dense", "TimeDistributed"):
+            if stage == 0:
+                raise _refuse_layer(layer, "a Dense layer before the first LSTM")
+            dense = layer
+            if kind == "TimeDistributed":
+                _check_keys(cfg, _TIME_DISTRIBUTED_KEYS, frozenset(), {}, what)
+                dense = layer.layer
+                if not _is_keras(dense, "Dense"):
+                    raise _refuse_layer(layer, f"TimeDistributed maps around Keras' own Dense only, got {type(dense).__name__}")
+                _check_dtype(dense.get_config(), what)
+            stage = 2
+            plan.head.append(_Head(dense, check_dense_config(dense.get_config(), f"Dense {dense.name!r}"), layer.name))
+        elif kind == "Activation":
+            _check_keys(cfg, _ACTIVATION_LAYER_KEYS, frozenset(), {}, what)
+            name = _head_activation(cfg.get("activation"), what)
+            if stage == 0:
+                raise _refuse_layer(layer, "an Activation before the first LSTM")
+            if name != "linear":
+                if not (plan.head and last_dense_was_previous and plan.head[-1].activation == "linear"):
+                    raise _refuse_layer(
+                        layer, f"activation {name!r} folds only into a Dense with linear activation right before it")
+                plan.head[-1].activation = name
+        if chain is not None:
+            chain.step(layer, mask_source, plan)
+        if kind in ("Dense", "TimeDistributed"):
+            last_dense_was_previous = True
+        elif kind not in KERAS_IDENTITY_LAYERS:
+            last_dense_was_previous = False
+        if kind in _RECURRENT and not _recurrent_config(layer).get("return_sequences", False):
+            mask_source = None  # Keras returns no mask with the last output
+    if not plan.recurrent:
+        raise InteropError(f"the model has no LSTM layer; from_keras maps {SUPPORTED_MODELS}")
+    if chain is not None:
+        chain.finish()
+    return plan
+
+
+def _recurrent_config(layer: Any) -> dict[str, Any]:
+    """The (forward) LSTM config of an LSTM or Bidirectional layer, with the wrapper's return_state."""
+    if type(layer).__name__ == "Bidirectional":
+        return dict(layer.forward_layer.get_config(), return_state=bool(getattr(layer, "return_state", False)))
+    return dict(layer.get_config())
+
+
+class _Chain:
+    """Follows a functional model's one input through its layers: each layer must read the previous output."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.ok = len(model.inputs) == 1 and len(model.outputs) >= 1
+        self.tensor: Any = model.inputs[0] if self.ok else None
+        self.states: Any = None  # the last LSTM's [output, h, c, ...] when it has return_state=True
+
+    def _fail(self, layer: Any) -> InteropError:
+        return InteropError(
+            f"from_keras maps a functional model only when its one input runs through each layer once, "
+            f"in order, to its outputs (no shared layers, extra inputs such as initial_state, or skipped "
+            f"Masking); layer {layer.name!r} breaks the chain"
+        )
+
+    def step(self, layer: Any, mask_source: Any, plan: _Plan) -> None:
+        try:
+            if not self.ok or len(layer._inbound_nodes) != 1:
+                raise self._fail(layer)
+            node = layer._inbound_nodes[0]
+            given = list(node.arguments.keras_tensors)
+            if node.arguments.kwargs.get("training"):
+                raise InteropError(
+                    f"layer {layer.name!r} is called with training=True, so Keras runs it in training mode "
+                    "at inference too; nplstm reproduces inference only"
+                )
+            first = given[0] if given else None
+            if self.states is not None:  # the previous LSTM returned [output, h, c, ...]
+                if first is self.states[0]:
+                    pass
+                elif (len(self.states) == 3 and first is self.states[1]
+                      and type(layer).__name__ not in _RECURRENT and not plan.head[:-1]):
+                    plan.reads_state = True  # its h: the final state
+                else:
+                    raise InteropError(
+                        f"layer {layer.name!r} reads a returned state of the LSTM before it other than its "
+                        "output or (unidirectional) final h; nplstm maps those two only"
+                    )
+                self.states = None
+            elif first is not self.tensor:
+                raise self._fail(layer)
+            extras = given[1:]
+            if type(layer).__name__ in ("LSTM", "Bidirectional") and mask_source is not None:
+                if len(extras) != 1 or not self._is_mask(extras[0], mask_source):
+                    raise self._fail(layer)
+            elif extras and not (mask_source is not None and len(extras) == 1 and self._is_mask(extras[0], mask_source)):
+                raise self._fail(layer)
+            out = layer.output
+            if isinstance(out, (list, tuple)):
+                self.states, self.tensor = list(out), None
+            else:
+                self.tensor = out
+        except InteropError:
+            raise
+        except (AttributeError, ValueError, IndexError, TypeError):  # Keras raises for shared layers; odd graphs
+            raise self._fail(layer) from None
+
+    @staticmethod
+    def _is_mask(tensor: Any, source: Any) -> bool:
+        if type(source).__name__ == "Masking":
+            return _is_masking_mask(tensor, source)
+        return _is_embedding_mask(tensor, source)
+
+    def finish(self) -> None:
+        final = self.states if self.states is not None else [self.tensor]
+        outputs = list(self.model.outputs)
+        if not (len(final) == len(outputs) and all(a is b for a, b in zip(final, outputs))):
+            raise InteropError(
+                "from_keras maps a functional model only when its one input runs through each layer once, "
+                "in order, to its outputs; this model's outputs are not its last layer's"
+            )
 
 
 def _check_bidirectional(layer: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -427,8 +678,18 @@ def _check_bidirectional(layer: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         raise InteropError(f"expected Keras' own Bidirectional layer; got {type(layer).__module__}.{type(layer).__name__}")
     outer = layer.get_config()
     _unknown_keys(outer, _BIDIRECTIONAL_KEYS, "Bidirectional")
-    if outer.get("merge_mode", "concat") != "concat":
-        raise InteropError(f"Bidirectional merge_mode {outer.get('merge_mode')!r} does not map; only 'concat'")
+    merge = outer.get("merge_mode", "concat")
+    if merge == "mul":
+        raise InteropError(
+            f"Bidirectional {layer.name!r} has merge_mode 'mul', which does not map: the product of the two "
+            "directions is not linear in them, so it cannot be folded into the Dense after it; "
+            f"supported: 'concat', and 'sum'/'ave' when a Dense reads the Bidirectional"
+        )
+    if merge not in KERAS_MERGE_MODES:
+        raise InteropError(
+            f"Bidirectional {layer.name!r} has merge_mode {merge!r}, which does not map (None returns the two "
+            "directions as a list); supported: 'concat', and 'sum'/'ave' when a Dense reads the Bidirectional"
+        )
     _check_dtype(outer, "Bidirectional")
     fwd, bwd = layer.forward_layer, layer.backward_layer
     for sub, what in ((fwd, "forward_layer"), (bwd, "backward_layer")):
@@ -455,14 +716,228 @@ def _check_bidirectional(layer: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     return cfg, bwd_cfg
 
 
+@dataclass
+class _Recurrent:
+    """One Keras LSTM or Bidirectional(LSTM) layer, checked: its (forward) config and weights per direction."""
+
+    layer: Any
+    cfg: dict[str, Any]
+    bidirectional: bool
+    merge_mode: str
+    weights: list[dict[str, np.ndarray]]
+    zero_output: bool
+
+    @property
+    def units(self) -> int:
+        return int(self.weights[0]["recurrent_kernel"].shape[0])
+
+    @property
+    def what(self) -> str:
+        return f"{type(self.layer).__name__} {self.layer.name!r}"
+
+
+def _recurrent(layer: Any, input_size: int | None = None) -> _Recurrent:
+    """Check a Keras LSTM or Bidirectional(LSTM) layer (:func:`check_lstm_config`) and read its weights."""
+    if _is_keras(layer, "Bidirectional"):
+        cfg, _ = _check_bidirectional(layer)
+        fwd, bwd = layer.forward_layer, layer.backward_layer
+        use_bias = cfg.get("use_bias", True)
+        weights = [
+            _check_weights(fwd.get_weights(), use_bias, input_size, f"{layer.name} forward_layer"),
+            _check_weights(bwd.get_weights(), use_bias, input_size, f"{layer.name} backward_layer"),
+        ]
+        if weights[0]["kernel"].shape != weights[1]["kernel"].shape:
+            raise InteropError("forward and backward layers of Bidirectional differ in shape")
+        cfg = dict(cfg, go_backwards=False, return_state=bool(getattr(layer, "return_state", False)))
+        merge = layer.get_config().get("merge_mode", "concat")
+        return _Recurrent(layer, cfg, True, merge, weights, bool(getattr(fwd, "zero_output_for_mask", False)))
+    if not _is_keras(layer, "LSTM"):
+        raise InteropError(
+            f"expected Keras' own LSTM or Bidirectional(LSTM) layer; got {type(layer).__module__}.{type(layer).__name__}"
+        )
+    cfg = layer.get_config()
+    check_lstm_config(cfg, f"LSTM {layer.name!r}")
+    if not layer.weights:
+        raise InteropError("the Keras layer has no weights yet: build it (call it once) first")
+    weights = [_check_weights(layer.get_weights(), cfg.get("use_bias", True), input_size, layer.name)]
+    return _Recurrent(layer, cfg, False, "concat", weights, bool(getattr(layer, "zero_output_for_mask", False)))
+
+
+def _float_dtype(arrays: Sequence[np.ndarray], dtype: Any) -> Any:
+    if dtype is not None:
+        return dtype
+    return np.float64 if any(np.asarray(a).dtype == np.float64 for a in arrays) else np.float32
+
+
+def _build_stack(recs: list[_Recurrent], dtype: Any) -> StackedLSTM:
+    """One StackedLSTM holding every layer of ``recs`` (already checked to agree)."""
+    first = recs[0]
+    options = cell_options_from_config(first.cfg)
+    kernel = first.weights[0]["kernel"]
+    I, H = kernel.shape[0], first.units
+    if first.cfg.get("units", H) != H:
+        raise InteropError(f"the config says units={first.cfg['units']!r} but the weights are for {H} units")
+    kwargs: dict[str, Any] = {} if options is None else {"cell": options}
+    stack = StackedLSTM(I, H, len(recs), bidirectional=first.bidirectional, bias=first.cfg.get("use_bias", True),
+                        batch_first=True, seed=0, dtype=dtype, **kwargs)
+    for pair, rec in zip(stack.layers, recs):
+        for cell, w in zip(pair, rec.weights):
+            unpack(cell, KERAS_ORDER, w["kernel"].T, w["recurrent_kernel"].T, w.get("bias"))
+    return stack
+
+
+def _check_stack(plan: _Plan) -> list[_Recurrent]:
+    """The model's LSTM layers as one StackedLSTM can hold them, or InteropError naming the layer that cannot."""
+    recs: list[_Recurrent] = []
+    for k, layer in enumerate(plan.recurrent):
+        previous = recs[-1] if recs else None
+        if previous is not None and previous.merge_mode != "concat":
+            raise InteropError(
+                f"{previous.what} has merge_mode {previous.merge_mode!r} and feeds another LSTM; between LSTM "
+                "layers only 'concat' maps (nplstm's next layer reads both directions side by side)"
+            )
+        size = None if previous is None else previous.units * (2 if previous.bidirectional else 1)
+        rec = _recurrent(layer, size)
+        if previous is not None:
+            first = recs[0]
+            if rec.bidirectional != first.bidirectional:
+                raise InteropError(
+                    f"{rec.what} follows {first.what}: nplstm's stack is all LSTM or all Bidirectional(LSTM) layers")
+            if rec.units != first.units:
+                raise InteropError(
+                    f"{rec.what} has units={rec.units} but {first.what} has units={first.units}; the model holds one "
+                    "StackedLSTM, whose layers share one hidden size"
+                )
+            for key in ("activation", "recurrent_activation", "use_bias"):
+                a, b = first.cfg.get(key), rec.cfg.get(key)
+                if key.endswith("activation"):
+                    a, b = _activation_name(a, key), _activation_name(b, key)
+                if a != b:
+                    raise InteropError(f"{rec.what} has {key}={b!r} but {first.what} has {a!r}; nplstm's stack runs every layer alike")
+            if not previous.cfg.get("return_sequences", False):
+                raise InteropError(f"{rec.what} must read the whole sequence of {previous.what} (return_sequences=True)")
+            if rec.cfg.get("go_backwards", False):
+                raise InteropError(
+                    f"{rec.what} has go_backwards=True; nplstm reverses the input of the whole stack only "
+                    "(go_backwards on the first LSTM)"
+                )
+        recs.append(rec)
+    if plan.masked and len(recs) > 1 and recs[0].cfg.get("go_backwards", False):
+        raise InteropError(
+            f"{recs[0].what} has go_backwards=True under a mask and feeds another LSTM: Keras hands the next layer "
+            "the reversed outputs with the mask unreversed, which nplstm does not reproduce"
+        )
+    last = recs[-1]
+    if last.bidirectional and last.merge_mode != "concat" and not plan.head:
+        raise InteropError(
+            f"{last.what} has merge_mode {last.merge_mode!r}; it maps only when a Dense reads the Bidirectional "
+            "(folded into that Dense's weights)"
+        )
+    return recs
+
+
+def _from_model(model: Any, dtype: Any) -> Any:
+    """A :class:`KerasLSTM` (LSTM layers only) or a SequenceModel (with an Embedding or Dense head)."""
+    plan = _walk_model(model)
+    recs = _check_stack(plan)
+    first, last = recs[0], recs[-1]
+    go_backwards = bool(first.cfg.get("go_backwards", False))
+    arrays = [w["kernel"] for rec in recs for w in rec.weights]
+    if plan.embedding is None and not plan.head:
+        stack = _build_stack(recs, _float_dtype(arrays, dtype))
+        return KerasLSTM(  # reads_state: the model returns the LSTM's final h (exactly KerasLSTM's last output)
+            stack,
+            return_sequences=bool(last.cfg.get("return_sequences", False)) and not plan.reads_state,
+            return_state=bool(last.cfg.get("return_state", False)) and not plan.reads_state,
+            go_backwards=go_backwards,
+            mask_value=plan.mask_value,
+            zero_output_for_mask=last.zero_output and not plan.reads_state,
+        )
+    from .. import Dense, Embedding
+    from ..model import SequenceModel
+
+    sequence = bool(last.cfg.get("return_sequences", False)) and not plan.reads_state
+    if last.cfg.get("return_state", False) and not plan.head and not plan.reads_state:
+        raise InteropError(
+            f"{last.what} has return_state=True and ends the model; a model with an Embedding maps to nplstm's "
+            "SequenceModel, which returns one array: drop return_state"
+        )
+    if (plan.masked and not sequence and not plan.reads_state and last.zero_output and not last.bidirectional
+            and not go_backwards):
+        raise InteropError(
+            f"{last.what} has zero_output_for_mask=True and return_sequences=False under a mask: Keras returns "
+            "zeros for every padded sequence, which nplstm's model (its final state) does not reproduce"
+        )
+    dense_weights: list[tuple[np.ndarray, np.ndarray | None]] = []
+    for item in plan.head:
+        got = [np.asarray(w) for w in item.layer.get_weights()]
+        use_bias = bool(item.layer.use_bias)
+        if len(got) != 1 + use_bias:
+            raise InteropError(f"Dense {item.name!r}: expected {1 + use_bias} weight arrays; got {len(got)}")
+        dense_weights.append((got[0], got[1] if use_bias else None))
+    emb_weights = None
+    if plan.embedding is not None:
+        got = [np.asarray(w) for w in plan.embedding.get_weights()]
+        if len(got) != 1:
+            raise InteropError(f"Embedding {plan.embedding.name!r}: expected 1 weight array; got {len(got)}")
+        emb_weights = got[0]
+    dtype = _float_dtype(arrays + [k for k, _ in dense_weights] + ([] if emb_weights is None else [emb_weights]), dtype)
+    stack = _build_stack(recs, dtype)
+    features = stack.output_size
+    if last.bidirectional and last.merge_mode in ("sum", "ave"):
+        # Keras feeds the Dense f + b (or (f + b) / 2): W(f + b) = [W; W] applied to [f, b]
+        kernel, bias = dense_weights[0]
+        scale = 0.5 if last.merge_mode == "ave" else 1.0
+        dense_weights[0] = (np.concatenate([kernel * scale, kernel * scale], axis=0), bias)
+    heads = []
+    for item, (kernel, bias) in zip(plan.head, dense_weights):
+        if kernel.ndim != 2 or kernel.shape[0] != features:
+            raise InteropError(f"Dense {item.name!r} has kernel {kernel.shape}; expected ({features}, units)")
+        arrays_ = {"kernel": kernel} if bias is None else {"kernel": kernel, "bias": bias}
+        check_shape(arrays_, "kernel", kernel.shape)
+        dense = Dense(features, kernel.shape[1], item.activation, seed=0, dtype=dtype)
+        dense.W = kernel.T
+        if bias is not None:
+            dense.b = check_shape(arrays_, "bias", (kernel.shape[1],))
+        else:
+            dense.b = np.zeros(kernel.shape[1])
+        heads.append(dense)
+        features = kernel.shape[1]
+    if not heads:  # an Embedding and LSTMs only: the identity (exact: each output is one product by 1.0)
+        identity = Dense(features, features, "linear", seed=0, dtype=dtype)
+        identity.W = np.eye(features)
+        identity.b = np.zeros(features)
+        heads.append(identity)
+    embedding = None
+    if plan.embedding is not None:
+        assert emb_weights is not None
+        emb_cfg = plan.embedding.get_config()
+        check_shape({"embeddings": emb_weights}, "embeddings", (int(emb_cfg["input_dim"]), stack.input_size))
+        embedding = Embedding(int(emb_cfg["input_dim"]), stack.input_size, mask_zero=bool(plan.embedding.mask_zero),
+                              seed=0, dtype=dtype)
+        embedding.W = emb_weights
+    if sequence:
+        masked_outputs = "zero" if (last.bidirectional or last.zero_output or go_backwards) else "repeat"
+    else:
+        masked_outputs = "zero"
+    return SequenceModel.from_parts(
+        stack, heads, embedding=embedding, output="sequence" if sequence else "h_n", mask_value=plan.mask_value,
+        go_backwards=go_backwards, masked_outputs=masked_outputs,
+    )
+
+
 #: Largest ``config.json`` / ``metadata.json`` member of a ``.keras`` file read (an LSTM model's is a few KB).
 MAX_KERAS_CONFIG_BYTES = 1 << 20
 
 
 #: The layer classes a model from_keras maps may hold (NotEqual and Any: how a saved functional model
 #: stores Masking's mask, checked by :func:`_is_masking_mask`); any other is refused before Keras builds it.
-_MODEL_LAYERS = frozenset({"InputLayer", "Masking", "LSTM", "Bidirectional", "NotEqual", "Any"})
-_INITIALIZERS = ("kernel_initializer", "recurrent_initializer", "bias_initializer")
+_MODEL_LAYERS = frozenset({
+    "InputLayer", "Masking", "Embedding", "LSTM", "Bidirectional", "Dense", "TimeDistributed", "Activation",
+    "NotEqual", "Any", *KERAS_IDENTITY_LAYERS,
+})
+_INITIALIZERS = ("kernel_initializer", "recurrent_initializer", "bias_initializer", "embeddings_initializer")
+_ZEROS: dict[str, Any] = {"module": "keras.initializers", "class_name": "Zeros", "config": {}, "registered_name": None}
 
 
 def _input_sizes(node: Any) -> list[int]:
@@ -506,34 +981,56 @@ def _precheck_config(raw: bytes, path: Any, stored_bytes: int) -> bytes:
         kinds = [layer["class_name"] for layer in layers]
     except (ValueError, RecursionError, KeyError, TypeError) as exc:
         raise WeightsFileError(f"{path}: config.json is not a Keras model config ({type(exc).__name__})") from None
-    if config.get("class_name") not in ("Sequential", "Functional") or not set(kinds) <= _MODEL_LAYERS:
+    if config.get("class_name") not in ("Sequential", "Functional"):
+        raise WeightsFileError(f"{path}: from_keras maps {SUPPORTED_MODELS}; the file holds a {config.get('class_name')!r}")
+    for layer, kind in zip(layers, kinds):
+        if kind not in _MODEL_LAYERS:
+            name = layer.get("name") if isinstance(layer, Mapping) else None
+            if name is None and isinstance(layer, Mapping) and isinstance(layer.get("config"), Mapping):
+                name = layer["config"].get("name")  # a Sequential's layers name themselves in their config
+            raise WeightsFileError(f"{path}: from_keras cannot map layer {name!r} ({kind}); it maps {SUPPORTED_MODELS}")
+    if not {"LSTM", "Bidirectional"} & set(kinds):
         raise WeightsFileError(
-            f"{path}: from_keras maps a Sequential or functional model of [Input], [Masking], LSTM or "
-            f"Bidirectional(LSTM); the file holds a {config.get('class_name')!r} of layers {kinds[:6]}"
+            f"{path}: from_keras maps models with an LSTM or Bidirectional(LSTM) layer; the file holds a "
+            f"{config.get('class_name')!r} of layers {kinds[:6]}"
         )
     sizes = [n for n in _input_sizes(config) if n > 0]
-    input_size = max(sizes, default=1)
+    widest = max(sizes, default=1)
     total = 0
     for layer in layers:
-        inner = layer.get("config")
-        subs = [inner] if layer["class_name"] == "LSTM" else []
-        if layer["class_name"] == "Bidirectional" and isinstance(inner, Mapping):
+        if not isinstance(layer, Mapping):
+            raise WeightsFileError(f"{path}: config.json is not a Keras model config (a layer is not an object)")
+        kind, inner = layer["class_name"], layer.get("config")
+        own = [n for n in _input_sizes({k: v for k, v in layer.items() if k != "config"}) if n > 0]
+        input_size = max(own, default=widest)  # its build_config / inbound shapes, else the widest anywhere
+        if kind == "TimeDistributed" and isinstance(inner, Mapping) and isinstance(inner.get("layer"), Mapping):
+            kind, inner = inner["layer"].get("class_name"), inner["layer"].get("config")
+        subs: list[Any] = [inner] if kind in ("LSTM", "Dense", "Embedding") else []
+        if kind == "Bidirectional" and isinstance(inner, Mapping):
             subs = [sub.get("config") for sub in (inner.get("layer"), inner.get("backward_layer")) if isinstance(sub, Mapping)]
         for sub in subs:
             try:
-                units = positive_int(sub["units"], "units")
-                count = stack_parameter_count(input_size, units, 1, bidirectional=False, proj_size=0, bias=True, peepholes=False)
-                check_model_size(count, 1, 4, f"the Keras LSTM(units={units}) the file declares")
+                if kind == "Embedding":
+                    rows, cols = positive_int(sub["input_dim"], "input_dim"), positive_int(sub["output_dim"], "output_dim")
+                    count, what = rows * cols, f"the Keras Embedding({rows}, {cols}) the file declares"
+                elif kind == "Dense":
+                    units = positive_int(sub["units"], "units")
+                    count, what = (input_size + 1) * units, f"the Keras Dense(units={units}) the file declares"
+                else:
+                    units = positive_int(sub["units"], "units")
+                    count = stack_parameter_count(input_size, units, 1, bidirectional=False, proj_size=0, bias=True, peepholes=False)
+                    what = f"the Keras LSTM(units={units}) the file declares"
+                check_model_size(count, 1, 4, what)
             except (KeyError, TypeError, ValueError) as exc:
                 raise WeightsFileError(f"{path}: {exc}") from None
             total += count
             for key in _INITIALIZERS:
                 if key in sub:
-                    sub[key] = {"module": "keras.initializers", "class_name": "Zeros", "config": {}, "registered_name": None}
+                    sub[key] = dict(_ZEROS)
     # Keras allocates what the config declares before reading a weight: no more than the file stores
     if 4 * total > 2 * stored_bytes + BUDGET_ALLOWANCE:
         raise WeightsFileError(
-            f"{path}: its config declares {total} LSTM parameters but the file stores only {stored_bytes} bytes "
+            f"{path}: its config declares {total} Dense/Embedding/LSTM parameters but the file stores only {stored_bytes} bytes "
             "of weights; a .keras file holds the weights of every layer it declares"
         )
     return json.dumps(config).encode()
@@ -597,85 +1094,61 @@ def load_keras_file(path: str | os.PathLike) -> Any:
 
 def from_keras(
     layer_or_weights: Any, *, config: Mapping[str, Any] | None = None, dtype: Any = None
-) -> KerasLSTM:
-    """Build a :class:`KerasLSTM` from a Keras ``LSTM`` or ``Bidirectional(LSTM)`` layer.
+) -> Any:
+    """Import a Keras LSTM layer or a whole Keras model.
 
-    Also accepts a Keras model made of an optional ``Masking`` layer and
-    one such layer (Masking maps to lengths: trailing padding only), a path
-    to a saved ``.keras`` model (loaded with ``safe_mode=True``), or the
-    weight list ``[kernel, recurrent_kernel, bias]`` of an LSTM layer with an
-    optional ``config`` (``return_sequences``, ``return_state``,
-    ``go_backwards``, ``use_bias``, ``activation``,
-    ``recurrent_activation``).  The Keras layer must be built (called once
-    or given an input shape).  Only ``merge_mode='concat'`` maps for
-    Bidirectional.  Settings nplstm does not reproduce (``stateful=True``,
-    reduced-precision dtype policies, unknown config keys, ...) raise
-    InteropError naming them (:func:`check_lstm_config`); for a stateful
-    layer import its weights with ``config=dict(layer.get_config(),
+    Returns a :class:`KerasLSTM` for a Keras ``LSTM`` or
+    ``Bidirectional(LSTM)`` layer, a weight list, or a model of LSTM layers
+    only ([Input], [Masking], one or more LSTM or Bidirectional(LSTM) layers,
+    identity layers such as Dropout): it returns what the Keras layer/model
+    returns, states included with ``return_state``.  A model with an
+    ``Embedding`` or a Dense head becomes a
+    :class:`~nplstm.model.SequenceModel` (``SequenceModel.from_parts``) whose
+    ``predict`` equals Keras' ``predict``; the layers it maps are listed in
+    :data:`SUPPORTED_MODELS`.  Masking and ``Embedding(mask_zero=True)`` map
+    to lengths (trailing padding only, else ValueError at call time).  A
+    ``Bidirectional`` with ``merge_mode='sum'``/``'ave'`` is folded into the
+    Dense that reads it (``W (f + b) = [W; W] [f; b]``).
+
+    Also accepts a path to a saved ``.keras`` model (read by
+    :func:`load_keras_file`: checked before Keras builds it, then
+    ``safe_mode=True``), or the weight list ``[kernel, recurrent_kernel,
+    bias]`` of an LSTM layer with an optional ``config``
+    (``return_sequences``, ``return_state``, ``go_backwards``, ``use_bias``,
+    ``activation``, ``recurrent_activation``).  The Keras layer must be built.
+    Every layer, setting or wiring nplstm does not reproduce exactly is
+    refused with an InteropError naming it (allow-lists:
+    :func:`check_lstm_config`, :func:`check_dense_config`,
+    :func:`check_embedding_config`, :data:`KERAS_IDENTITY_LAYERS`); for a
+    stateful layer import its weights with ``config=dict(layer.get_config(),
     stateful=False)`` and pass the states to ``model.stack.forward(x, (h0, c0))``.
-    A path is read by :func:`load_keras_file`.
+    ``dtype`` defaults to float64 if any imported weight is, else float32.
     """
-    mask_value = None
     if isinstance(layer_or_weights, (str, os.PathLike)):
         layer_or_weights = load_keras_file(layer_or_weights)
     if hasattr(layer_or_weights, "layers") and not hasattr(layer_or_weights, "forward_layer"):
-        layer_or_weights, mask_value = _split_model(layer_or_weights)
-    sub_weights: list[dict[str, np.ndarray]]
-    zero_output = False
+        return _from_model(layer_or_weights, dtype)
     if isinstance(layer_or_weights, (list, tuple)):
         cfg = dict(config or {})
         check_lstm_config(cfg, "config")
-        use_bias = cfg.get("use_bias", True)
-        sub_weights = [_check_weights(layer_or_weights, use_bias, None, "weights")]
-        bidirectional = False
-    elif hasattr(layer_or_weights, "forward_layer"):
-        layer = layer_or_weights
-        cfg, _ = _check_bidirectional(layer)
-        fwd, bwd = layer.forward_layer, layer.backward_layer
-        use_bias = cfg.get("use_bias", True)
-        sub_weights = [
-            _check_weights(fwd.get_weights(), use_bias, None, "forward_layer"),
-            _check_weights(bwd.get_weights(), use_bias, None, "backward_layer"),
-        ]
-        if sub_weights[0]["kernel"].shape != sub_weights[1]["kernel"].shape:
-            raise InteropError("forward and backward layers of Bidirectional differ in shape")
-        cfg = dict(cfg, go_backwards=False, return_state=getattr(layer, "return_state", False))
-        bidirectional = True
+        weights = [_check_weights(layer_or_weights, cfg.get("use_bias", True), None, "weights")]
+        rec = _Recurrent(None, cfg, False, "concat", weights, False)
     elif hasattr(layer_or_weights, "get_weights") and hasattr(layer_or_weights, "get_config"):
-        layer = layer_or_weights
-        if not _is_keras(layer, "LSTM"):
+        rec = _recurrent(layer_or_weights)
+        if rec.merge_mode != "concat":
             raise InteropError(
-                f"expected Keras' own LSTM or Bidirectional(LSTM) layer; got {type(layer).__module__}.{type(layer).__name__}"
+                f"Bidirectional merge_mode {rec.merge_mode!r} maps only in a model where a Dense reads the "
+                "Bidirectional (folded into that Dense's weights); a lone layer maps with 'concat'"
             )
-        cfg = layer.get_config()
-        check_lstm_config(cfg)
-        use_bias = cfg.get("use_bias", True)
-        if not layer.weights:
-            raise InteropError("the Keras layer has no weights yet: build it (call it once) first")
-        sub_weights = [_check_weights(layer.get_weights(), use_bias, None, type(layer).__name__)]
-        bidirectional = False
-        zero_output = bool(getattr(layer, "zero_output_for_mask", False))
     else:
         raise TypeError(f"expected a Keras LSTM/Bidirectional layer or model, a path or a weight list; got {type(layer_or_weights).__name__}")
-
-    options = cell_options_from_config(cfg)
-    kernel = sub_weights[0]["kernel"]
-    I, H = kernel.shape[0], kernel.shape[1] // 4
-    if cfg.get("units", H) != H:
-        raise InteropError(f"the config says units={cfg['units']!r} but the weights are for {H} units")
-    if dtype is None:
-        dtype = np.float64 if kernel.dtype == np.float64 else np.float32
-    kwargs: dict[str, Any] = {} if options is None else {"cell": options}
-    stack = StackedLSTM(I, H, bidirectional=bidirectional, bias=use_bias, batch_first=True, seed=0, dtype=dtype, **kwargs)
-    for cell, w in zip(stack.layers[0], sub_weights):
-        unpack(cell, KERAS_ORDER, w["kernel"].T, w["recurrent_kernel"].T, w.get("bias"))
+    stack = _build_stack([rec], _float_dtype([rec.weights[0]["kernel"]], dtype))
     return KerasLSTM(
         stack,
-        return_sequences=bool(cfg.get("return_sequences", False)),
-        return_state=bool(cfg.get("return_state", False)),
-        go_backwards=bool(cfg.get("go_backwards", False)),
-        mask_value=mask_value,
-        zero_output_for_mask=zero_output,
+        return_sequences=bool(rec.cfg.get("return_sequences", False)),
+        return_state=bool(rec.cfg.get("return_state", False)),
+        go_backwards=bool(rec.cfg.get("go_backwards", False)),
+        zero_output_for_mask=rec.zero_output,
     )
 
 
