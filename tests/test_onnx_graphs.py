@@ -16,7 +16,7 @@ ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from nplstm.interop import InteropError, from_onnx, to_onnx  # noqa: E402
-from nplstm.interop.onnx_format import OnnxLSTM, verify_import  # noqa: E402
+from nplstm.interop.onnx import OnnxLSTM, verify_import  # noqa: E402
 from nplstm.stack import StackedLSTM  # noqa: E402
 
 F32 = TensorProto.FLOAT
