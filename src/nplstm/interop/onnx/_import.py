@@ -8,6 +8,7 @@ from ...stack import StackedLSTM
 from ..gates import InteropError
 from ._constants import CELL_METADATA, DEFAULT_MAX_EXTERNAL_BYTES
 from ._match import _match
+from ._model import build_model, match_model, model_elements, verify_model, whole_model_parts
 from ._source import _load_model
 from ._verify import VERIFY_MAX_ELEMENTS, _verify_elements, verify_import
 from ._wrapper import OnnxLSTM, _build
@@ -20,8 +21,8 @@ def from_onnx(
     verify: bool | None = None,
     allow_external_data: bool = True,
     max_external_bytes: int = DEFAULT_MAX_EXTERNAL_BYTES,
-) -> StackedLSTM | OnnxLSTM:
-    """Import the LSTM of an ONNX model (a path, bytes or ``onnx.ModelProto``).
+) -> StackedLSTM | OnnxLSTM | Any:
+    """Import the LSTM of an ONNX model, or the whole model (a path, bytes or ``onnx.ModelProto``).
 
     Parameters
     ----------
@@ -58,7 +59,15 @@ def from_onnx(
 
     Returns
     -------
-    StackedLSTM or OnnxLSTM
+    SequenceModel, StackedLSTM or OnnxLSTM
+        A :class:`~nplstm.SequenceModel` when the graph is a whole model:
+        an optional embedding lookup (``Gather`` of a constant table at the
+        ids of the one graph input), the LSTM nodes and a dense head read
+        from the last LSTM's h_n, last step or whole sequence (see
+        :mod:`nplstm.interop.onnx._model`); its ``predict(x)`` computes the
+        graph's one output from its one input (batch-first).  Verify then
+        compares ``predict`` with onnxruntime on the whole graph.
+        Otherwise:
         A StackedLSTM whenever the graph is one: its ``forward(x, hx,
         lengths=...)`` takes the graph input ``X`` (its batch_first matches
         the graph), the state graph inputs as (L·D, B, H) (transpose a
@@ -70,24 +79,39 @@ def from_onnx(
     """
     model, label = _load_model(model_or_path, allow_external_data, max_external_bytes)
     try:
-        plan = _match(model)
+        whole = whole_model_parts(model)
         metadata = {p.key: p.value for p in model.metadata_props}.get(CELL_METADATA)
-        imported = _build(plan, dtype, label, metadata)
+        if whole is not None:
+            mplan = match_model(model, *whole)
+            plan = mplan.plan
+            imported: Any = build_model(mplan, dtype, label, metadata)
+        else:
+            plan = _match(model)
+            imported = _build(plan, dtype, label, metadata)
     except InteropError as exc:
         raise InteropError(f"{label}: {exc}") from None
     except Exception as exc:  # a file that parses but whose fields are nonsense
         raise InteropError(f"{label}: malformed ONNX LSTM model: {type(exc).__name__}: {exc}") from None
+    elements = model_elements(model, mplan)[0] if whole is not None else _verify_elements(model, plan)[0]
     if verify is None:  # by default: when onnxruntime is there and the graph's sizes are affordable
         import importlib.util
 
-        verify = importlib.util.find_spec("onnxruntime") is not None and _verify_elements(model, plan)[0] <= VERIFY_MAX_ELEMENTS
+        verify = importlib.util.find_spec("onnxruntime") is not None and elements <= VERIFY_MAX_ELEMENTS
     if verify:
         try:
             import onnxruntime  # noqa: F401
         except ImportError:
             raise InteropError("verify=True needs onnxruntime (pip install onnxruntime)") from None
         try:
-            verify_import(model, imported, plan=plan)
+            if whole is not None:
+                if elements > VERIFY_MAX_ELEMENTS:
+                    raise InteropError(
+                        f"verify: the graph runs on {elements} elements of input and outputs, over the "
+                        f"{VERIFY_MAX_ELEMENTS}-element verify limit; pass verify=False to skip"
+                    )
+                verify_model(model, imported, mplan)
+            else:
+                verify_import(model, imported, plan=plan)
         except InteropError as exc:  # one line that names the file too
             raise InteropError(f"{label}: {exc}") from None
     return imported

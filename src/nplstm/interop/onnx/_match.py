@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..gates import InteropError
-from ._plumbing import _attrs, _needed_nodes, _node_name
+from ._plumbing import _attrs, _needed_nodes, _node_name, _where
 from ._probe import (
     _as_tbf,
     _check_selections,
@@ -39,9 +39,13 @@ class _Plan:
     lens_input: str | None = None
     lengths: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
+    #: whole models: the graph input of the ids an embedding lookup reads (``x_name`` is then the lookup's output)
+    ids_name: str | None = None
+    #: whole models: what the head reads, "h_n", "last" or "sequence" (see :func:`_classify_head_input`)
+    head_input: str | None = None
 
 
-def _match(model: Any) -> _Plan:
+def _match(model: Any, head_input: str | None = None) -> _Plan:
     """Prove how the graph maps onto a stack, by labelled runs at several sizes.
 
     The rule: every axis that can vary (symbolic ones and the sequence and
@@ -54,6 +58,11 @@ def _match(model: Any) -> _Plan:
     may drop data along an axis whose size follows the probes.  Probes stay
     small (one large axis at a time); a graph whose constants would need
     probes over the check limit is refused.
+
+    ``head_input`` names the value a whole model's head reads (the graph is
+    then cut there): embedding lookups are labelled like LSTM outputs, a
+    last-step selection is accepted, and the value must be, label for label,
+    the last LSTM's h_n, last step or whole sequence at every probe.
     """
     graph = model.graph
     nodes = _needed_nodes(graph)
@@ -62,7 +71,8 @@ def _match(model: Any) -> _Plan:
         raise InteropError("the ONNX graph has no LSTM node that the graph outputs depend on")
     consts = {t.name: _to_array(t) for t in graph.initializer}
     inputs = _graph_inputs(model)
-    data_inputs = _data_sources(nodes, lstm_nodes[0].input[0]) if lstm_nodes[0].input else set()
+    whole = head_input is not None
+    data_inputs = _data_sources(nodes, lstm_nodes[0].input[0], consts if whole else None) if lstm_nodes[0].input else set()
     # Two size assignments for the varying dimensions: plumbing that only
     # works at one size (a Reshape to literal sizes) shows up as a mismatch.
     unique = list(dict.fromkeys(k for vi in inputs for k in _probe_keys(vi, data_inputs)))
@@ -81,9 +91,9 @@ def _match(model: Any) -> _Plan:
         ]
         try:
             probes = [_unify_batch(model, nodes, consts, sizes) for sizes in assignments]
-            records = [_labelled_run(model, nodes, consts, sizes) for sizes in probes]
-            _check_selections(records)
-            plans = [_match_at(model, nodes, consts, sizes, lstm_nodes, rec) for sizes, rec in zip(probes, records)]
+            records = [_labelled_run(model, nodes, consts, sizes, whole) for sizes in probes]
+            _check_selections(records, whole)
+            plans = [_match_at(model, nodes, consts, sizes, lstm_nodes, rec, head_input) for sizes, rec in zip(probes, records)]
             records = [_selections_only(rec) for rec in records]  # the values are no longer needed: free them
             break
         except _SelectionError:
@@ -96,7 +106,7 @@ def _match(model: Any) -> _Plan:
     a = plans[0]
     # Then one large axis at a time, beyond every constant: a bound such as
     # x[:8] is the identity at small sizes only.
-    vi_x = next(vi for vi in inputs if vi.name == a.x_name)
+    vi_x = next(vi for vi in inputs if vi.name == (a.ids_name or a.x_name))
     t_key, b_key = _dim_key(vi_x, 1 if a.batch_first else 0), _dim_key(vi_x, 0 if a.batch_first else 1)
     bound = _constant_bound(nodes, consts)
     big = max(2 * bound + 17, 33) | 1
@@ -111,15 +121,15 @@ def _match(model: Any) -> _Plan:
             sizes[t_key] = t
         sizes = _unify_batch(model, nodes, consts, sizes)
         try:
-            record = _labelled_run(model, nodes, consts, sizes)
+            record = _labelled_run(model, nodes, consts, sizes, whole)
         except InteropError as exc:
             raise InteropError(
                 f"cannot prove the wiring at sequence length {t} and batch {b} (beyond the graph's largest integer "
                 f"constant, {bound}): {exc}"
             ) from None
         records.append(record)
-        _check_selections(records)
-        plans.append(_match_at(model, nodes, consts, sizes, lstm_nodes, record))
+        _check_selections(records, whole)
+        plans.append(_match_at(model, nodes, consts, sizes, lstm_nodes, record, head_input))
         records[-1] = _selections_only(record)
         del record
         if t == big:
@@ -153,7 +163,7 @@ def _same_plan(a: _Plan, b: _Plan) -> None:
                 raise InteropError(f"LSTM node {la.name!r}: tensor {name!r} changes with the input sizes")
     if a.batch_first != b.batch_first or a.state_inputs != b.state_inputs or a.lens_input != b.lens_input:
         raise InteropError("the graph's wiring changes with the input sizes; nplstm cannot map it onto one LSTM")
-    if a.x_name != b.x_name or a.states_batch_major != b.states_batch_major:
+    if a.x_name != b.x_name or a.states_batch_major != b.states_batch_major or a.ids_name != b.ids_name:
         raise InteropError("the graph's wiring changes with the input sizes; nplstm cannot map it onto one LSTM")
     if (a.initial_states is None) != (b.initial_states is None):
         raise InteropError("the graph's constant initial states exist at some input sizes only")
@@ -161,6 +171,8 @@ def _same_plan(a: _Plan, b: _Plan) -> None:
         for sa, sb in zip(a.initial_states, b.initial_states):
             if sa.shape[1] == 1 and sb.shape[1] == 1 and not np.array_equal(sa, sb):
                 raise InteropError("the graph's constant initial states change with the input sizes")
+    if a.head_input != b.head_input:
+        raise InteropError(f"the head reads the LSTM's {a.head_input} at some input sizes and its {b.head_input} at others")
     if (a.lengths is None) != (b.lengths is None):
         raise InteropError("the graph's constant sequence lengths exist at some input sizes only")
 
@@ -194,7 +206,13 @@ def _unify_batch(model: Any, nodes: list[Any], consts: dict[str, np.ndarray], si
 
 
 def _match_at(
-    model: Any, nodes: list[Any], consts: dict[str, np.ndarray], sizes: dict[str, int], lstm_nodes: list[Any], record: dict[str, Any]
+    model: Any,
+    nodes: list[Any],
+    consts: dict[str, np.ndarray],
+    sizes: dict[str, int],
+    lstm_nodes: list[Any],
+    record: dict[str, Any],
+    head_input: str | None = None,
 ) -> _Plan:
     values, deps, feeds = record["values"], record["deps"], record["feeds"]
     layers: list[_Layer] = []
@@ -230,9 +248,50 @@ def _match_at(
                 f"({', '.join(between) or 'none'}) are not a pure re-layout"
             )
     plan = _Plan(layers=layers, x_name=x_name, batch_first=batch_first, sizes=sizes)
+    if record["embeddings"]:
+        plan.ids_name = _match_embedding(record, x_name)
     _match_states(plan, lstm_nodes, record)
     _match_lengths(plan, lstm_nodes, record)
+    if head_input is not None:
+        plan.head_input = _classify_head_input(record, head_input)
     return plan
+
+
+def _match_embedding(record: dict[str, Any], x_name: str) -> str:
+    """The graph input whose ids the embedding lookup feeding the first LSTM reads, exactly (through plumbing only)."""
+    feeds, deps = record["feeds"], record["deps"]
+    for node, _table, ids, _out in record["embeddings"]:
+        if node.output[0] != x_name:
+            raise InteropError(f"{_where(node)}: an embedding lookup that does not feed the first LSTM; nplstm takes one, before it")
+        dep = deps.get(node.input[1], frozenset())
+        name = next(iter(dep)) if len(dep) == 1 else None
+        if name not in feeds or np.shape(feeds[name]) != np.shape(ids) or not np.array_equal(feeds[name], ids):
+            raise InteropError(f"{_where(node)}: its indices are not one graph input of ids passed through unchanged; they depend on {sorted(dep)}")
+        if np.ndim(ids) != 2:
+            raise InteropError(f"{_where(node)}: the ids must be 2-D (batch and sequence); got shape {np.shape(ids)}")
+        return str(name)
+    raise AssertionError("no embedding recorded")  # pragma: no cover
+
+
+def _classify_head_input(record: dict[str, Any], name: str) -> str:
+    """What a whole model's head reads, label for label: the last LSTM's "h_n", "last" step or "sequence" (B, T, D·H)."""
+    value = record["values"].get(name)
+    y, yh, _ = record["lstm_outputs"][-1]
+    T, D, B, H = y.shape
+    seq = _as_tbf(y)
+    candidates = {"h_n": yh.transpose(1, 0, 2).reshape(B, D * H), "last": seq[-1], "sequence": seq.transpose(1, 0, 2)}
+    got = np.asarray(value) if value is not None else None
+    for kind, want in candidates.items():
+        if got is not None and got.shape == want.shape and np.array_equal(got, want):
+            return kind
+    if got is not None and got.shape == seq.shape and np.array_equal(got, seq):
+        raise InteropError(
+            f"the head reads the LSTM's sequence time-major (T, B, D·H) at {name!r}; a SequenceModel's head reads it (B, T, D·H)"
+        )
+    raise InteropError(
+        f"the head's input {name!r} is not the last LSTM node's h_n (Y_h, directions concatenated), its output at the last "
+        f"step or its whole output (B, T, D·H); nplstm's SequenceModel reads one of these"
+    )
 
 
 def _nodes_between(nodes: list[Any], a: Any, b: Any) -> list[str]:
@@ -244,6 +303,8 @@ def _match_first_input(node: Any, layer: _Layer, record: dict[str, Any], feeds: 
     where = f"LSTM node {layer.name!r}"
     x = record["lstm_inputs"][0][0]
     dep = record["deps"][node.input[0]]
+    feeds = dict(feeds)
+    feeds.update({e[0].output[0]: e[3] for e in record.get("embeddings", [])})  # an embedding lookup's output stands for X
     if len(dep) != 1 or next(iter(dep)) not in feeds:
         raise InteropError(f"{where}: input X must come from one graph input through plumbing only; it depends on {sorted(dep)}")
     name = next(iter(dep))

@@ -247,6 +247,18 @@ def _run_plumbing(node: Any, args: list[Any]) -> list[np.ndarray]:
 LSTMHook = Callable[[int, Any, list[Any]], list[Any]]
 
 
+#: An embedding hook gets (node, evaluated inputs: table and indices) and returns the lookup's output.
+EmbedHook = Callable[[Any, list[Any]], list[Any]]
+
+
+def is_embedding(node: Any, arg_deps: list[frozenset[str]], args: list[Any]) -> bool:
+    """A Gather of a constant 2-D float table (axis 0) at indices computed from data: an embedding lookup."""
+    if node.op_type != "Gather" or len(args) != 2 or arg_deps[0] or not arg_deps[1]:
+        return False
+    table = np.asarray(args[0])
+    return table.ndim == 2 and table.dtype.kind == "f" and _attrs(node).get("axis", 0) in (0, -2)
+
+
 #: An observer gets (node, evaluated inputs, their data dependencies, outputs) after each plumbing node.
 Observer = Callable[[Any, list[Any], list[frozenset[str]], list[Any]], None]
 
@@ -258,13 +270,16 @@ def _evaluate(
     feeds: dict[str, np.ndarray],
     hook: LSTMHook,
     observe: Observer | None = None,
+    embed: EmbedHook | None = None,
 ) -> tuple[dict[str, Any], dict[str, frozenset[str]]]:
     """Run ``nodes`` (topologically sorted) with LSTM nodes replaced by ``hook``.
 
     Returns every value and its data dependencies: the graph inputs and
     LSTM outputs whose *values* (not just shapes) flow into it.  Empty
     (omitted) optional inputs are None.  Every allocation is bounded by a
-    :class:`_Budget`.
+    :class:`_Budget`.  With ``embed``, an embedding lookup (a Gather of a
+    constant table at indices computed from data, see :func:`is_embedding`)
+    is replaced by ``embed`` too, its output a data source of its own.
     """
     from onnx import helper
 
@@ -292,6 +307,11 @@ def _evaluate(
                 values[name] = outs[k] if k < len(outs) else None
                 deps[name] = frozenset({f"{name}"})
             lstm_index += 1
+            continue
+        if embed is not None and is_embedding(node, arg_deps, args):
+            outs = embed(node, args)
+            budget.feed(outs)
+            values[node.output[0]], deps[node.output[0]] = outs[0], frozenset({node.output[0]})
             continue
         if node.op_type not in PLUMBING:
             raise InteropError(f"{_where(node)}: operator {node.op_type} is not plumbing; nplstm cannot reproduce it")

@@ -56,8 +56,12 @@ def _probe_keys(value_info: Any, data_inputs: set[str]) -> list[str]:
     return keys
 
 
-def _data_sources(nodes: list[Any], name: str) -> set[str]:
-    """The values with no producer among ``nodes`` whose *data* can reach ``name`` (shape-only edges excluded)."""
+def _data_sources(nodes: list[Any], name: str, consts: dict[str, np.ndarray] | None = None) -> set[str]:
+    """The values with no producer among ``nodes`` whose *data* can reach ``name`` (shape-only edges excluded).
+
+    With ``consts``, a Gather of a constant table follows its indices (an
+    embedding lookup: the ids are the data).
+    """
     producer = {o: node for node in nodes for o in node.output if o}
     found: set[str] = set()
     stack, seen = [name], set()
@@ -69,6 +73,8 @@ def _data_sources(nodes: list[Any], name: str) -> set[str]:
         node = producer.get(value)
         if node is None:
             found.add(value)
+        elif consts is not None and node.op_type == "Gather" and node.input[0] in consts and len(node.input) > 1:
+            stack.append(node.input[1])
         elif node.op_type not in ("Shape", "ConstantOfShape", "Constant", "LSTM"):
             stack.extend(n for n in (node.input if node.op_type in _ALL_DATA_INPUTS else node.input[:1]) if n)
     return found
@@ -93,14 +99,22 @@ def _np_dtype(value_info: Any) -> np.dtype:
     return np.dtype(helper.tensor_dtype_to_np_dtype(value_info.type.tensor_type.elem_type))
 
 
-def _labelled_run(model: Any, nodes: list[Any], consts: dict[str, np.ndarray], sizes: dict[str, int]) -> dict[str, Any]:
-    """Run the plumbing with labelled graph inputs and labelled LSTM outputs."""
+def _labelled_run(
+    model: Any, nodes: list[Any], consts: dict[str, np.ndarray], sizes: dict[str, int], embed: bool = False
+) -> dict[str, Any]:
+    """Run the plumbing with labelled graph inputs and labelled LSTM outputs (and embedding outputs, with ``embed``)."""
     label = _Labeller()
     feeds = {}
     for vi in _graph_inputs(model):
         dt = _np_dtype(vi)
         feeds[vi.name] = label(_input_shape(vi, sizes), np.int64 if dt.kind in "iu" else np.float64)
-    record: dict[str, Any] = {"lstm_inputs": [], "lstm_outputs": []}
+    record: dict[str, Any] = {"lstm_inputs": [], "lstm_outputs": [], "embeddings": []}
+
+    def lookup(node: Any, args: list[Any]) -> list[Any]:
+        table, ids = np.asarray(args[0]), np.asarray(args[1])
+        out = label(ids.shape + table.shape[1:])
+        record["embeddings"].append((node, table, ids, out))
+        return [out]
 
     def hook(k: int, node: Any, args: list[Any]) -> list[Any]:
         attrs = _attrs(node)
@@ -126,7 +140,7 @@ def _labelled_run(model: Any, nodes: list[Any], consts: dict[str, np.ndarray], s
         if node.op_type in ("Slice", "Gather", "Split") and arg_deps and arg_deps[0]:
             selections.extend(_selections(node, args))
 
-    values, deps = _evaluate(model.graph, nodes, consts, feeds, hook, observe)
+    values, deps = _evaluate(model.graph, nodes, consts, feeds, hook, observe, lookup if embed else None)
     record.update(values=values, deps=deps, feeds=feeds, selections=selections)
     return record
 
@@ -185,19 +199,23 @@ class _SelectionError(InteropError):
     """A Slice / Gather / Split drops data along an axis the probes showed to vary: final, whatever else is pinned."""
 
 
-def _check_selections(records: list[dict[str, Any]]) -> None:
+def _check_selections(records: list[dict[str, Any]], allow_last_step: bool = False) -> None:
     """Refuse a Slice / Gather / Split that drops data along an axis whose size follows the probe sizes.
 
     An axis whose extent differs between probes carries sequence steps or
     batch entries; on it a selection must pass everything through at every
     probe.  Selections on fixed-size axes (the L·D rows of a state input)
-    are the wiring the matching checks.
+    are the wiring the matching checks.  With ``allow_last_step`` (a whole
+    model, whose head input is then checked label by label), a node taking
+    the last index at every probe is accepted.
     """
     seen: dict[tuple[str, int], list[_Selection]] = {}
     for record in records:
         for sel in record["selections"]:
             seen.setdefault((sel.node, sel.axis), []).append(sel)
     for (node, axis), sels in seen.items():
+        if allow_last_step and all(s.last_step for s in sels):
+            continue
         if len({s.extent for s in sels}) > 1 and not all(s.identity for s in sels):
             bad = next(s for s in sels if not s.identity)
             kind = "the last step only" if all(s.last_step for s in sels) else f"{bad.what}"
