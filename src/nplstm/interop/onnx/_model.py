@@ -209,9 +209,9 @@ def _read_head(model: Any, first: Any, value: str, rank: int, features: int) -> 
                     raise InteropError(f"{where}: Dropout in training mode (or a mode computed at run time); inference needs training_mode false")
             if any(o and (o in consumers or o in outputs) for o in node.output[1:]):
                 raise InteropError(f"{where}: its dropout mask is used; nplstm reads Dropout as the inference identity only")
-        if dense and dense[-1].W.shape[1] != features:
-            raise InteropError(f"{where}: a dense layer of input size {dense[-1].W.shape[1]} after {features} features")
-        if dense:
+        if op in ("Gemm", "MatMul"):
+            if dense[-1].W.shape[1] != features:
+                raise InteropError(f"{where}: a dense layer of input size {dense[-1].W.shape[1]} after {features} features")
             features = dense[-1].W.shape[0]
         cur = node.output[0]
     if not dense:
@@ -284,6 +284,7 @@ def build_model(mplan: _ModelPlan, dtype: Any, label: str, metadata: str | None 
         embedding = Embedding(mplan.embedding.shape[0], mplan.embedding.shape[1], seed=0, dtype=stack.dtype)
         embedding.W = mplan.embedding.astype(stack.dtype)
     go_backwards = plan.layers[0].direction == "reverse"
+    assert plan.head_input is not None
     return SequenceModel.from_parts(stack, dense, embedding=embedding, output=plan.head_input, go_backwards=go_backwards)
 
 
