@@ -45,7 +45,7 @@ class _Plan:
     head_input: str | None = None
 
 
-def _match(model: Any, head_input: str | None = None) -> _Plan:
+def _match(model: Any, head_input: str | None = None, head_reader: str = "the head") -> _Plan:
     """Prove how the graph maps onto a stack, by labelled runs at several sizes.
 
     The rule: every axis that can vary (symbolic ones and the sequence and
@@ -93,7 +93,7 @@ def _match(model: Any, head_input: str | None = None) -> _Plan:
             probes = [_unify_batch(model, nodes, consts, sizes) for sizes in assignments]
             records = [_labelled_run(model, nodes, consts, sizes, whole) for sizes in probes]
             _check_selections(records, whole)
-            plans = [_match_at(model, nodes, consts, sizes, lstm_nodes, rec, head_input) for sizes, rec in zip(probes, records)]
+            plans = [_match_at(model, nodes, consts, sizes, lstm_nodes, rec, head_input, head_reader) for sizes, rec in zip(probes, records)]
             records = [_selections_only(rec) for rec in records]  # the values are no longer needed: free them
             break
         except _SelectionError:
@@ -129,7 +129,7 @@ def _match(model: Any, head_input: str | None = None) -> _Plan:
             ) from None
         records.append(record)
         _check_selections(records, whole)
-        plans.append(_match_at(model, nodes, consts, sizes, lstm_nodes, record, head_input))
+        plans.append(_match_at(model, nodes, consts, sizes, lstm_nodes, record, head_input, head_reader))
         records[-1] = _selections_only(record)
         del record
         if t == big:
@@ -213,6 +213,7 @@ def _match_at(
     lstm_nodes: list[Any],
     record: dict[str, Any],
     head_input: str | None = None,
+    head_reader: str = "the head",
 ) -> _Plan:
     values, deps, feeds = record["values"], record["deps"], record["feeds"]
     layers: list[_Layer] = []
@@ -253,7 +254,7 @@ def _match_at(
     _match_states(plan, lstm_nodes, record)
     _match_lengths(plan, lstm_nodes, record)
     if head_input is not None:
-        plan.head_input = _classify_head_input(record, head_input)
+        plan.head_input = _classify_head_input(record, head_input, head_reader)
     return plan
 
 
@@ -273,7 +274,7 @@ def _match_embedding(record: dict[str, Any], x_name: str) -> str:
     raise AssertionError("no embedding recorded")  # pragma: no cover
 
 
-def _classify_head_input(record: dict[str, Any], name: str) -> str:
+def _classify_head_input(record: dict[str, Any], name: str, reader: str = "the head") -> str:
     """What a whole model's head reads, label for label: the last LSTM's "h_n", "last" step or "sequence" (B, T, D·H)."""
     value = record["values"].get(name)
     y, yh, _ = record["lstm_outputs"][-1]
@@ -286,11 +287,11 @@ def _classify_head_input(record: dict[str, Any], name: str) -> str:
             return kind
     if got is not None and got.shape == seq.shape and np.array_equal(got, seq):
         raise InteropError(
-            f"the head reads the LSTM's sequence time-major (T, B, D·H) at {name!r}; a SequenceModel's head reads it (B, T, D·H)"
+            f"{reader} reads the LSTM's sequence time-major (T, B, D·H) at {name!r}; a SequenceModel's head reads it (B, T, D·H)"
         )
     raise InteropError(
-        f"the head's input {name!r} is not the last LSTM node's h_n (Y_h, directions concatenated), its output at the last "
-        f"step or its whole output (B, T, D·H); nplstm's SequenceModel reads one of these"
+        f"{reader} reads {name!r}, which is not the last LSTM node's h_n (Y_h laid out (B, D·H)), its output at the last "
+        f"step (B, D·H) or its whole output (B, T, D·H); a SequenceModel's head reads one of these"
     )
 
 

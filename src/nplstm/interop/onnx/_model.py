@@ -72,11 +72,24 @@ def _lstm_data_consumer(nodes: list[Any]) -> tuple[Any, str] | None:
         if not held:
             continue
         if node.op_type not in PLUMBING or node.op_type in _SHAPE_ONLY:
+            if _feeds_an_lstm(nodes, node):
+                return None  # between LSTM layers: the LSTM-alone proof refuses it by name
             return node, held[0]
         positions = node.input if node.op_type in _ALL_DATA_INPUTS else node.input[:1]
         if any(n in carries for n in positions):
             carries.update(o for o in node.output if o)
     return None
+
+
+def _feeds_an_lstm(nodes: list[Any], start: Any) -> bool:
+    """Whether any LSTM node reads (through any path) an output of ``start``."""
+    reached = {o for o in start.output if o}
+    for node in nodes[nodes.index(start) + 1 :]:
+        if any(n in reached for n in node.input):
+            if node.op_type == "LSTM":
+                return True
+            reached.update(o for o in node.output if o)
+    return False
 
 
 def _embedding_lookups(nodes: list[Any], consts: dict[str, np.ndarray]) -> list[Any]:
@@ -234,7 +247,7 @@ def match_model(model: Any, first: Any, value: str) -> _ModelPlan:
     cut.CopyFrom(model)
     del cut.graph.output[:]
     cut.graph.output.append(onnx.helper.make_empty_tensor_value_info(value))
-    plan = _match(cut, head_input=value)
+    plan = _match(cut, head_input=value, head_reader=_where(first))
     head_input = plan.head_input
     assert head_input is not None
     first_layer = plan.layers[0]
