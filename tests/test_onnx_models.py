@@ -370,3 +370,53 @@ def test_a_head_reading_the_first_layer_is_refused(tmp_path):
     path = export(module, example(module), tmp_path / "m.onnx", dynamo=False, dynamic=True)
     with pytest.raises(InteropError, match=r"node Gemm .* reads .*which is not the last LSTM node's h_n"):
         from_onnx(path)
+
+
+# ------------------------------------------------------------------ tf2onnx-style graphs (written by hand)
+def tf2onnx_style(read, rng):
+    """int32 ids -> Cast int64 -> Gather(table) -> Transpose -> LSTM -> Squeeze(Y_h) or Slice(Y, -1:) -> MatMul + Add -> Softmax."""
+    from onnx import TensorProto, numpy_helper
+
+    W = rng.normal(size=(1, 4 * H, E)).astype(np.float32) * 0.5
+    R = rng.normal(size=(1, 4 * H, H)).astype(np.float32) * 0.5
+    B = rng.normal(size=(1, 8 * H)).astype(np.float32) * 0.1
+    inits = dict(table=rng.normal(size=(VOCAB, E)).astype(np.float32), W=W, R=R, B=B,
+                 kernel=rng.normal(size=(H, 3)).astype(np.float32), bias=rng.normal(size=(3,)).astype(np.float32),
+                 axes0=np.array([0], np.int64), start=np.array([-1], np.int64), end=np.array([2**31 - 1], np.int64))
+    nodes = [
+        helper.make_node("Cast", ["ids"], ["ids64"], to=TensorProto.INT64, name="cast_ids"),
+        helper.make_node("Gather", ["table", "ids64"], ["emb"], axis=0, name="embedding_lookup"),
+        helper.make_node("Transpose", ["emb"], ["emb_t"], perm=[1, 0, 2], name="to_time_major"),
+        helper.make_node("LSTM", ["emb_t", "W", "R", "B"], ["Y", "Y_h"], hidden_size=H, name="lstm"),
+    ]
+    if read == "h_n":
+        nodes.append(helper.make_node("Squeeze", ["Y_h", "axes0"], ["features"], name="squeeze_h"))
+    else:
+        nodes += [
+            helper.make_node("Slice", ["Y", "start", "end", "axes0"], ["y_last"], name="last_step"),
+            helper.make_node("Squeeze", ["y_last", "axes0"], ["y_last2"], name="squeeze_t"),
+            helper.make_node("Squeeze", ["y_last2", "axes0"], ["features"], name="squeeze_d"),
+        ]
+    nodes += [
+        helper.make_node("MatMul", ["features", "kernel"], ["logits0"], name="dense/MatMul"),
+        helper.make_node("Add", ["logits0", "bias"], ["logits"], name="dense/BiasAdd"),
+        helper.make_node("Softmax", ["logits"], ["probs"], axis=-1, name="dense/Softmax"),
+    ]
+    graph = helper.make_graph(
+        nodes, "tf2onnx", [helper.make_tensor_value_info("ids", TensorProto.INT32, ["unk__1", "unk__2"])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["unk__1", 3])],
+        initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize("read", ["h_n", "last"])
+def test_tf2onnx_style_graph_imports_as_sequence_model(read, rng):
+    model = tf2onnx_style(read, rng)
+    imported = from_onnx(model)
+    assert isinstance(imported, SequenceModel) and imported.output == read and imported.head.activation == "softmax"
+    for B, T in ((2, 5), (4, 9)):
+        ids = rng.integers(0, VOCAB, size=(B, T)).astype(np.int32)
+        np.testing.assert_allclose(imported.predict(ids.astype(np.int64)), run_ort(model, ids), atol=ATOL, rtol=1e-5)

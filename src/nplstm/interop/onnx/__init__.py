@@ -6,7 +6,18 @@ of the non-LSTM nodes), ``_specs`` (one LSTM node's weights and
 attributes), ``_probe`` (labelled runs and the selections they record),
 ``_match`` (the wiring proof), ``_wrapper`` (:class:`OnnxLSTM` and the
 built stack), ``_verify`` (:func:`verify_import`) and ``_import``
-(:func:`from_onnx`).
+(:func:`from_onnx`), ``_model`` (whole models: embedding lookup, LSTM and dense head
+imported as a :class:`~nplstm.SequenceModel`) and ``_export_model`` (a
+SequenceModel exported whole).
+
+Whole models: :func:`from_onnx` returns a SequenceModel when the LSTM's
+output feeds a dense head (``Gemm``, ``MatMul`` + ``Add``, ``Relu``,
+``Tanh``, ``Sigmoid``, ``Softmax``/``LogSoftmax`` over the last axis,
+``Identity``, ``Dropout``), optionally after an embedding ``Gather``; the
+wiring proof runs up to the head's input, which must be the last LSTM's
+h_n, last step or whole sequence, and verify compares ``predict`` with
+onnxruntime on the whole graph.  :func:`to_onnx` of a SequenceModel writes
+the whole model with dynamic batch and time.
 
 Export (:func:`to_onnx`) writes one ``LSTM`` node per layer (gate order i,
 o, f, c; ``W`` (D, 4H, I), ``R`` (D, 4H, H), ``B`` (D, 8H) = input bias then

@@ -321,7 +321,8 @@ def _evaluate(
                 raise InteropError(f"{_where(node)}: input {node.input[k]!r} is computed from data, not from shapes or constants")
         if node.op_type == "Cast" and arg_deps[0] and args[0] is not None:
             to = np.dtype(helper.tensor_dtype_to_np_dtype(_attrs(node)["to"]))
-            if to.kind != "f" or to.itemsize < 4:  # rounding data to float16 (or to integers) changes it
+            ids = np.asarray(args[0]).dtype.kind in "iu" and to.kind in "iu"  # integer ids, as tf2onnx casts them before a lookup
+            if not ids and (to.kind != "f" or to.itemsize < 4):  # rounding data to float16 (or to integers) changes it
                 raise InteropError(f"{_where(node)}: casts data to {to}, which changes its values")
         out_deps: frozenset[str] = frozenset()
         if node.op_type not in ("Shape", "ConstantOfShape"):
