@@ -602,7 +602,7 @@ def test_a_weights_file_with_a_malformed_cell_is_refused(tmp_path):
 def test_onnx_export_of_a_variant_is_refused_or_faithful():
     ort = pytest.importorskip("onnxruntime")
     from nplstm.interop import InteropError
-    from nplstm.interop.onnx_format import to_onnx
+    from nplstm.interop.onnx import to_onnx
 
     rng = np.random.default_rng(4)
     stack = make_stack(CASES["combined-uncoupled"], rng, dtype=np.float32)

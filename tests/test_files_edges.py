@@ -107,7 +107,7 @@ def onnx_variant(kind: str, rng) -> tuple[object, StackedLSTM]:
     onnx = pytest.importorskip("onnx")
     from onnx import numpy_helper
 
-    from nplstm.interop.onnx_format import to_onnx
+    from nplstm.interop.onnx import to_onnx
 
     stack = StackedLSTM(2, 3, seed=1)
     model = to_onnx(stack, with_initial_states=kind == "states", with_lengths=kind == "lengths")

@@ -16,7 +16,7 @@ ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from nplstm.interop import InteropError, from_onnx, to_onnx  # noqa: E402
-from nplstm.interop.onnx_format import OnnxLSTM, verify_import  # noqa: E402
+from nplstm.interop.onnx import OnnxLSTM, verify_import  # noqa: E402
 from nplstm.stack import StackedLSTM  # noqa: E402
 
 F32 = TensorProto.FLOAT
@@ -261,7 +261,7 @@ def test_features_not_last_are_refused(rng):
         from_onnx(model, verify=False)
 
 
-def test_a_head_after_the_lstm_is_refused(rng):
+def test_a_head_reading_y_h_unflattened_is_refused(rng):
     H, I = 3, 2
     W, R, B = weights(rng, 1, H, I)
     nodes = [
@@ -269,7 +269,8 @@ def test_a_head_after_the_lstm_is_refused(rng):
         helper.make_node("MatMul", ["yh", "proj"], ["Y"], name="head"),
     ]
     model = make_model(nodes, [vi("X", ["T", "B", I])], [vi("Y", None)], dict(W=W, R=R, B=B, proj=np.ones((H, 1), np.float32)))
-    with pytest.raises(InteropError, match=r"node MatMul 'head': operator MatMul is not plumbing"):
+    # a whole model's head reads h_n laid out (B, D·H); this MatMul reads Y_h as (D, B, H)
+    with pytest.raises(InteropError, match=r"node MatMul 'head' reads 'yh', which is not the last LSTM node's h_n"):
         from_onnx(model)
 
 

@@ -30,7 +30,7 @@ from .modelfile import load_model as load_npz_model
 from .stack import StackedLSTM
 
 if TYPE_CHECKING:
-    from .interop.onnx_format import OnnxLSTM
+    from .interop.onnx import OnnxLSTM
 
 Model = Union[SequenceModel, StackedLSTM, LSTM, "OnnxLSTM"]
 
@@ -48,7 +48,7 @@ def load_model(path: str | os.PathLike) -> Model:
         return load_torch(path)
     if suffix == ".onnx":
         _need("onnx", path)
-        from .interop.onnx_format import from_onnx
+        from .interop.onnx import from_onnx
 
         return from_onnx(path)
     raise WeightsFileError(f"{path}: unknown weights format {suffix!r} (use .npz, .pt or .onnx)")
@@ -96,12 +96,12 @@ def _need(module: str, path: Any) -> None:
 
 
 def onnx_wrapper(model: Any) -> OnnxLSTM | None:
-    """``model`` if it is an :class:`~nplstm.interop.onnx_format.OnnxLSTM`, else None.
+    """``model`` if it is an :class:`~nplstm.interop.onnx.OnnxLSTM`, else None.
 
     Looked up without importing the ONNX module: a model can only be an
     OnnxLSTM once that module is loaded.
     """
-    module = sys.modules.get("nplstm.interop.onnx_format")
+    module = sys.modules.get("nplstm.interop.onnx._wrapper")
     return model if module is not None and isinstance(model, module.OnnxLSTM) else None
 
 
