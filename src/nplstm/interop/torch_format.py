@@ -378,12 +378,12 @@ def _model_from(source: Any, *, batch_first: bool | None, dtype: Any, lstm: Any,
             source, lstm = None, source
         else:
             raise TypeError("a whole model needs lstm=: the nn.LSTM module, or its name in the model or state dict")
+    emb: tuple[np.ndarray, int | None, str] | None = None
     if isinstance(source, Mapping):
         sd = _Prefixed(source)
         stack = _stack_from(sd.take(lstm, "lstm"), batch_first=batch_first, dtype=dtype, layout_required=False,
                             where=f"lstm={lstm!r}: ")
         items = _head_items(head, None, sd, "head")
-        emb: tuple[np.ndarray, int | None, str] | None = None
         if embedding is not None:
             part = sd.take(embedding, "embedding")
             if set(part) != {"weight"}:
@@ -393,7 +393,7 @@ def _model_from(source: Any, *, batch_first: bool | None, dtype: Any, lstm: Any,
     else:
         lstm_module = _resolve(source, lstm, "lstm")
         where = f"lstm={lstm!r}: " if isinstance(lstm, str) else ""
-        if _torch_class(lstm_module, "LSTM") is None:
+        if _torch_class(lstm_module, "RNNBase") is None:  # GRU and RNN: refused by _stack_from
             raise InteropError(f"{where}a {type(lstm_module).__name__}, not a torch.nn.LSTM")
         stack = _stack_from(lstm_module, batch_first=batch_first, dtype=dtype, where=where)
         items = _head_items(head, source, None, "head")
