@@ -207,8 +207,11 @@ def test_issue18_whole_model_state_dict_loads_with_either_layout():
         # the stack alone out of the whole state dict: its layout is needed, the rest must be named
         with pytest.raises(InteropError, match="does not record its layout"):
             from_torch({k: v for k, v in net.state_dict().items() if k.startswith("lstm.")}, lstm="lstm")
-        with pytest.raises(InteropError, match=r"tensors no part names: \['head.0.weight'"):
-            from_torch(net.state_dict(), batch_first=bf, lstm="lstm")
+        stack = from_torch(net.state_dict(), batch_first=bf, lstm="lstm")  # only the LSTM, in its own layout
+        assert stack.batch_first == bf
+        x = torch.randn(2, 4, I, dtype=torch.float64)
+        with torch.no_grad():
+            np.testing.assert_allclose(stack.forward(x.numpy())[0], net.lstm(x)[0].numpy(), rtol=0, atol=1e-10)
 
 
 def test_linear_without_bias_gets_a_zero_bias():

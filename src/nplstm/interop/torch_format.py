@@ -49,7 +49,7 @@ def _prefix_hint(keys: list[str]) -> str:
     others = [p for p in prefixes if p not in lstm]
     return (
         f"; its names have prefixes {prefixes[:8]}, as a whole model's state dict does: name its parts, "
-        f"e.g. from_torch(sd, batch_first=..., lstm={(lstm or ['lstm'])[0]!r}, head=[Linear names and activations in "
+        f"e.g. from_torch(sd, lstm={(lstm or ['lstm'])[0]!r}, head=[Linear names and activations in "
         f"forward order, from {others[:6]}], embedding=<its name or None>, output='h_n' | 'last' | 'sequence')"
     )
 
@@ -225,7 +225,10 @@ def from_torch(
     ``nn.Softmax(dim=-1)``, ``nn.LogSoftmax(dim=-1)``); ``nn.Dropout`` and
     ``nn.Identity`` are the identity at inference.  Each activation follows
     a Linear.  A state dict holds no activations: name them in ``head``.
-    ``output`` (required) says what the head reads, as the torch forward
+    A whole model's ``batch_first`` is optional: the model takes
+    ``(B, T, I)`` however the torch LSTM was built.  ``lstm=`` without a
+    head gives just that LSTM's StackedLSTM (a state dict then needs
+    ``batch_first``).  ``output`` (required) says what the head reads, as the torch forward
     does: ``"h_n"`` (``h_n[-1]``, bidirectional ``cat(h_n[-2], h_n[-1])``),
     ``"last"`` (``out[:, -1]``) or ``"sequence"`` (every step, ``out``).
     ``nn.Embedding``: ``padding_idx`` is kept (a state dict does not record
@@ -237,11 +240,9 @@ def from_torch(
     if head is None and embedding is None and output is None:
         if lstm is None:
             return _stack_from(source, batch_first=batch_first, dtype=dtype)
-        if isinstance(source, Mapping):  # one LSTM out of a whole model's state dict
-            sd = _Prefixed(source)
-            stack = _stack_from(sd.take(lstm, "lstm"), batch_first=batch_first, dtype=dtype, where=f"lstm={lstm!r}: ")
-            sd.check_all_used("lstm=")
-            return stack
+        if isinstance(source, Mapping):  # only the LSTM out of a whole model's state dict
+            return _stack_from(_Prefixed(source).take(lstm, "lstm"), batch_first=batch_first, dtype=dtype,
+                               where=f"lstm={lstm!r}: ")
         return _stack_from(_resolve(source, lstm, "lstm"), batch_first=batch_first, dtype=dtype,
                            where=f"lstm={lstm!r}: " if isinstance(lstm, str) else "")
     return _model_from(source, batch_first=batch_first, dtype=dtype, lstm=lstm, head=head,
@@ -588,7 +589,7 @@ def torch_module(stack: StackedLSTM) -> Any:
 
 
 def load_torch(path: str | os.PathLike, **kwargs: Any) -> StackedLSTM:
-    """Read a ``.pt`` file holding a ``torch.nn.LSTM`` state dict.
+    """Read a ``.pt`` file holding a ``torch.nn.LSTM`` state dict (or a whole model's).
 
     The file must be a regular file.  Its zip directory is checked before
     torch reads it (:func:`~nplstm.io.check_zip_budget`): at most
@@ -600,7 +601,10 @@ def load_torch(path: str | os.PathLike, **kwargs: Any) -> StackedLSTM:
     each must be dense and lie inside its stored bytes (no stride 0, no
     overlap), so the model is never larger than the file's data; then
     :func:`from_torch` checks the names (layers l0..l{L-1}, no gaps), shapes
-    and size.  ``kwargs`` go to :func:`from_torch`.
+    and size.  ``kwargs`` go to :func:`from_torch`: ``batch_first=`` is
+    required for an LSTM's state dict (the file does not record the
+    layout), and ``lstm=``, ``head=``, ``embedding=``, ``output=`` read a
+    whole model's state dict.
     """
     import warnings
     import zipfile
