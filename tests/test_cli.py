@@ -81,7 +81,7 @@ def test_train_saves_a_model_that_beats_the_baseline(tmp_path, capsys):
     printed = capsys.readouterr().out
     mse, baseline = (float(v) for v in __import__("re").findall(r"MSE ([\d.]+) .*baseline ([\d.]+)", printed)[0])
     assert mse < baseline / 5
-    assert model.config()["hidden_size"] == 16
+    assert model.lstm.hidden_size == 16
 
 
 def test_plot_subcommand(files):

@@ -78,7 +78,7 @@ def test_train_sizes_must_be_positive_and_bounded(option, value, tmp_path, monke
 def test_train_sizes_are_used_as_given(tmp_path, capsys):
     out = tmp_path / "small.npz"
     assert main(["train", "--hidden", "3", "--sequences", "5", "--epochs", "1", "--out", str(out), "--no-progress"]) == 0
-    assert SequenceModel.load(out).config()["hidden_size"] == 3
+    assert SequenceModel.load(out).lstm.hidden_size == 3
 
 
 def test_bad_layer_is_one_line_naming_the_layer_count(files, capsys):

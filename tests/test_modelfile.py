@@ -33,6 +33,15 @@ def set_config(**values):
     return change
 
 
+def set_stack_config(**values):
+    def change(arrays):
+        config = json.loads(str(arrays["config"]))
+        config["lstm"].update(values)
+        arrays["config"] = np.array(json.dumps(config))
+
+    return change
+
+
 @pytest.mark.parametrize(
     "change, message",
     [
@@ -42,12 +51,15 @@ def set_config(**values):
         (lambda a: a.update({"lstm.l0.bi": np.zeros((4, 1), dtype=np.int64)}), r"'lstm.l0.bi' has dtype int64"),
         (lambda a: a.update({"extra": np.zeros(3)}), r"arrays \['extra'\] do not belong to a SequenceModel"),
         (lambda a: a.update({"format": np.array("something else")}), r"not an nplstm weights file"),
-        (lambda a: a.update({"version": np.array(3)}), r"unsupported nplstm file version"),
+        (lambda a: a.update({"version": np.array(VERSION + 1)}), r"unsupported nplstm file version"),
         (lambda a: a.update({"kind": np.array("Transformer")}), r"unknown model kind 'Transformer'"),
         (lambda a: a.update({"dtype": np.array("float16")}), r"dtype 'float16'; expected float32 or float64"),
         (lambda a: a.update({"config": np.array("{not json")}), r"'config' is not JSON text"),
-        (set_config(output_size=-2), r"malformed SequenceModel config"),
-        (set_config(num_layers=True), r"malformed SequenceModel config"),
+        (set_config(dense=[[-2, "linear"]]), r"malformed SequenceModel config"),
+        (set_config(dense=[[2, "swish"]]), r"malformed SequenceModel config.*activation must be one of"),
+        (set_config(output="first"), r"malformed SequenceModel config.*output must be one of"),
+        (set_config(output_size=2), r"malformed SequenceModel config.*unknown config keys \['output_size'\]"),
+        (set_stack_config(num_layers=True), r"malformed SequenceModel config"),
     ],
 )
 def test_ill_formed_files_are_refused(tmp_path, change, message):
@@ -59,12 +71,12 @@ def test_ill_formed_files_are_refused(tmp_path, change, message):
 
 def test_a_config_implying_gigabytes_is_refused_before_any_allocation(tmp_path):
     _, path = saved(tmp_path)
-    rewrite(path, set_config(input_size=50_000_000))  # a 1-KB file claiming a 1.6 GB model, then 4000x4000
+    rewrite(path, set_stack_config(input_size=50_000_000))  # a 1-KB file claiming a 1.6 GB model, then 4000x4000
     tracemalloc.start()
     try:
         with pytest.raises(WeightsFileError, match=r"implies \d+ (bytes of )?parameters, over the limit"):
             SequenceModel.load(path, max_bytes=1 << 28)
-        rewrite(path, set_config(input_size=3, hidden_size=4000))
+        rewrite(path, set_stack_config(input_size=3, hidden_size=4000))
         with pytest.raises(WeightsFileError, match="'lstm.l0.Wf' has shape"):
             SequenceModel.load(path)
         _, peak = tracemalloc.get_traced_memory()

@@ -4,7 +4,7 @@ The equations live in :mod:`nplstm.cell`; the user-facing layer is
 :class:`nplstm.LSTM`.
 """
 
-from .head import Linear
+from .head import Dense, Embedding, Linear
 from .io import WeightsFileError
 from .layer import LSTM
 from .model import SequenceModel
@@ -17,6 +17,8 @@ __all__ = [
     "LSTM",
     "StackedLSTM",
     "Linear",
+    "Dense",
+    "Embedding",
     "SequenceModel",
     "SGD",
     "Adam",

@@ -7,7 +7,7 @@ A file holds, besides the parameters (named exactly as the model's
 member      content
 ==========  =========================================================
 ``format``  the text ``"nplstm"``
-``version`` the integer :data:`VERSION` (2)
+``version`` the integer :data:`VERSION` (3; files of version 2 still load)
 ``kind``    ``"LSTM"``, ``"StackedLSTM"`` or ``"SequenceModel"``
 ``config``  JSON text: the constructor arguments (``model.config()``)
 ``dtype``   ``"float64"`` or ``"float32"``
@@ -39,7 +39,9 @@ import numpy as np
 from .io import NpzArchive, WeightsFileError, parameter_budget, require, save_npz
 from .shapes import as_real_array
 
-VERSION = 2
+VERSION = 3
+#: Versions this nplstm reads (2: a SequenceModel config was flat, one linear output layer).
+READABLE_VERSIONS = (2, 3)
 FORMAT = "nplstm"
 
 #: Largest parameter set a file may describe unless ``max_bytes`` says otherwise (2 GiB).
@@ -192,8 +194,8 @@ def _schema(meta: dict[str, np.ndarray], source: str,
     if tag != FORMAT:
         raise WeightsFileError(f"{source}: not an nplstm weights file (format tag {tag!r})")
     version = meta.get("version")
-    if version is None or version.shape != () or version.dtype.kind not in "iu" or int(version) != VERSION:
-        raise WeightsFileError(f"{source}: unsupported nplstm file version {version!r}; this nplstm reads {VERSION}")
+    if version is None or version.shape != () or version.dtype.kind not in "iu" or int(version) not in READABLE_VERSIONS:
+        raise WeightsFileError(f"{source}: unsupported nplstm file version {version!r}; this nplstm reads {list(READABLE_VERSIONS)}")
     config = parse_config(_text(meta, "config", source) or "", source)
 
     def to_params(arrays: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:

@@ -144,7 +144,19 @@ def as_dataset(
     model and ``loss``.
     """
     x_name, y_name, lengths_name = names
-    if isinstance(X, (list, tuple)) and X and all(np.ndim(s) in (1, 2) for s in X):
+    ids = model.embedding is not None
+    if ids and isinstance(X, (list, tuple)) and X and all(np.ndim(s) == 1 for s in X):
+        # a list of token-id sequences: pad them with id 0
+        if lengths is not None:
+            raise ValueError(f"give either a list of sequences or padded {x_name} with {lengths_name}, not both")
+        sequences = [model.embedding.check_ids(s, f"{x_name}[{k}]") for k, s in enumerate(X)]  # type: ignore[union-attr]
+        lengths = np.array([len(s) for s in sequences])
+        X = np.zeros((len(sequences), int(lengths.max())), dtype=np.int64)
+        for k, s in enumerate(sequences):
+            X[k, : len(s)] = s
+        if model.many_to_many and isinstance(Y, (list, tuple)):
+            Y = _pad_targets(Y, X.shape[1], y_name)
+    elif isinstance(X, (list, tuple)) and X and all(np.ndim(s) in (1, 2) for s in X):
         # a list of sequences (each (T_k, I), or (T_k,) for one feature): pad them
         if lengths is not None:
             raise ValueError(f"give either a list of sequences or padded {x_name} with {lengths_name}, not both")
@@ -155,15 +167,29 @@ def as_dataset(
                 if len(y) != n:
                     raise ValueError(f"sequence {k} has {n} steps but its targets have {len(y)}; give one target per step")
             Y = _pad_targets(Y, X.shape[1], y_name)
-    X = as_real_array(X, x_name, model.dtype)  # refuses masked, non-real, and values a float32 model makes inf
-    I = model.lstm.input_size
-    if X.ndim != 3 or X.shape[2] != I:
-        raise ValueError(f"{x_name} must be (N, T, {I}) sequences (or a list of (T, {I}) arrays); got shape {X.shape}")
-    _refuse_non_finite(X, x_name)
+    if ids:
+        X = model.embedding.check_ids(X, x_name)  # type: ignore[union-attr]
+        if X.ndim != 2:
+            raise ValueError(f"{x_name} must be (N, T) token ids for this model's embedding (or a list of (T,) arrays); "
+                             f"got shape {X.shape}")
+    else:
+        X = as_real_array(X, x_name, model.dtype)  # refuses masked, non-real, and values a float32 model makes inf
+        I = model.lstm.input_size
+        if X.ndim != 3 or X.shape[2] != I:
+            raise ValueError(f"{x_name} must be (N, T, {I}) sequences (or a list of (T, {I}) arrays); got shape {X.shape}")
+        _refuse_non_finite(X, x_name)
     Y = _as_targets(model, Y, loss, y_name, X.shape[:2], x_name)
     if lengths is not None:
         lengths = check_lengths(lengths, len(X), X.shape[1], lengths_name)
+    masked = model.mask_lengths(X)  # padding the model reads from its inputs (Keras masks) also limits the loss
+    if masked is not None:
+        if lengths is not None and not np.array_equal(lengths, masked):
+            raise ValueError(f"{lengths_name} disagree with the padding the model's mask reads from {x_name}")
+        lengths = masked
     if loss == "cross_entropy":
+        if model.head.activation not in ("linear", "softmax", "log_softmax"):
+            raise ValueError(f"cross_entropy reads class scores: the output layer's activation must be linear (logits), "
+                             f"softmax or log_softmax; got {model.head.activation!r}")
         _check_labels(model, Y, lengths, y_name)
     return Dataset(X, Y, lengths)
 
@@ -217,8 +243,17 @@ def _batches(n: int, batch_size: int, rng: np.random.Generator | None) -> Iterat
         yield order[start : start + batch_size]
 
 
+def _scores_before_softmax(model: SequenceModel, loss: str) -> bool:
+    """Cross-entropy on a softmax output is computed from the scores before it (exact, no log of 0)."""
+    return loss == "cross_entropy" and model.head.activation == "softmax"
+
+
 def _loss(model: SequenceModel, loss: str, prediction: np.ndarray, batch: Dataset) -> tuple[float, np.ndarray]:
-    """The loss and dL/dprediction; per-step losses count only each sequence's valid steps."""
+    """The loss and dL/dprediction; per-step losses count only each sequence's valid steps.
+
+    For cross-entropy, ``prediction`` holds class scores: logits, or
+    log-probabilities (softmax of log-probabilities is the same softmax).
+    """
     loss_fn = LOSSES[loss]
     if not model.many_to_many or batch.lengths is None:
         return loss_fn(prediction, batch.Y)
@@ -242,7 +277,8 @@ def _mean_loss(model: SequenceModel, loss: str, data: Dataset, batch_size: int =
     with np.errstate(over="ignore", invalid="ignore"):  # a blown-up model's loss is reported, not warned about
         for idx in _batches(len(data), batch_size, None):
             batch = data.take(idx)
-            value, _ = _loss(model, loss, model.predict(batch.X, lengths=batch.lengths), batch)
+            scores = (model.logits if _scores_before_softmax(model, loss) else model.predict)(batch.X, lengths=batch.lengths)
+            value, _ = _loss(model, loss, scores, batch)
             total += value * len(idx)
             count += len(idx)
     return total / max(count, 1)
@@ -327,8 +363,11 @@ class _Trainer:
         """Forward, loss, backward, clip, divergence test, update; returns ``(loss, final state)``."""
         model = self.model
         prediction, state, tape = model.forward_train(batch.X, state, lengths=batch.lengths)
-        value, d_prediction = _loss(model, self.loss, prediction, batch)
-        grads = model.backward(tape, d_prediction)
+        before_softmax = _scores_before_softmax(model, self.loss)
+        scores = tape.pre_activation if before_softmax else prediction
+        assert scores is not None
+        value, d_scores = _loss(model, self.loss, scores, batch)
+        grads = model.backward(tape, d_scores, of_pre_activation=before_softmax)
         trained = {k: grads[k] for k in self.optimizer.params}
         with np.errstate(over="ignore", invalid="ignore"):  # a blow-up is reported below, not warned about
             norm = clip_grad_norm(trained, self.clip_norm)

@@ -107,6 +107,8 @@ def describe(model: Model) -> dict[str, Any]:
     wrapper = onnx_wrapper(model)
     engine = wrapper.stack if wrapper is not None else stack_of(model)
     config = engine.config() if wrapper is not None else model.config()  # type: ignore[union-attr]
+    if isinstance(model, SequenceModel):  # the stack's sizes first, then what the model adds around it
+        config = {**config.pop("lstm"), "output_size": model.output_size, **config}
     info.update({k: v for k, v in config.items() if k != "cell"})
     if wrapper is not None:
         info.update(onnx_extras(wrapper))
