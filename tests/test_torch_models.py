@@ -214,6 +214,19 @@ def test_issue18_whole_model_state_dict_loads_with_either_layout():
             np.testing.assert_allclose(stack.forward(x.numpy())[0], net.lstm(x)[0].numpy(), rtol=0, atol=1e-10)
 
 
+def test_padding_idx_is_kept_and_its_row_is_looked_up_as_torch_stores_it():
+    net = Net(emb=2, acts=("relu", "linear"))
+    with torch.no_grad():
+        net.emb.weight[2] = 0.25  # torch looks up whatever the padding row holds
+    for model in (from_torch(net, lstm="lstm", head="head", embedding="emb", output="h_n"),
+                  from_torch(lstm=net.lstm, head=list(net.head), embedding=net.emb, output="h_n")):
+        assert model.embedding.padding_idx == 2
+        check(model, net, torch.float64, 1e-10)
+    from_sd = from_torch(net.state_dict(), lstm="lstm", head=net.head_names(), embedding="emb", output="h_n")
+    assert from_sd.embedding.padding_idx is None  # a state dict does not record it
+    check(from_sd, net, torch.float64, 1e-10)
+
+
 def test_linear_without_bias_gets_a_zero_bias():
     net = Net(acts=("relu", "linear"), bias=False)
     assert net.head[0].bias is None

@@ -8,6 +8,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from ..head import HEAD_ACTIVATIONS
 from ..params import check_model_size
 from ..stack import StackedLSTM, stack_parameter_count
 from .gates import InteropError, check_shape, open_framework_file, packed, unpack
@@ -249,7 +250,7 @@ def from_torch(
                        embedding=embedding, output=output)
 
 
-ACTIVATIONS = ("linear", "relu", "tanh", "sigmoid", "softmax", "log_softmax")
+ACTIVATIONS = HEAD_ACTIVATIONS
 OUTPUTS = ("h_n", "last", "sequence")
 _ACTIVATION_MODULES = {"ReLU": "relu", "Tanh": "tanh", "Sigmoid": "sigmoid", "Softmax": "softmax",
                        "LogSoftmax": "log_softmax", "Dropout": "linear", "Identity": "linear"}
