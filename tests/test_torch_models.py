@@ -267,6 +267,8 @@ def test_embedding_options_that_change_things_are_refused_by_name(kwargs, messag
     (lambda n: [nn.Dropout(), "linear"], r"head= has no nn.Linear"),
     (lambda n: [n.head[0], "gelu"], r"'gelu' names a part"),
     (lambda n: [nn.Bilinear(2, 2, 2)], r"Bilinear cannot be mapped"),
+    (lambda n: [n.head[0], type("Clipped", (nn.ReLU,), {"forward": lambda s, x: x.clamp(0, 1)})()],
+     r"a Clipped \(a subclass of nn.ReLU, whose forward may differ\)"),
 ])
 def test_unsupported_heads_are_refused_naming_the_module(head, message):
     net = Net()

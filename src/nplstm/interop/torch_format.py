@@ -345,11 +345,12 @@ def _head_items(items: Any, source: Any, sd: _Prefixed | None, where: str) -> li
         module = _resolve(source, item, "head")
         label = repr(item) if isinstance(item, str) else f"{name} ({type(module).__name__})"
         kind = _torch_class(module, "Linear", "Sequential", *_ACTIVATION_MODULES)
+        if kind is not None and type(module).__name__ != kind:  # a subclass may change forward
+            raise InteropError(f"head item {label}: a {type(module).__name__} (a subclass of nn.{kind}, whose forward "
+                               f"may differ), not a plain nn.{kind}; {_SUPPORTED}")
         if kind == "Sequential":
             out += _head_items(list(module), None, None, f"{label} of the head")
         elif kind == "Linear":
-            if type(module).__name__ != "Linear":  # a subclass may change forward (LazyLinear is fine once built)
-                raise InteropError(f"head item {label}: a {type(module).__name__}, not a plain nn.Linear; {_SUPPORTED}")
             sd_raw = module.state_dict()
             out.append(("linear", _linear_arrays(sd_raw, f"head item {label}"), label))
         elif kind in ("Softmax", "LogSoftmax"):
