@@ -63,7 +63,7 @@ def test_unbatched_and_bias_free_parity():
     x = torch.randn(5, 3, dtype=torch.float64)
     with torch.no_grad():
         ref_out, (ref_h, ref_c) = module(x)
-    stack = from_torch(module.state_dict())
+    stack = from_torch(module.state_dict(), batch_first=False)
     assert not stack.bias
     out, (h, c) = stack.forward(x.numpy())
     np.testing.assert_allclose(out, ref_out.numpy(), atol=1e-12)
@@ -82,7 +82,7 @@ def test_export_round_trip_into_torch():
     np.testing.assert_allclose(out, ref_out.numpy(), atol=1e-12)
     sd = to_torch_state_dict(stack)
     np.testing.assert_array_equal(sd["bias_hh_l1_reverse"].numpy(), 0)
-    again = from_torch(sd)
+    again = from_torch(sd, batch_first=False)
     for name, value in stack.parameters().items():
         np.testing.assert_array_equal(again.parameters()[name], value, err_msg=name)
 
@@ -101,7 +101,7 @@ def test_stack_gradients_equal_torch_autograd():
     _, _, tape = stack.forward_train(x.detach().numpy(), (h0.detach().numpy(), c0.detach().numpy()))
     grads = stack.backward(tape, *(t.numpy() for t in w))
     torch_grads = {name: p.grad.numpy() for name, p in module.named_parameters()}
-    expected = from_torch({k: v for k, v in torch_grads.items()}).parameters()  # same mapping, applied to gradients
+    expected = from_torch(torch_grads, batch_first=True).parameters()  # same mapping, applied to gradients
     # bias gradients: torch's bias_ih and bias_hh gradients are equal; from_torch summed them
     for name, value in expected.items():
         if ".b" in name:
@@ -116,7 +116,7 @@ def test_pt_file_is_read_with_weights_only(tmp_path):
     module = random_torch_lstm(dict(input_size=2, hidden_size=3, num_layers=2, bidirectional=False, batch_first=False, proj_size=0))
     path = tmp_path / "lstm.pt"
     torch.save(module.state_dict(), path)
-    stack = load_torch(path)
+    stack = load_torch(path, batch_first=False)
     x = torch.randn(4, 1, 2, dtype=torch.float64)
     with torch.no_grad():
         np.testing.assert_allclose(stack.forward(x.numpy())[0], module(x)[0].numpy(), atol=1e-12)
@@ -151,7 +151,7 @@ def test_mismatched_state_dicts_are_refused(edit, message):
     sd = dict(torch.nn.LSTM(3, 5, num_layers=2).state_dict())
     edit(sd)
     with pytest.raises(InteropError, match=message):
-        from_torch(sd)
+        from_torch(sd, batch_first=False)
 
 
 def test_a_cell_variant_is_not_exported_as_a_plain_lstm():
@@ -163,3 +163,48 @@ def test_a_cell_variant_is_not_exported_as_a_plain_lstm():
         to_torch_state_dict(stack)
     with pytest.raises(InteropError, match="only the standard cell"):
         torch_module(stack)
+
+
+# ------------------------------------------- issue 18 item 1: a state dict has no layout
+def batch_first_module_and_input():
+    module = random_torch_lstm(dict(input_size=3, hidden_size=5, num_layers=2, bidirectional=True,
+                                    batch_first=True, proj_size=0))
+    x = torch.randn(4, 6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))  # (B, T, I)
+    with torch.no_grad():
+        expected = module(x)[0].numpy()
+    return module, x, expected
+
+
+def test_issue18_batch_first_state_dict_is_not_loaded_as_time_major():
+    # issue 18: the state dict of a batch_first module loaded as batch_first=False and a (B, T, I)
+    # batch then ran without error, off by 1.58; now the layout must be named
+    module, x, expected = batch_first_module_and_input()
+    with pytest.raises(ValueError, match=r"does not record its layout: pass batch_first=True .*or batch_first=False"):
+        from_torch(module.state_dict())
+    stack = from_torch(module.state_dict(), batch_first=True)
+    np.testing.assert_allclose(stack.forward(x.numpy())[0], expected, rtol=0, atol=1e-10)
+    time_major = from_torch(module.state_dict(), batch_first=False)  # the same weights, said to be (T, B, I)
+    np.testing.assert_allclose(time_major.forward(x.numpy().transpose(1, 0, 2))[0].transpose(1, 0, 2), expected, atol=1e-10)
+
+
+def test_issue18_a_module_still_carries_its_layout_and_the_keyword_overrides_it():
+    module, x, expected = batch_first_module_and_input()
+    assert from_torch(module).batch_first
+    np.testing.assert_allclose(from_torch(module).forward(x.numpy())[0], expected, rtol=0, atol=1e-10)
+    assert not from_torch(module, batch_first=False).batch_first
+
+
+def test_issue18_pt_file_of_a_state_dict_needs_batch_first(tmp_path):
+    module, x, expected = batch_first_module_and_input()
+    path = tmp_path / "bf.pt"
+    torch.save(module.state_dict(), path)
+    with pytest.raises(InteropError, match=r"bf.pt: a state dict does not record its layout: pass batch_first=True"):
+        load_torch(path)
+    np.testing.assert_allclose(load_torch(path, batch_first=True).forward(x.numpy())[0], expected, rtol=0, atol=1e-10)
+
+
+def test_issue18_a_broken_state_dict_names_its_fault_before_asking_for_the_layout():
+    sd = dict(torch.nn.LSTM(3, 5, num_layers=2).state_dict())
+    sd.pop("weight_hh_l1")
+    with pytest.raises(InteropError, match="missing tensor 'weight_hh_l1'"):
+        from_torch(sd)
