@@ -38,7 +38,7 @@ def files(tmp_path, rng):
     """A 2-feature stack, a 1-feature SequenceModel, and the hand-checkable classic 1x1 LSTM as a torch state dict."""
     classic_w = np.array([[0.5], [0.5], [0.3], [0.5]])  # torch gate order i, f, g, o
     classic = from_torch({"weight_ih_l0": classic_w, "weight_hh_l0": classic_w,
-                          "bias_ih_l0": np.full(4, 0.1), "bias_hh_l0": np.zeros(4)})
+                          "bias_ih_l0": np.full(4, 0.1), "bias_hh_l0": np.zeros(4)}, batch_first=False)
     x = rng.normal(size=(6, 2))
     np.save(tmp_path / "x.npy", x)
     return {
@@ -392,7 +392,7 @@ def test_nonfinite_results_from_a_finite_input_are_refused(files, capsys):
     """Weights 1e300 and -1e300 on inputs 1e10: each product overflows to ±inf and their sum is NaN."""
     w = np.tile([[1e300, -1e300]], (4, 1))
     huge = from_torch({"weight_ih_l0": w, "weight_hh_l0": np.zeros((4, 1)),
-                       "bias_ih_l0": np.zeros(4), "bias_hh_l0": np.zeros(4)})
+                       "bias_ih_l0": np.zeros(4), "bias_hh_l0": np.zeros(4)}, batch_first=False)
     huge.save(files["dir"] / "huge.npz")
     np.save(files["dir"] / "big.npy", np.full((3, 2), 1e10))
     args = ["run", "--weights", str(files["dir"] / "huge.npz"), "--input", str(files["dir"] / "big.npy")]

@@ -128,7 +128,7 @@ def test_backward_equals_torch_autograd_through_packed_sequence(cfg):
     _, _, tape = stack.forward_train(x.detach().numpy(), (h0.detach().numpy(), c0.detach().numpy()), lengths=LENGTHS)
     grads = stack.backward(tape, *(t.numpy() for t in w))
     torch_grads = {name: p.grad.numpy() for name, p in module.named_parameters()}
-    expected = from_torch(torch_grads).parameters()  # the same name mapping, applied to gradients
+    expected = from_torch(torch_grads, batch_first=cfg["batch_first"]).parameters()  # the same name mapping, applied to gradients
     assert set(expected) == set(stack.parameters())
     for name, value in expected.items():
         if ".b" in name:  # torch's bias_ih and bias_hh gradients are equal; from_torch summed them

@@ -218,7 +218,7 @@ def test_pt_dense_views_of_one_storage_still_load(torch, tmp_path):
     path = save_pt(torch, tmp_path / "views.pt", sd)
     x = torch.randn(4, 2, 3)
     expected = module(x)[0].detach().numpy()
-    np.testing.assert_allclose(load_torch(path).forward(x.numpy())[0], expected, atol=1e-6)
+    np.testing.assert_allclose(load_torch(path, batch_first=False).forward(x.numpy())[0], expected, atol=1e-6)
     np.testing.assert_allclose(from_torch(module).forward(x.numpy())[0], expected, atol=1e-6)
 
 

@@ -61,7 +61,7 @@ def field(number: int, wire: int, payload: bytes = b"") -> bytes:
 
 def small_model_bytes() -> bytes:
     """A small but complete model: nplstm's export of a 2-layer bidirectional stack with clip (metadata too)."""
-    from nplstm.interop.onnx_format import to_onnx
+    from nplstm.interop.onnx import to_onnx
 
     if onnx is None:  # pragma: no cover
         return hand_model_bytes()
@@ -234,7 +234,7 @@ def test_torch_exports_parse_as_onnx_does(dynamo, linear, tmp_path):
     ids=["default", "bidir_lengths", "options_metadata", "float64"],
 )
 def test_nplstm_exports_parse_as_onnx_does(kwargs, export, tmp_path):
-    from nplstm.interop.onnx_format import to_onnx
+    from nplstm.interop.onnx import to_onnx
 
     path = tmp_path / "s.onnx"
     to_onnx(StackedLSTM(3, 4, seed=1, **kwargs), path, **export)

@@ -12,7 +12,7 @@ disk), goes through one handler (:func:`_classify`) and is one line naming
 the path: exit code 2 for an output option refused while parsing, else 1.
 
 ``run`` and ``info`` take every model :func:`nplstm.weights.load_model`
-returns, including an :class:`~nplstm.interop.onnx_format.OnnxLSTM` (a
+returns, including an :class:`~nplstm.interop.onnx.OnnxLSTM` (a
 reverse-only ONNX LSTM, or one with constant initial states or lengths);
 ``plot`` draws a plain forward stack and refuses such an OnnxLSTM by name.
 """

@@ -5,7 +5,7 @@ suffix     read as
 =========  ==========================================================
 ``.npz``   an nplstm file: :class:`~nplstm.SequenceModel` or :class:`~nplstm.StackedLSTM`
 ``.pt``    a ``torch.nn.LSTM`` state dict (``torch.load(weights_only=True)``)
-``.onnx``  the LSTM nodes of an ONNX model (``onnx.load`` + checker)
+``.onnx``  an ONNX model: an LSTM or a whole model (``onnx.load`` + checker, or without onnx nplstm's reader)
 =========  ==========================================================
 
 :func:`convert` also reads ``.keras`` files and writes the nplstm ``.npz``.
@@ -45,9 +45,9 @@ def load_model(path: str | os.PathLike) -> Model:
         _need("torch", path)
         from .interop.torch_format import load_torch
 
-        return load_torch(path)
+        return load_torch(path, batch_first=False)  # a stack: 3-D inputs are (T, B, I), as `nplstm run` documents
     if suffix == ".onnx":
-        _need("onnx", path)
+        # no onnx needed: without it a bounded reader of nplstm's own parses the file
         from .interop.onnx import from_onnx
 
         return from_onnx(path)

@@ -17,7 +17,10 @@ The framework packages are imported only when these functions are called.
 
 from .gates import InteropError
 
-__all__ = ["InteropError", "from_torch", "to_torch_state_dict", "load_torch", "from_keras", "to_onnx", "from_onnx"]
+__all__ = [
+    "InteropError", "ProtobufError", "from_torch", "to_torch_state_dict", "load_torch", "from_keras", "to_onnx",
+    "from_onnx", "OnnxLSTM", "verify_import",
+]
 
 
 def __getattr__(name: str):
@@ -29,8 +32,12 @@ def __getattr__(name: str):
         from .keras_format import from_keras
 
         return from_keras
-    if name in ("to_onnx", "from_onnx"):
-        from . import onnx_format
+    if name in ("to_onnx", "from_onnx", "OnnxLSTM", "verify_import"):
+        from . import onnx
 
-        return getattr(onnx_format, name)
+        return getattr(onnx, name)
+    if name == "ProtobufError":
+        from ._protobuf import ProtobufError
+
+        return ProtobufError
     raise AttributeError(name)

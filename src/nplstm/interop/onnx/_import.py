@@ -96,12 +96,14 @@ def from_onnx(
     if verify is None:  # by default: when onnxruntime is there and the graph's sizes are affordable
         import importlib.util
 
-        verify = importlib.util.find_spec("onnxruntime") is not None and elements <= VERIFY_MAX_ELEMENTS
+        verify = all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime")) and elements <= VERIFY_MAX_ELEMENTS
     if verify:
         try:
+            import onnx  # noqa: F401  (verify rewrites the graph with onnx's writer)
             import onnxruntime  # noqa: F401
         except ImportError:
-            raise InteropError("verify=True needs onnxruntime (pip install onnxruntime)") from None
+            raise InteropError("verify=True needs onnx and onnxruntime (pip install 'nplstm[onnx]'); "
+                               "without them from_onnx imports with verify=False") from None
         try:
             if whole is not None:
                 if elements > VERIFY_MAX_ELEMENTS:

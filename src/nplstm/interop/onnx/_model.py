@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from .._protobuf import onnx_api
 from ..gates import InteropError
 from ._constants import _SHAPE_ONLY, PLUMBING
 from ._match import _match, _Plan
@@ -234,7 +235,7 @@ def _read_head(model: Any, first: Any, value: str, rank: int, features: int) -> 
 
 def match_model(model: Any, first: Any, value: str) -> _ModelPlan:
     """The whole-model plan: the wiring proof up to the head's input ``value``, then the head read as a chain."""
-    import onnx
+    helper = onnx_api().helper
 
     inputs = _graph_inputs(model)
     if len(inputs) != 1:
@@ -243,10 +244,10 @@ def match_model(model: Any, first: Any, value: str) -> _ModelPlan:
         )
     if len(model.graph.output) != 1:
         raise InteropError(f"a whole model has one graph output (the prediction); this graph has {[o.name for o in model.graph.output]}")
-    cut = onnx.ModelProto()
+    cut = type(model)()
     cut.CopyFrom(model)
     del cut.graph.output[:]
-    cut.graph.output.append(onnx.helper.make_empty_tensor_value_info(value))
+    cut.graph.output.append(helper.make_empty_tensor_value_info(value))
     plan = _match(cut, head_input=value, head_reader=_where(first))
     head_input = plan.head_input
     assert head_input is not None

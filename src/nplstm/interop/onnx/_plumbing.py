@@ -6,6 +6,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .._protobuf import onnx_api
 from ..gates import InteropError
 from ._constants import _ALL_DATA_INPUTS, _SHAPE_ONLY, PLUMBING
 from ._source import _first_line, _to_array
@@ -21,7 +22,7 @@ def _where(node: Any) -> str:
 
 
 def _attrs(node: Any) -> dict[str, Any]:
-    from onnx import helper
+    helper = onnx_api().helper
 
     out = {}
     for a in node.attribute:
@@ -179,7 +180,7 @@ class _Budget:
 
 def _run_plumbing(node: Any, args: list[Any]) -> list[np.ndarray]:
     """Execute one plumbing node in NumPy (ONNX semantics)."""
-    from onnx import helper
+    helper = onnx_api().helper
 
     op, attrs = node.op_type, _attrs(node)
     x: Any = args[0] if args else None
@@ -281,7 +282,7 @@ def _evaluate(
     constant table at indices computed from data, see :func:`is_embedding`)
     is replaced by ``embed`` too, its output a data source of its own.
     """
-    from onnx import helper
+    helper = onnx_api().helper
 
     values: dict[str, Any] = {"": None}
     deps: dict[str, frozenset[str]] = {"": frozenset()}

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from .._protobuf import onnx_api
 from ..gates import InteropError
 from ._constants import _ALL_DATA_INPUTS
 from ._plumbing import MAX_CHECK_ELEMENTS, _attrs, _constant_value, _evaluate, _slice_params, _split_sizes, _where
@@ -94,7 +95,7 @@ class _Labeller:
 
 
 def _np_dtype(value_info: Any) -> np.dtype:
-    from onnx import helper
+    helper = onnx_api().helper
 
     return np.dtype(helper.tensor_dtype_to_np_dtype(value_info.type.tensor_type.elem_type))
 
@@ -233,7 +234,7 @@ def _constant_bound(nodes: list[Any], consts: dict[str, np.ndarray]) -> int:
     through whatever computes them, collecting integer constants and small
     float constants (a Cast can turn them into indices).
     """
-    from onnx import AttributeProto
+    AttributeProto = onnx_api().AttributeProto
 
     producer = {o: node for node in nodes for o in node.output if o}
     arrays: list[np.ndarray] = []

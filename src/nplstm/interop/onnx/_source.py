@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from .._protobuf import onnx_api
 from ..gates import InteropError
 
 
@@ -22,7 +23,7 @@ def _tensors_of(model: Any) -> list[Any]:
 
 
 def _tensor_nbytes(tensor: Any) -> int:
-    from onnx import helper
+    helper = onnx_api().helper
 
     count = 1
     for d in tensor.dims:
@@ -89,7 +90,7 @@ def _load_external(model: Any, base: Path | None, label: str, allow: bool, max_b
     checked before anything is read, and the total is bounded by
     ``max_bytes``.
     """
-    from onnx import TensorProto
+    TensorProto = onnx_api().TensorProto
 
     total = 0
     for tensor in _tensors_of(model):
@@ -120,7 +121,7 @@ def _load_external(model: Any, base: Path | None, label: str, allow: bool, max_b
 
 
 def _load_model(source: Any, allow_external_data: bool, max_external_bytes: int) -> tuple[Any, str]:
-    import onnx
+    onnx = onnx_api()  # the onnx package, or nplstm's own bounded reader when it is absent
 
     from ...io import DEFAULT_MAX_BYTES
 
@@ -144,7 +145,7 @@ def _load_model(source: Any, allow_external_data: bool, max_external_bytes: int)
             raise InteropError(f"{label} are not a valid ONNX model: {_first_line(exc)}") from None
     elif hasattr(source, "graph"):
         label, base = f"ONNX model {source.graph.name!r}", None
-        model = onnx.ModelProto()
+        model = type(source)()
         model.CopyFrom(source)
     else:
         raise TypeError(f"expected an onnx.ModelProto, bytes or a path; got {type(source).__name__}")
@@ -164,7 +165,7 @@ def _first_line(exc: BaseException) -> str:
 
 def _to_array(tensor: Any) -> np.ndarray:
     """A TensorProto as an array, refusing sizes a weights file cannot need."""
-    from onnx import numpy_helper
+    numpy_helper = onnx_api().numpy_helper
 
     from ...io import DEFAULT_MAX_BYTES
 
