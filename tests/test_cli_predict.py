@@ -101,3 +101,32 @@ def test_convert_rewrites_an_nplstm_file_and_refuses_torch_options_for_it(models
     assert main(["convert", str(path), str(out), "--batch-first"]) == 1
     assert "are options of torch .pt files" in capsys.readouterr().err
     assert main(["convert", str(path), str(tmp_path / "x.onnx")]) == 2  # the output must be an nplstm file
+
+
+def test_convert_a_whole_torch_state_dict_and_a_keras_file(tmp_path, rng, capsys):
+    torch = pytest.importorskip("torch")
+    from torch import nn
+
+    torch.manual_seed(0)
+    emb, lstm, fc1, fc2 = nn.Embedding(9, 4), nn.LSTM(4, 5, batch_first=True), nn.Linear(5, 6), nn.Linear(6, 2)
+    torch.save(nn.ModuleDict({"emb": emb, "lstm": lstm, "fc1": fc1, "fc2": fc2}).state_dict(), tmp_path / "m.pt")
+    out = tmp_path / "m.npz"
+    args = ["convert", str(tmp_path / "m.pt"), str(out), "--lstm", "lstm", "--embedding", "emb", "--head", "fc1,tanh,fc2",
+            "--output", "last"]
+    assert main(args) == 0, capsys.readouterr().err
+    ids = rng.integers(0, 9, size=(3, 7))
+    with torch.no_grad():
+        out_seq, _ = lstm(emb(torch.from_numpy(ids)))
+        expected = fc2(torch.tanh(fc1(out_seq[:, -1]))).numpy()
+    np.testing.assert_allclose(SequenceModel.load(out).predict(ids), expected, atol=1e-6)
+    assert main(["convert", str(tmp_path / "m.pt"), str(out)]) == 1  # a whole model's state dict needs its parts named
+    assert "lstm" in capsys.readouterr().err
+
+    keras = pytest.importorskip("keras")
+    model = keras.Sequential([keras.Input((None, 2)), keras.layers.Masking(0.0), keras.layers.LSTM(3),
+                              keras.layers.Dense(2, activation="softmax")])
+    model.save(tmp_path / "k.keras")
+    assert main(["convert", str(tmp_path / "k.keras"), str(tmp_path / "k.npz")]) == 0, capsys.readouterr().err
+    x = rng.normal(size=(2, 5, 2)).astype(np.float32)
+    x[1, 3:] = 0.0
+    np.testing.assert_allclose(SequenceModel.load(tmp_path / "k.npz").predict(x), model.predict(x, verbose=0), atol=1e-5)

@@ -44,3 +44,12 @@ def test_a_converted_npz_predicts_what_torch_did_and_so_does_the_command_line(tm
         out = tmp_path / "p.npy"
         assert main(["predict", "--weights", str(HERE / weights), "--input", str(tmp_path / "ids.npy"), "--out", str(out)]) == 0
         np.testing.assert_allclose(np.load(out), y, atol=1e-5)
+
+
+def test_verify_without_onnx_says_what_it_needs():
+    if importlib.util.find_spec("onnx") is not None and importlib.util.find_spec("onnxruntime") is not None:
+        pytest.skip("onnx and onnxruntime are installed: verify runs")
+    from nplstm.interop import InteropError
+
+    with pytest.raises(InteropError, match=r"verify=True needs onnx and onnxruntime"):
+        from_onnx(HERE / "forecaster.onnx", verify=True)
