@@ -73,7 +73,7 @@ def test_predict_reads_token_ids_from_a_column(models, tmp_path, capsys):
     write(tmp_path / "ids.csv", "token\n3\n1\n6\n0\n0\n")
     out = tmp_path / "p.npy"
     assert main(["predict", "--weights", str(path), "--input", str(tmp_path / "ids.csv"), "--skip-header", "--out", str(out)]) == 0
-    np.testing.assert_array_equal(np.load(out), model.predict(np.array([[3, 1, 6]]))[0])  # mask_zero: trailing 0s are padding
+    np.testing.assert_allclose(np.load(out), model.predict(np.array([[3, 1, 6]]))[0], rtol=0, atol=1e-14)  # mask_zero: trailing 0s are padding
     np.save(tmp_path / "ids.npy", np.array([[3, 1, 6, 0], [2, 2, 2, 2]]))
     assert main(["predict", "--weights", str(path), "--input", str(tmp_path / "ids.npy"), "--out", str(out)]) == 0
     np.testing.assert_array_equal(np.load(out), model.predict(np.array([[3, 1, 6, 0], [2, 2, 2, 2]])))
