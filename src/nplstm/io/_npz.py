@@ -1,14 +1,6 @@
 """``.npy`` and ``.npz`` files read without pickle, within a memory budget; zip directories checked first.
 
-Every ``.npz`` is read through :class:`NpzArchive`.  Opening it reads only
-the zip's central directory and refuses, before any array data is read:
-members that are not ``.npy`` arrays, duplicate names, more than
-:data:`MAX_ZIP_MEMBERS` members, and a total *declared* uncompressed size
-above the budget ``max_total_bytes``.  Each array's ``.npy`` header is then
-checked (numeric or text dtypes only; the shape must need exactly the bytes
-the zip declares for it) before its array is allocated, and the data is read
-in chunks straight into that array, so reading costs one copy of the data
-and a member is never read past what its header claims.
+See :mod:`nplstm.io` for what an ``.npz`` must be and the budgets.
 """
 
 from __future__ import annotations
