@@ -113,11 +113,11 @@ def test_png_suffix_is_required(files, capsys):
 @pytest.mark.parametrize("out, problem", [("o.xyz", "must end in .npy or .csv"), ("missing/o.npy", "does not exist"),
                                           ("afile/o.npy", "does not exist"), ("adir", "is a directory")])
 def test_run_checks_out_before_computing(files, out, problem, monkeypatch, capsys):
-    import nplstm.weights
+    import nplstm.loading
 
     (files["dir"] / "afile").write_text("a file, not a folder")
     (files["dir"] / "adir").mkdir()
-    monkeypatch.setattr(nplstm.weights, "run_model", never_called)
+    monkeypatch.setattr(nplstm.loading, "run_model", never_called)
     assert main(["run", "--weights", str(files["stack"]), "--input", str(files["dir"] / "x.npy"),
                  "--out", str(files["dir"] / out)]) == 2
     captured = capsys.readouterr()
@@ -150,7 +150,7 @@ def test_train_refuses_an_unwritable_folder(tmp_path, capsys):
 
 def test_out_folder_writability_is_probed_for_real(tmp_path):
     """The probe leaves nothing behind in the folder."""
-    from nplstm.cli import output_path
+    from nplstm.cli._args import output_path
 
     assert output_path(".npz")(str(tmp_path / "m.npz")) == tmp_path / "m.npz"
     assert list(tmp_path.iterdir()) == []
@@ -247,12 +247,12 @@ def test_wrong_input_shapes_are_named(files, shape, names, capsys):
 @pytest.mark.parametrize("error", [MemoryError("Unable to allocate 8.00 GiB for an array"), RuntimeError("boom\nsecond line"),
                                    TypeError("odd"), ValueError("bad value"), MemoryError()])
 def test_library_exceptions_in_run_are_one_line(files, error, monkeypatch, capsys):
-    import nplstm.weights
+    import nplstm.loading
 
     def fail(*args, **kwargs):
         raise error
 
-    monkeypatch.setattr(nplstm.weights, "run_model", fail)
+    monkeypatch.setattr(nplstm.loading, "run_model", fail)
     assert main(["run", "--weights", str(files["stack"]), "--input", str(files["dir"] / "x.npy")]) == 1
     line = one_line_error(capsys.readouterr().err, "run")
     assert (str(error).split("\n")[0] or type(error).__name__) in line
@@ -260,12 +260,12 @@ def test_library_exceptions_in_run_are_one_line(files, error, monkeypatch, capsy
 
 @pytest.mark.parametrize("error", [MemoryError("no memory"), RuntimeError("boom\nsecond line"), KeyError("k")])
 def test_library_exceptions_in_info_are_one_line(files, error, monkeypatch, capsys):
-    import nplstm.weights
+    import nplstm.loading
 
     def fail(*args, **kwargs):
         raise error
 
-    monkeypatch.setattr(nplstm.weights, "describe", fail)
+    monkeypatch.setattr(nplstm.loading, "describe", fail)
     assert main(["info", str(files["stack"])]) == 1
     line = one_line_error(capsys.readouterr().err, "info", type(error).__name__)
     assert "--debug" in line
@@ -285,12 +285,12 @@ def test_library_exceptions_in_plot_are_one_line(files, monkeypatch, capsys):
 
 
 def test_interrupt_is_one_line_exit_130(files, monkeypatch, capsys):
-    import nplstm.weights
+    import nplstm.loading
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(nplstm.weights, "run_model", interrupt)
+    monkeypatch.setattr(nplstm.loading, "run_model", interrupt)
     assert main(["run", "--weights", str(files["stack"]), "--input", str(files["dir"] / "x.npy")]) == 130
     one_line_error(capsys.readouterr().err, "run", "interrupted")
 

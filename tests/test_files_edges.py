@@ -27,8 +27,8 @@ from test_io_hostile import deflated_zeros, npy_header, peak_bytes, refused, wri
 from nplstm import StackedLSTM
 from nplstm.cli import main
 from nplstm.io import NpzArchive, WeightsFileError, read_csv, read_input, save_npz, write_array
+from nplstm.loading import load_model
 from nplstm.modelfile import MAX_CONFIG_DEPTH, parse_config
-from nplstm.weights import load_model
 
 MiB = 1 << 20
 
@@ -327,7 +327,7 @@ def test_a_save_keeps_the_special_bits_of_the_file_it_replaces(tmp_path, mode):
 
 
 def test_special_bits_go_only_to_the_same_owner_and_group():
-    from nplstm.io import _kept_mode
+    from nplstm.io._write import _kept_mode
 
     def st(mode, uid, gid):
         return os.stat_result((stat.S_IFREG | mode, 0, 0, 1, uid, gid, 0, 0, 0, 0))
@@ -355,7 +355,7 @@ def test_saving_through_a_symlink_to_proc_says_what_failed(tmp_path, capsys):
 
 def test_config_with_code_points_past_unicode_is_a_weights_file_error(tmp_path):
     """Found by the fuzz test: NumPy stores UTF-32 units unchecked; U+110063 must not reach Python's str."""
-    from nplstm.weights import load_model
+    from nplstm.loading import load_model
 
     path = tmp_path / "stack.npz"
     StackedLSTM(2, 3, seed=0).save(path)

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from nplstm import SequenceModel, StackedLSTM, WeightsFileError
 from nplstm.io import NpzArchive, read_csv, read_npy, read_npz
-from nplstm.weights import load_model
+from nplstm.loading import load_model
 
 FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

@@ -39,7 +39,7 @@ from nplstm.io import (
     read_npy,
     read_npz,
 )
-from nplstm.weights import load_model
+from nplstm.loading import load_model
 
 MiB = 1 << 20
 GiB = 1 << 30

@@ -8,8 +8,8 @@ import pytest
 
 from nplstm import LSTM, SequenceModel, StackedLSTM, WeightsFileError
 from nplstm.io import read_npz
+from nplstm.loading import load_model
 from nplstm.modelfile import VERSION
-from nplstm.weights import load_model
 
 
 def saved(tmp_path, **kwargs):

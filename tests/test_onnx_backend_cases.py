@@ -16,30 +16,11 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnx.backend.test.case.node.lstm")
 
 from onnx import helper, numpy_helper  # noqa: E402
+from onnx_cases import onnx_lstm_cases  # noqa: E402
 
 from nplstm.interop import from_onnx  # noqa: E402
 
-
-def collect_cases():
-    from onnx.backend.test.case.node import lstm
-
-    cases = {}
-
-    def expect(node, inputs, outputs, name, **kwargs):
-        cases[name] = (node, inputs, outputs)
-
-    original = lstm.expect
-    lstm.expect = expect
-    try:
-        for attr in dir(lstm.LSTM):
-            if attr.startswith("export"):
-                getattr(lstm.LSTM, attr)()
-    finally:
-        lstm.expect = original
-    return cases
-
-
-CASES = collect_cases()
+CASES = onnx_lstm_cases()
 GRAPH_INPUT_SLOTS = {4, 5, 6}  # sequence_lens, initial_h, initial_c
 
 

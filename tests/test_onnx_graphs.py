@@ -524,7 +524,7 @@ def test_onnx_lstm_takes_one_sequence_and_the_command_line_runs_it(rng, tmp_path
     out, (h, _) = imported.forward(x)
     np.testing.assert_allclose(out, Y[:, 0, 0], atol=1e-5)
     np.testing.assert_allclose(h, Y_h[:, 0], atol=1e-5)
-    from nplstm.weights import load_model, run_model
+    from nplstm.loading import load_model, run_model
 
     path = tmp_path / "rev.onnx"
     onnx.save(model, str(path))

@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from onnx_cases import onnx_lstm_cases
 
 from nplstm.cell import CellOptions
 from nplstm.interop import InteropError
@@ -241,30 +242,6 @@ def test_nplstm_exports_parse_as_onnx_does(kwargs, export, tmp_path):
     assert compare_file(path) > 0
     if "cell" in kwargs:
         assert {p.key for p in pb.load_model(path).metadata_props} == {"nplstm.cell_options"}
-
-
-def onnx_lstm_cases():
-    """The onnx wheel's LSTM operator test cases (its ``expect`` replaced by a collector)."""
-    if onnx is None:  # pragma: no cover
-        return {}
-    try:
-        from onnx.backend.test.case.node import lstm
-    except ImportError:  # pragma: no cover
-        return {}
-    cases = {}
-
-    def expect(node, inputs, outputs, name, **kwargs):
-        cases[name] = (node, inputs, outputs)
-
-    original = lstm.expect
-    lstm.expect = expect
-    try:
-        for attr in dir(lstm.LSTM):
-            if attr.startswith("export"):
-                getattr(lstm.LSTM, attr)()
-    finally:
-        lstm.expect = original
-    return cases
 
 
 CASES = onnx_lstm_cases()

@@ -226,12 +226,12 @@ def test_progress_bar_on_a_terminal_only(monkeypatch):
 
 def test_many_to_many_loss_counts_only_valid_steps(rng):
     """A per-step loss on padded sequences: equal to the loss over each sequence's own steps, by hand."""
-    from nplstm.training import _loss, as_dataset
+    from nplstm.training import _as_dataset, _loss
 
     model = SequenceModel(2, 3, 1, many_to_many=True, seed=0)
     seqs = [rng.normal(size=(n, 2)) for n in (4, 2, 3)]
     targets = [rng.normal(size=(n, 1)) for n in (4, 2, 3)]
-    data = as_dataset(model, seqs, targets)
+    data = _as_dataset(model, seqs, targets)
     assert data.X.shape == (3, 4, 2) and data.lengths.tolist() == [4, 2, 3]
     prediction = model.predict(data.X, lengths=data.lengths)
     value, grad = _loss(model, "mse", prediction, data)

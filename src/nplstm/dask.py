@@ -16,10 +16,12 @@ from .layer import LSTM
 from .shapes import as_real_array
 from .stack import StackedLSTM
 
-Recurrent = Union[LSTM, StackedLSTM]
+__all__ = ["forward"]
+
+_Recurrent = Union[LSTM, StackedLSTM]
 
 
-def _engine(model: Recurrent) -> StackedLSTM:
+def _engine(model: _Recurrent) -> StackedLSTM:
     if isinstance(model, LSTM):
         return model.engine
     if isinstance(model, StackedLSTM):
@@ -40,7 +42,7 @@ def _forward_block(block: np.ndarray, stack: StackedLSTM) -> np.ndarray:
     return np.concatenate([p.reshape(n, -1) for p in parts], axis=1)
 
 
-def forward(model: Recurrent, xs: Any) -> tuple[Any, tuple[Any, Any]]:
+def forward(model: _Recurrent, xs: Any) -> tuple[Any, tuple[Any, Any]]:
     """Lazy forward pass of ``model`` over ``xs``, a dask array (N, T, I), sequence-major.
 
     Returns ``(outputs, (h_n, c_n))`` as dask arrays, like ``torch.nn.LSTM``:

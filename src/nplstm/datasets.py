@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+__all__ = ["noisy_sine", "adding_problem", "toy_corpus", "corpus_words", "CharVocabulary", "char_windows", "sample_text"]
+
 
 def noisy_sine(
     n: int, steps: int = 30, *, period: float = 20.0, noise: float = 0.02, seed: Any = None

@@ -44,7 +44,7 @@ _ACTIVATIONS: dict[str, tuple[Callable[[np.ndarray], np.ndarray], _Derivative]] 
 HEAD_ACTIVATIONS: tuple[str, ...] = tuple(_ACTIVATIONS)
 
 
-def check_activation(activation: Any, name: str = "activation") -> str:
+def _check_activation(activation: Any, name: str = "activation") -> str:
     if not isinstance(activation, str) or activation not in _ACTIVATIONS:
         raise ValueError(f"{name} must be one of {list(HEAD_ACTIVATIONS)}; got {activation!r}")
     return activation
@@ -72,7 +72,7 @@ class Dense:
     ) -> None:
         self.in_features = positive_int(in_features, "in_features")
         self.out_features = positive_int(out_features, "out_features")
-        self.activation = check_activation(activation)
+        self.activation = _check_activation(activation)
         self.dtype = model_dtype(dtype)
         bound = 1.0 / np.sqrt(self.in_features)
         rng = as_generator(seed)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+__all__ = ["mse", "softmax_cross_entropy", "LOSSES"]
+
 
 def mse(prediction: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
     """Mean squared error over every element, and its gradient."""

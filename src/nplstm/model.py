@@ -19,13 +19,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .head import Dense, Embedding, check_activation
+from .head import Dense, Embedding, _check_activation
 from .modelfile import load_model_of_kind, register, save_model
 from .params import as_generator, model_dtype, positive_int
 from .shapes import as_real_array, check_lengths
 from .stack import StackedLSTM, Tape, _stack_from_config, stack_parameter_shapes
 
-__all__ = ["SequenceModel", "pad_sequences", "OUTPUTS"]
+__all__ = ["SequenceModel", "ModelTape", "pad_sequences", "OUTPUTS"]
 
 #: What the dense layers read from the stack.
 OUTPUTS = ("h_n", "last", "sequence")
@@ -69,11 +69,16 @@ def pad_sequences(sequences: Sequence[Any], *, dtype: Any = np.float64, name: st
     return X, lengths
 
 
-def trailing_lengths(valid: np.ndarray, what: str) -> np.ndarray:
-    """Lengths from a (B, T) mask of valid steps that must be a prefix of each row (trailing padding only)."""
+def _prefix_lengths(valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's count of valid steps in a (B, T) mask, and the rows whose valid steps are not a prefix."""
     lengths = valid.sum(axis=1)
     prefix = np.arange(valid.shape[1])[None, :] < lengths[:, None]
-    bad = np.flatnonzero(np.any(valid != prefix, axis=1))
+    return lengths, np.flatnonzero(np.any(valid != prefix, axis=1))
+
+
+def _trailing_lengths(valid: np.ndarray, what: str) -> np.ndarray:
+    """Lengths from a (B, T) mask of valid steps that must be a prefix of each row (trailing padding only)."""
+    lengths, bad = _prefix_lengths(valid)
     if bad.size:
         raise ValueError(
             f"sequence {int(bad[0])} has padding ({what}) before valid steps; nplstm reads padding as each "
@@ -188,7 +193,7 @@ class SequenceModel:
         dense, width = [], lstm.output_size
         for k, (units, act) in enumerate(hidden_layers):
             dense.append(Dense(width, positive_int(units, f"hidden_layers[{k}] units"),
-                               check_activation(act, f"hidden_layers[{k}] activation"), seed=rng, dtype=dtype))
+                               _check_activation(act, f"hidden_layers[{k}] activation"), seed=rng, dtype=dtype))
             width = dense[-1].out_features
         dense.append(Dense(width, output_size, activation, seed=rng, dtype=dtype))
         self._assemble(lstm, dense, embedding, output, mask_value, go_backwards, masked_outputs)
@@ -318,7 +323,7 @@ class SequenceModel:
         B, T = features.shape[:2]
         checked = check_lengths(lengths, B, T)
         if valid is not None:
-            masked = trailing_lengths(valid, what)
+            masked = _trailing_lengths(valid, what)
             given = None if lengths is None else (np.full(B, T) if checked is None else checked)
             if given is not None and not np.array_equal(given, masked):
                 raise ValueError(f"lengths {given.tolist()} disagree with the padding the inputs show ({what}): "
@@ -572,7 +577,7 @@ def _model_parameter_shapes(config: dict[str, Any], max_count: int | None = None
         if not isinstance(spec, list) or len(spec) != 2:
             raise ValueError(f"dense[{k}] must be [units, activation]; got {spec!r}")
         units = positive_int(spec[0], f"dense[{k}] units")
-        check_activation(spec[1], f"dense[{k}] activation")
+        _check_activation(spec[1], f"dense[{k}] activation")
         shapes[f"{name}.W"], shapes[f"{name}.b"] = (units, width), (units,)
         width = units
     total = sum(int(np.prod(s)) for s in shapes.values())

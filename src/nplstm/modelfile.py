@@ -39,6 +39,12 @@ import numpy as np
 from .io import NpzArchive, WeightsFileError, parameter_budget, require, save_npz
 from .shapes import as_real_array
 
+__all__ = [
+    "save_model", "load_model", "load_model_of_kind", "model_from_arrays", "register", "parse_config", "Persistent",
+    "FileKind", "VERSION", "READABLE_VERSIONS", "FORMAT", "DEFAULT_MAX_PARAMETER_BYTES", "MAX_CONFIG_CHARS",
+    "MAX_CONFIG_DEPTH",
+]
+
 VERSION = 3
 #: Versions this nplstm reads (2: a SequenceModel config was flat, one linear output layer).
 READABLE_VERSIONS = (2, 3)
@@ -72,12 +78,12 @@ class FileKind:
     build: Callable[[dict[str, Any], Any], Any]  # (config, dtype) -> model
 
 
-KINDS: dict[str, FileKind] = {}
+_KINDS: dict[str, FileKind] = {}
 
 
 def register(cls: Any, *, shapes: Callable[..., dict[str, tuple[int, ...]]], build: Callable[[dict[str, Any], Any], Any]) -> None:
     """Make ``cls`` (which has ``KIND``, ``config()`` and ``parameters()``) loadable."""
-    KINDS[cls.KIND] = FileKind(cls, shapes, build)
+    _KINDS[cls.KIND] = FileKind(cls, shapes, build)
 
 
 def save_model(model: Persistent, path: str | os.PathLike) -> Any:
@@ -175,11 +181,11 @@ def model_from_arrays(arrays: dict[str, np.ndarray], source: str = "arrays", *,
 
 
 #: ``(all arrays of the file, expected parameter shapes) -> parameters by nplstm name``
-ToParams = Callable[[dict[str, np.ndarray], dict[str, tuple[int, ...]]], dict[str, np.ndarray]]
+_ToParams = Callable[[dict[str, np.ndarray], dict[str, tuple[int, ...]]], dict[str, np.ndarray]]
 
 
 def _schema(meta: dict[str, np.ndarray], source: str,
-            dtype_of: Callable[[str], np.dtype | None]) -> tuple[str, Any, str, ToParams, bool]:
+            dtype_of: Callable[[str], np.dtype | None]) -> tuple[str, Any, str, _ToParams, bool]:
     """``(kind, config, dtype, to_params, current)`` from the schema members alone.
 
     ``dtype_of(name)`` gives a member's dtype (from its header) for the
@@ -236,11 +242,11 @@ def parse_config(text: str, source: str) -> Any:
 
 def _expected(kind: str, config: Any, dtype: str, source: str, max_bytes: int) -> tuple[Any, dict[str, tuple[int, ...]]]:
     """The model class and every parameter's shape, from the config alone (no allocation)."""
-    if kind not in KINDS:
-        raise WeightsFileError(f"{source}: unknown model kind {kind!r}; expected one of {sorted(KINDS)}")
+    if kind not in _KINDS:
+        raise WeightsFileError(f"{source}: unknown model kind {kind!r}; expected one of {sorted(_KINDS)}")
     if dtype not in ("float32", "float64"):
         raise WeightsFileError(f"{source}: dtype {dtype!r}; expected float32 or float64")
-    cls = KINDS[kind]
+    cls = _KINDS[kind]
     if not isinstance(config, dict) or not all(isinstance(k, str) for k in config):
         raise WeightsFileError(f"{source}: 'config' must be a JSON object; got {config!r}")
     try:
@@ -296,7 +302,7 @@ def _dtype_of(dtype_of: Callable[[str], np.dtype | None], name: str, source: str
 
 
 def _legacy_sequence_model(meta: dict[str, np.ndarray], source: str,
-                           dtype_of: Callable[[str], np.dtype | None]) -> tuple[str, dict[str, Any], str, ToParams, bool]:
+                           dtype_of: Callable[[str], np.dtype | None]) -> tuple[str, dict[str, Any], str, _ToParams, bool]:
     I, H, O, m2m = _legacy_config(meta, source, 4)
     if m2m not in (0, 1):
         raise WeightsFileError(f"{source}: implausible config {[I, H, O, m2m]}")
@@ -312,7 +318,7 @@ def _legacy_sequence_model(meta: dict[str, np.ndarray], source: str,
 
 
 def _legacy_stack(meta: dict[str, np.ndarray], source: str,
-                  dtype_of: Callable[[str], np.dtype | None]) -> tuple[str, dict[str, Any], str, ToParams, bool]:
+                  dtype_of: Callable[[str], np.dtype | None]) -> tuple[str, dict[str, Any], str, _ToParams, bool]:
     """Version-1 stack files hold torch-named tensors (gates i, f, g, o; two biases)."""
     I, H, L, bidirectional, bias, proj, batch_first = _legacy_config(meta, source, 7)
     config = {"input_size": I, "hidden_size": H, "num_layers": L, "bidirectional": bool(bidirectional),

@@ -10,6 +10,8 @@ from typing import Mapping
 
 import numpy as np
 
+__all__ = ["Optimizer", "SGD", "Adam", "clip_grad_norm"]
+
 
 def clip_grad_norm(grads: Mapping[str, np.ndarray], max_norm: float) -> float:
     """Scale all gradients in place so their global L2 norm is at most ``max_norm``.

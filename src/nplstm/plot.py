@@ -8,6 +8,8 @@ from typing import Mapping
 
 import numpy as np
 
+__all__ = ["plot_trace", "PANELS"]
+
 PANELS = (
     ("x", "input x"),
     ("h", "hidden state h"),

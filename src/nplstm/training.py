@@ -19,6 +19,8 @@ from .optim import Adam, Optimizer, clip_grad_norm
 from .params import positive_int
 from .shapes import as_real_array, check_lengths, refuse_masked
 
+__all__ = ["fit", "truncated_bptt", "evaluate", "History", "TrainingDivergedError", "DIVERGENCE_FACTOR"]
+
 #: A loss counts as diverged when it is NaN or inf or exceeds this multiple of its yardstick: the first
 #: batch's loss (before any update), floored at the loss of predicting zeros or uniform classes.
 DIVERGENCE_FACTOR = 1e6
@@ -107,7 +109,7 @@ class _Progress:
 
 # ----------------------------------------------------------------- data
 @dataclass
-class Dataset:
+class _Dataset:
     """Checked training data: padded ``X`` (N, T, I), targets ``Y``, optional ``lengths`` (N,)."""
 
     X: np.ndarray
@@ -117,8 +119,8 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.X)
 
-    def take(self, idx: Any) -> Dataset:
-        return Dataset(self.X[idx], self.Y[idx], None if self.lengths is None else self.lengths[idx])
+    def take(self, idx: Any) -> _Dataset:
+        return _Dataset(self.X[idx], self.Y[idx], None if self.lengths is None else self.lengths[idx])
 
 
 def _first_bad(arr: np.ndarray) -> tuple[int, ...]:
@@ -130,10 +132,10 @@ def _refuse_non_finite(arr: np.ndarray, name: str) -> None:
         raise ValueError(f"{name} holds NaN or inf, first at index {_first_bad(arr)}; clean the data before training")
 
 
-def as_dataset(
+def _as_dataset(
     model: SequenceModel, X: Any, Y: Any, lengths: Any = None, *, loss: str = "mse",
     names: tuple[str, str, str] = ("X", "Y", "lengths"),
-) -> Dataset:
+) -> _Dataset:
     """Check (and pad, for a list of different-length sequences) training data.
 
     Every entry point of training data (:func:`fit`'s data and validation
@@ -191,7 +193,7 @@ def as_dataset(
             raise ValueError(f"cross_entropy reads class scores: the output layer's activation must be linear (logits), "
                              f"softmax or log_softmax; got {model.head.activation!r}")
         _check_labels(model, Y, lengths, y_name)
-    return Dataset(X, Y, lengths)
+    return _Dataset(X, Y, lengths)
 
 
 def _as_targets(model: SequenceModel, Y: Any, loss: str, name: str, NT: tuple[int, ...], x_name: str) -> np.ndarray:
@@ -248,7 +250,7 @@ def _scores_before_softmax(model: SequenceModel, loss: str) -> bool:
     return loss == "cross_entropy" and model.head.activation == "softmax"
 
 
-def _loss(model: SequenceModel, loss: str, prediction: np.ndarray, batch: Dataset) -> tuple[float, np.ndarray]:
+def _loss(model: SequenceModel, loss: str, prediction: np.ndarray, batch: _Dataset) -> tuple[float, np.ndarray]:
     """The loss and dL/dprediction; per-step losses count only each sequence's valid steps.
 
     For cross-entropy, ``prediction`` holds class scores: logits, or
@@ -264,14 +266,14 @@ def _loss(model: SequenceModel, loss: str, prediction: np.ndarray, batch: Datase
     return value, grad
 
 
-def _loss_scale(loss: str, data: Dataset) -> float:
+def _loss_scale(loss: str, data: _Dataset) -> float:
     """The loss of a know-nothing model (predicting 0, or uniform classes): a floor for the divergence yardstick."""
     if loss == "mse":
         return float(np.mean(np.square(data.Y, dtype=np.float64))) + 1e-12
     return float(np.log(max(int(np.max(data.Y, initial=0)) + 1, 2)))
 
 
-def _mean_loss(model: SequenceModel, loss: str, data: Dataset, batch_size: int = 256) -> float:
+def _mean_loss(model: SequenceModel, loss: str, data: _Dataset, batch_size: int = 256) -> float:
     """Mean loss of ``model`` on checked ``data`` (weighted by batch size)."""
     total, count = 0.0, 0
     with np.errstate(over="ignore", invalid="ignore"):  # a blown-up model's loss is reported, not warned about
@@ -293,10 +295,10 @@ def evaluate(model: SequenceModel, X: Any, Y: Any, loss: str = "mse", batch_size
     """Mean loss of ``model`` on ``(X, Y)`` (weighted by batch size); data checked as for :func:`fit`."""
     _check_loss(loss)
     batch_size = positive_int(batch_size, "batch_size")
-    return _mean_loss(model, loss, as_dataset(model, X, Y, lengths, loss=loss), batch_size)
+    return _mean_loss(model, loss, _as_dataset(model, X, Y, lengths, loss=loss), batch_size)
 
 
-def check_optimizer(optimizer: Optimizer, model: SequenceModel) -> None:
+def _check_optimizer(optimizer: Optimizer, model: SequenceModel) -> None:
     """Refuse an optimizer that does not hold exactly this model's parameter arrays."""
     params = model.parameters()
     missing = [n for n, p in params.items() if n not in optimizer.params or not np.shares_memory(optimizer.params[n], p)]
@@ -345,7 +347,7 @@ class _Trainer:
 
     def __init__(
         self, model: SequenceModel, loss: str, optimizer: Optimizer, clip_norm: float | None,
-        data: Dataset, val: Dataset | None, history: History,
+        data: _Dataset, val: _Dataset | None, history: History,
     ) -> None:
         self.model, self.loss, self.optimizer = model, loss, optimizer
         self.clip_norm = np.inf if clip_norm is None else clip_norm
@@ -359,7 +361,7 @@ class _Trainer:
         self.val_floor = _loss_scale(loss, val) if val is not None else 0.0
         self.yardstick: float | None = None  # the first batch's loss, floored
 
-    def step(self, batch: Dataset, state: Any = None, where: str = "") -> tuple[float, Any]:
+    def step(self, batch: _Dataset, state: Any = None, where: str = "") -> tuple[float, Any]:
         """Forward, loss, backward, clip, divergence test, update; returns ``(loss, final state)``."""
         model = self.model
         prediction, state, tape = model.forward_train(batch.X, state, lengths=batch.lengths)
@@ -518,12 +520,12 @@ def fit(
     _check_clip_norm(clip_norm)
     if isinstance(validation_split, bool) or not 0 <= validation_split < 1:
         raise ValueError(f"validation_split must be in [0, 1); got {validation_split!r}")
-    data = as_dataset(model, X, Y, lengths, loss=loss)
+    data = _as_dataset(model, X, Y, lengths, loss=loss)
     val = None
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
             raise ValueError("validation_data must be (X_val, Y_val) or (X_val, Y_val, lengths_val)")
-        val = as_dataset(
+        val = _as_dataset(
             model, validation_data[0], validation_data[1], validation_data[2] if len(validation_data) == 3 else None,
             loss=loss, names=("validation_data[0]", "validation_data[1]", "validation_data[2]"),
         )
@@ -536,7 +538,7 @@ def fit(
         raise ValueError("early_stopping needs validation_split or validation_data")
     if optimizer is None:
         optimizer = Adam(model.parameters(), lr=1e-2)
-    check_optimizer(optimizer, model)
+    _check_optimizer(optimizer, model)
     rng = np.random.default_rng(seed) if shuffle else None
     history = History()
     trainer = _Trainer(model, loss, optimizer, clip_norm, data, val, history)
@@ -594,11 +596,11 @@ def truncated_bptt(
     _check_loss(loss)
     window = positive_int(window, "window")
     _check_clip_norm(clip_norm)
-    data = as_dataset(model, x, y, loss=loss, names=("x", "y", "lengths"))
+    data = _as_dataset(model, x, y, loss=loss, names=("x", "y", "lengths"))
     if data.lengths is not None:
         raise ValueError("truncated_bptt needs sequences of one length; give x as an array (B, T, I)")
     optimizer = optimizer or Adam(model.parameters(), lr=1e-2)
-    check_optimizer(optimizer, model)
+    _check_optimizer(optimizer, model)
     trainer = _Trainer(model, loss, optimizer, clip_norm, data, None, History())
     state = None
     losses = []
@@ -606,7 +608,7 @@ def truncated_bptt(
     for k, start in enumerate(range(0, T, window)):
         stop = min(start + window, T)
         where = f"in window {k + 1} (steps {start} to {stop - 1})"
-        value, state = trainer.step(Dataset(data.X[:, start:stop], data.Y[:, start:stop], None), state, where)
+        value, state = trainer.step(_Dataset(data.X[:, start:stop], data.Y[:, start:stop], None), state, where)
         losses.append(value)
     trainer.check_weights("after the last window")
     return losses

@@ -10,6 +10,8 @@ import numpy as np
 from ..io import WeightsFileError, open_regular_file, require
 from ..params import LayerWeights
 
+__all__ = ["InteropError", "packed", "unpack", "check_shape", "open_framework_file"]
+
 #: nplstm's public attribute suffix of each gate letter used in the orders below.
 _SUFFIX = {"i": "i", "f": "f", "g": "c", "c": "c", "o": "o"}
 

@@ -35,11 +35,11 @@ what maps; every other layer, order or combination that nplstm cannot
 reproduce exactly is refused naming the layer.
 
 Every other setting is refused by name rather than ignored: each LSTM config
-key must be one :func:`check_lstm_config` knows cannot change the output
+key must be one ``_check_lstm_config`` knows cannot change the output
 (initialisers, regularisers, constraints, training-only dropout, ``unroll``,
 ``use_cudnn``), one that is mapped, or ``stateful``/``time_major`` at False;
-Dense and Embedding configs pass :func:`check_dense_config` and
-:func:`check_embedding_config` the same way.
+Dense and Embedding configs pass ``_check_dense_config`` and
+``_check_embedding_config`` the same way.
 So ``stateful=True`` (Keras carries states between calls; nplstm does not),
 ``float16``/``mixed_*`` dtype policies, Bidirectional directions that differ
 in any setting, LSTM layers of different units in one stack, LoRA or
@@ -66,8 +66,16 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..model import _prefix_lengths, _reverse_each
 from ..stack import StackedLSTM
 from .gates import InteropError, check_shape, open_framework_file, unpack
+
+__all__ = [
+    "from_keras", "load_keras_file", "KerasLSTM", "import_keras", "default_keras_backend", "cell_options_from_config",
+    "KERAS_ORDER", "KERAS_ACTIVATIONS", "KERAS_DTYPES", "KERAS_INERT_KEYS", "KERAS_MAPPED_KEYS", "KERAS_FIXED_KEYS",
+    "KERAS_IDENTITY_LAYERS", "KERAS_DENSE_INERT_KEYS", "KERAS_DENSE_MAPPED_KEYS", "KERAS_EMBEDDING_INERT_KEYS",
+    "KERAS_EMBEDDING_MAPPED_KEYS", "KERAS_HEAD_FIXED_KEYS", "KERAS_MERGE_MODES", "SUPPORTED_MODELS", "MAX_KERAS_CONFIG_BYTES",
+]
 
 KERAS_ORDER = "ifco"
 
@@ -210,7 +218,7 @@ def _check_dtype(cfg: Mapping[str, Any], what: str) -> None:
         )
 
 
-def check_lstm_config(cfg: Mapping[str, Any], what: str = "LSTM") -> None:
+def _check_lstm_config(cfg: Mapping[str, Any], what: str = "LSTM") -> None:
     """Refuse, naming the key, any Keras LSTM setting that nplstm would not reproduce.
 
     The one gate for every LSTM config :func:`from_keras` meets (a layer, each
@@ -245,10 +253,7 @@ def _check_weights(weights: Sequence[np.ndarray], use_bias: bool, input_size: in
 
 def _trailing_lengths(x: np.ndarray, mask_value: float) -> np.ndarray:
     """Keras Masking's mask of (B, T, I) ``x`` as lengths; trailing padding only."""
-    mask = np.any(x != mask_value, axis=-1)
-    lengths = mask.sum(axis=1)
-    trailing = np.arange(x.shape[1])[None, :] < lengths[:, None]
-    bad = np.flatnonzero(np.any(mask != trailing, axis=1))
+    lengths, bad = _prefix_lengths(np.any(x != mask_value, axis=-1))
     if bad.size:
         raise ValueError(
             f"sequence {int(bad[0])} has masked steps before unmasked ones; nplstm maps Masking to lengths "
@@ -257,14 +262,6 @@ def _trailing_lengths(x: np.ndarray, mask_value: float) -> np.ndarray:
     if np.any(lengths == 0):
         raise ValueError(f"sequence {int(np.flatnonzero(lengths == 0)[0])} is masked entirely; it has no length")
     return lengths
-
-
-def _reverse_within(x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """(B, T, ·) with each row's first ``lengths[b]`` steps reversed."""
-    out = x.copy()
-    for b, n in enumerate(lengths):
-        out[b, :n] = x[b, :n][::-1]
-    return out
 
 
 class KerasLSTM:
@@ -306,7 +303,7 @@ class KerasLSTM:
         T = x.shape[1]
         lengths = None if self.mask_value is None else _trailing_lengths(x, self.mask_value)
         if self.go_backwards:  # Keras reads the reversed sequence and returns outputs in that order
-            x = x[:, ::-1] if lengths is None else _reverse_within(x, lengths)
+            x = _reverse_each(x, lengths)
         seq, (h_n, c_n) = self.stack.forward(x, lengths=lengths)
         assert seq is not None  # return_sequences is on
         if lengths is not None:
@@ -455,13 +452,13 @@ def _head_activation(value: Any, what: str) -> str:
     return name
 
 
-def check_dense_config(cfg: Mapping[str, Any], what: str = "Dense") -> str:
+def _check_dense_config(cfg: Mapping[str, Any], what: str = "Dense") -> str:
     """Refuse, naming the key, a Keras Dense setting nplstm would not reproduce; returns its activation."""
     _check_keys(cfg, KERAS_DENSE_INERT_KEYS, KERAS_DENSE_MAPPED_KEYS, KERAS_HEAD_FIXED_KEYS, what)
     return _head_activation(cfg.get("activation"), what)
 
 
-def check_embedding_config(cfg: Mapping[str, Any], what: str = "Embedding") -> None:
+def _check_embedding_config(cfg: Mapping[str, Any], what: str = "Embedding") -> None:
     """Refuse, naming the key, a Keras Embedding setting nplstm would not reproduce."""
     _check_keys(cfg, KERAS_EMBEDDING_INERT_KEYS, KERAS_EMBEDDING_MAPPED_KEYS, KERAS_HEAD_FIXED_KEYS, what)
 
@@ -546,7 +543,7 @@ def _walk_model(model: Any) -> _Plan:
         elif kind == "Embedding":
             if stage or plan.embedding is not None or plan.mask_value is not None:
                 raise _refuse_layer(layer, "Embedding maps only as the first layer, on the model's id input")
-            check_embedding_config(cfg, what)
+            _check_embedding_config(cfg, what)
             plan.embedding = layer
             mask_source = layer if layer.mask_zero else None
         elif kind in _RECURRENT:
@@ -565,7 +562,7 @@ def _walk_model(model: Any) -> _Plan:
                     raise _refuse_layer(layer, f"TimeDistributed maps around Keras' own Dense only, got {type(dense).__name__}")
                 _check_dtype(dense.get_config(), what)
             stage = 2
-            plan.head.append(_Head(dense, check_dense_config(dense.get_config(), f"Dense {dense.name!r}"), layer.name))
+            plan.head.append(_Head(dense, _check_dense_config(dense.get_config(), f"Dense {dense.name!r}"), layer.name))
         elif kind == "Activation":
             _check_keys(cfg, _ACTIVATION_LAYER_KEYS, frozenset(), {}, what)
             name = _head_activation(cfg.get("activation"), what)
@@ -696,8 +693,8 @@ def _check_bidirectional(layer: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         if not _is_keras(sub, "LSTM"):
             raise InteropError(f"Bidirectional {what} must be Keras' own LSTM; got {type(sub).__name__}")
     cfg, bwd_cfg = fwd.get_config(), bwd.get_config()
-    check_lstm_config(cfg, "Bidirectional forward_layer")
-    check_lstm_config(bwd_cfg, "Bidirectional backward_layer")
+    _check_lstm_config(cfg, "Bidirectional forward_layer")
+    _check_lstm_config(bwd_cfg, "Bidirectional backward_layer")
     if cfg.get("go_backwards", False) or not bwd_cfg.get("go_backwards", False):
         raise InteropError(
             "Bidirectional maps when its forward_layer reads forwards and its backward_layer backwards; "
@@ -737,7 +734,7 @@ class _Recurrent:
 
 
 def _recurrent(layer: Any, input_size: int | None = None) -> _Recurrent:
-    """Check a Keras LSTM or Bidirectional(LSTM) layer (:func:`check_lstm_config`) and read its weights."""
+    """Check a Keras LSTM or Bidirectional(LSTM) layer (``_check_lstm_config``) and read its weights."""
     if _is_keras(layer, "Bidirectional"):
         cfg, _ = _check_bidirectional(layer)
         fwd, bwd = layer.forward_layer, layer.backward_layer
@@ -756,7 +753,7 @@ def _recurrent(layer: Any, input_size: int | None = None) -> _Recurrent:
             f"expected Keras' own LSTM or Bidirectional(LSTM) layer; got {type(layer).__module__}.{type(layer).__name__}"
         )
     cfg = layer.get_config()
-    check_lstm_config(cfg, f"LSTM {layer.name!r}")
+    _check_lstm_config(cfg, f"LSTM {layer.name!r}")
     if not layer.weights:
         raise InteropError("the Keras layer has no weights yet: build it (call it once) first")
     weights = [_check_weights(layer.get_weights(), cfg.get("use_bias", True), input_size, layer.name)]
@@ -1118,8 +1115,8 @@ def from_keras(
     ``activation``, ``recurrent_activation``).  The Keras layer must be built.
     Every layer, setting or wiring nplstm does not reproduce exactly is
     refused with an InteropError naming it (allow-lists:
-    :func:`check_lstm_config`, :func:`check_dense_config`,
-    :func:`check_embedding_config`, :data:`KERAS_IDENTITY_LAYERS`); for a
+    ``_check_lstm_config``, ``_check_dense_config``,
+    ``_check_embedding_config``, :data:`KERAS_IDENTITY_LAYERS`); for a
     stateful layer import its weights with ``config=dict(layer.get_config(),
     stateful=False)`` and pass the states to ``model.stack.forward(x, (h0, c0))``.
     ``dtype`` defaults to float64 if any imported weight is, else float32.
@@ -1130,7 +1127,7 @@ def from_keras(
         return _from_model(layer_or_weights, dtype)
     if isinstance(layer_or_weights, (list, tuple)):
         cfg = dict(config or {})
-        check_lstm_config(cfg, "config")
+        _check_lstm_config(cfg, "config")
         weights = [_check_weights(layer_or_weights, cfg.get("use_bias", True), None, "weights")]
         rec = _Recurrent(None, cfg, False, "concat", weights, False)
     elif hasattr(layer_or_weights, "get_weights") and hasattr(layer_or_weights, "get_config"):

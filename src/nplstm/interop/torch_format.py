@@ -9,9 +9,12 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..head import HEAD_ACTIVATIONS
+from ..model import OUTPUTS
 from ..params import check_model_size
 from ..stack import StackedLSTM, stack_parameter_count
 from .gates import InteropError, check_shape, open_framework_file, packed, unpack
+
+__all__ = ["from_torch", "to_torch_state_dict", "load_torch", "torch_module", "TORCH_ORDER"]
 
 TORCH_ORDER = "ifgo"
 _KEY = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)_l(\d+)(_reverse)?$")
@@ -101,7 +104,7 @@ def _config_from_state_dict(sd: Mapping[str, np.ndarray]) -> dict[str, Any]:
     return cfg
 
 
-LAYOUT_REQUIRED = (
+_LAYOUT_REQUIRED = (
     "a state dict does not record its layout: pass batch_first=True if the torch.nn.LSTM was built with "
     "batch_first=True (input (B, T, I)), or batch_first=False (input (T, B, I))"
 )
@@ -176,7 +179,7 @@ def _stack_from(
         raise InteropError(f"{where}{exc}") from None
     if batch_first is None:
         if layout_required:  # every tensor is valid: only the layout is missing
-            raise InteropError(f"{where}{LAYOUT_REQUIRED}")
+            raise InteropError(f"{where}{_LAYOUT_REQUIRED}")
         batch_first = True  # a SequenceModel takes (B, T, I) whatever the torch layout was
     try:  # every shape matched real tensors; the constructor still checks the size before allocating
         stack = StackedLSTM(**cfg, batch_first=bool(batch_first), seed=0, dtype=dtype)
@@ -250,12 +253,10 @@ def from_torch(
                        embedding=embedding, output=output)
 
 
-ACTIVATIONS = HEAD_ACTIVATIONS
-OUTPUTS = ("h_n", "last", "sequence")
 _ACTIVATION_MODULES = {"ReLU": "relu", "Tanh": "tanh", "Sigmoid": "sigmoid", "Softmax": "softmax",
                        "LogSoftmax": "log_softmax", "Dropout": "linear", "Identity": "linear"}
 _SUPPORTED = ("supported: nn.Linear, nn.Sequential of them, nn.ReLU, nn.Tanh, nn.Sigmoid, nn.Softmax(dim=-1), "
-              "nn.LogSoftmax(dim=-1), nn.Dropout, nn.Identity, or the names " + ", ".join(map(repr, ACTIVATIONS)))
+              "nn.LogSoftmax(dim=-1), nn.Dropout, nn.Identity, or the names " + ", ".join(map(repr, HEAD_ACTIVATIONS)))
 
 
 class _Prefixed:
@@ -335,7 +336,7 @@ def _head_items(items: Any, source: Any, sd: _Prefixed | None, where: str) -> li
         items = [items]
     for k, item in enumerate(items):
         name = f"{where}[{k}]"
-        if isinstance(item, str) and item.lower() in ACTIVATIONS and (sd is None or item not in sd.prefixes()):
+        if isinstance(item, str) and item.lower() in HEAD_ACTIVATIONS and (sd is None or item not in sd.prefixes()):
             out.append(("act", item.lower(), repr(item)))
             continue
         if isinstance(item, str) and sd is not None:
