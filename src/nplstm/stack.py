@@ -133,8 +133,7 @@ class StackedLSTM:
             raise TypeError(f"cell must be an nplstm.cell.CellOptions or None; got {type(cell).__name__}")
         self.cell = cell if cell is not None else DEFAULT_CELL
         if dropout and num_layers == 1:
-            warnings.warn(f"dropout={dropout} acts between layers, so it does nothing with num_layers=1", UserWarning,
-                          stacklevel=2)
+            warnings.warn(f"dropout={dropout} acts between layers, so it does nothing with num_layers=1", UserWarning, stacklevel=2)
         self.dropout = dropout
         self.bias = bool(bias)
         self.batch_first = bool(batch_first)
@@ -145,14 +144,9 @@ class StackedLSTM:
         count = stack_parameter_count(self.input_size, self.hidden_size, self.num_layers, bidirectional=self.bidirectional,
                                       proj_size=self.proj_size, bias=self.bias, peepholes=self.cell.peepholes)
         check_model_size(count, self.num_layers * D, self.dtype.itemsize, f"{type(self).__name__} of this size")
-        self.layers = [
-            [
-                DirectionParams(self.input_size if l == 0 else D * P, self.hidden_size, proj_size=self.proj_size,
-                             peepholes=self.cell.peepholes, bias=self.bias, rng=self._rng, dtype=self.dtype)
-                for _ in range(D)
-            ]
-            for l in range(self.num_layers)
-        ]
+        self.layers = [[DirectionParams(self.input_size if l == 0 else D * P, self.hidden_size, proj_size=self.proj_size,
+                                        peepholes=self.cell.peepholes, bias=self.bias, rng=self._rng, dtype=self.dtype)
+                        for _ in range(D)] for l in range(self.num_layers)]
 
     @property
     def num_directions(self) -> int:
@@ -487,17 +481,13 @@ class StackedLSTM:
         _, _, _, tape = self._run(x, h0, c0, lengths=lengths, record=True)
         assert tape is not None
         packing = tape.packing
-        result = []
-        for layer in tape.traces:
-            named_layer = []
-            for d, trace in enumerate(layer):
-                named = trace.named()
-                named = {k: np.array(flip(v, packing) if d == 1 else v) for k, v in named.items()}  # original time order
-                if packing is not None:
-                    named = {k: v[:, packing.inverse] for k, v in named.items()}
-                named_layer.append(named)
-            result.append(named_layer)
-        return result
+
+        def original_order(v: np.ndarray, d: int) -> np.ndarray:  # time as given, rows as given
+            v = np.array(flip(v, packing) if d == 1 else v)
+            return v if packing is None else v[:, packing.inverse]
+
+        return [[{k: original_order(v, d) for k, v in trace.named().items()} for d, trace in enumerate(layer)]
+                for layer in tape.traces]
 
 
 # ------------------------------------------------------------ weight files
