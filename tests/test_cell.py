@@ -45,11 +45,11 @@ def test_step_computes_the_reference_step():
     np.testing.assert_allclose(h_new, ref_h, rtol=0, atol=1e-14)
     np.testing.assert_allclose(c_new, ref_c, rtol=0, atol=1e-14)
     # the same step with the recurrent weight halved once (how the loop runs the standard cell)
-    W_hT, scale = halved_form(np.ascontiguousarray(W[:, :H].T), DEFAULT_CELL)
-    assert scale is not None
-    halved = (x @ W[:, H:].T + b) * scale + h @ W_hT
+    W_hT, form = halved_form(np.ascontiguousarray(W[:, :H].T), DEFAULT_CELL)
+    assert form is not None
+    halved = (x @ W[:, H:].T + b) * form[0] + h @ W_hT
     c2, h2 = c.copy(), np.empty_like(h)
-    step_(halved, c2, h2, np.empty_like(c), halved=True)
+    step_(halved, c2, h2, np.empty_like(c), halved=form)
     np.testing.assert_allclose(h2, ref_h, rtol=0, atol=1e-14)
     assert halved_form(W_hT, CELLS["general"]) == (W_hT, None)
 

@@ -147,25 +147,25 @@ def tanh_form(width: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
     return scale, offset
 
 
-def halved_form(W_hT: np.ndarray, cell: CellOptions) -> tuple[np.ndarray, np.ndarray | None]:
-    """The recurrent weight a loop over :func:`step_` wants, and the scale for its input projections.
+def halved_form(W_hT: np.ndarray, cell: CellOptions) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+    """The recurrent weight a loop over :func:`step_` wants, and the :func:`tanh_form` it was halved by.
 
     For the standard cell the sigmoid gates' columns are halved once (exact
-    in binary), so ``step_(..., halved=True)`` skips halving the
+    in binary), so ``step_(..., halved=form)`` skips halving the
     pre-activations at every step; the caller multiplies its input
-    projections by the returned scale.  Other cells: ``(W_hT, None)``.
+    projections by ``form[0]``.  Other cells: ``(W_hT, None)``.
     """
     if not cell.is_default:
         return W_hT, None
-    scale = tanh_form(W_hT.shape[1], W_hT.dtype)[0]
-    return W_hT * scale, scale
+    form = tanh_form(W_hT.shape[1], W_hT.dtype)
+    return W_hT * form[0], form
 
 
 # ------------------------------------------------------------ forward
 def step_(
     gates: np.ndarray, c: np.ndarray, h: np.ndarray, scratch: np.ndarray, cell: CellOptions = DEFAULT_CELL,
     peepholes: np.ndarray | None = None, pre: np.ndarray | None = None, *,
-    halved: bool = False, views: tuple[np.ndarray, ...] | None = None,
+    halved: tuple[np.ndarray, np.ndarray] | None = None, views: tuple[np.ndarray, ...] | None = None,
 ) -> None:
     """Advance one step in place: pre-activations in, activations, ``c_t`` and ``h_t`` out.
 
@@ -185,13 +185,14 @@ def step_(
     pre : (B, 4H) array, optional
         Receives the pre-activations as the activations see them (peepholes
         added, clipped): what :func:`step_backward_` needs for a non-standard cell.
-    halved : bool
-        Standard cell only: the sigmoid gates' pre-activations arrive already halved (:func:`halved_form`).
+    halved : (scale, offset), optional
+        Standard cell only: the sigmoid gates' pre-activations arrive already
+        halved, by this :func:`tanh_form` (from :func:`halved_form`).
     views : tuple, optional
         ``split_gates(gates, H)``, when the caller made them once for many steps.
     """
     f, i, o, g = views if views is not None else split_gates(gates, c.shape[-1])
-    standard = cell.is_default
+    standard = cell is DEFAULT_CELL or cell.is_default  # (the `is` spares a call per step)
     if standard:
         # σ(a) = ½ + ½·tanh(a/2) and g = tanh(a): one tanh pass over the whole
         # contiguous buffer, framed by one multiply before and a multiply-add
@@ -199,9 +200,11 @@ def step_(
         # overflows, so ±1e300 needs no clipping and gives no warning).
         if pre is not None:
             pre[...] = gates
-        scale, offset = tanh_form(gates.shape[-1], gates.dtype)
-        if not halved:
+        if halved is None:
+            scale, offset = tanh_form(gates.shape[-1], gates.dtype)
             np.multiply(gates, scale, out=gates)
+        else:
+            scale, offset = halved
         np.tanh(gates, out=gates)
         np.multiply(gates, scale, out=gates)
         np.add(gates, offset, out=gates)
@@ -275,7 +278,7 @@ def step_backward_(
     d_f, d_i, d_o, d_g = split_gates(da, H)
     gate, hidden = cell.gate_activation, cell.hidden_activation
 
-    standard = cell.is_default
+    standard = cell is DEFAULT_CELL or cell.is_default
 
     def local(activation: Activation, x: np.ndarray | None, y: np.ndarray) -> np.ndarray:
         """dy/dx of a gate at its pre-activation x; nothing flows through a clipped one."""

@@ -203,14 +203,13 @@ def run_sequence(
                             W_hrT=W_hrT, batch_sizes=None if batch_sizes is None else batch_sizes[start:stop])
         return
     peepholes = params.peephole_rows() if cell.peepholes else None
-    W_hT, scale = halved_form(W_hT, cell)  # the standard cell's σ(a) = ½ + ½·tanh(a/2), halved once here
-    halved = scale is not None
+    W_hT, halved = halved_form(W_hT, cell)  # the standard cell's σ(a) = ½ + ½·tanh(a/2), halved once here
     rows = _Rows(h, c, H4, W_hr is not None)
     W_hrT = W_hr.T if W_hr is not None else None
     receivers = [a for a in (outputs, None if trace is None else trace.h) if a is not None]
     if len(receivers) == 2 and receivers[0] is receivers[1]:
         receivers.pop()
-    for start, stop, block in _projections(x, W_xT, b, PROJECTION_CHUNK, scale):
+    for start, stop, block in _projections(x, W_xT, b, PROJECTION_CHUNK, None if halved is None else halved[0]):
         for k in range(stop - start):
             t = start + k
             n = B if batch_sizes is None else int(batch_sizes[t])
