@@ -14,8 +14,7 @@ from typing import Any
 import numpy as np
 
 from nplstm import kernels
-from nplstm.backward import backward_sequence
-from nplstm.cell import Trace, run_sequence
+from nplstm.loop import Trace, backward_sequence, run_sequence
 
 
 def torch_order(H: int) -> np.ndarray:

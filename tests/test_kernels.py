@@ -2,7 +2,7 @@
 
 References: a float64 NumPy transcription of the equations written here (with
 variable lengths and the LSTMP projection), the NumPy step of
-:func:`nplstm.cell.cell_step_`, and torch (nn.LSTM with packed sequences,
+:func:`nplstm.cell.step_`, and torch (nn.LSTM with packed sequences,
 autograd for the backward pass).
 """
 
@@ -19,8 +19,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nplstm import kernels
-from nplstm.cell import PREACT_LIMIT, cell_step_
+from nplstm import _engine, kernels
+from nplstm.cell import step_
 
 needs_numba = pytest.mark.skipif(not kernels.available(), reason="numba/scipy are not installed")
 
@@ -109,7 +109,7 @@ def run_fast(proj, W_hT, W_hrT, h0, c0, batch_sizes, *, tape=True):
     h, c = h0.copy(), c0.copy()
     out = np.full((T, B, P), np.nan, dt)
     tp = new_tape(T, B, H, P, dt, W_hrT is not None) if tape else None
-    kernels.forward(proj.copy(), W_hT, h, c, outputs=out, tape=tp, W_hrT=W_hrT, batch_sizes=batch_sizes, limit=PREACT_LIMIT[np.dtype(dt)])
+    kernels.forward(proj.copy(), W_hT, h, c, outputs=out, tape=tp, W_hrT=W_hrT, batch_sizes=batch_sizes)
     return out, tp, h, c
 
 
@@ -205,14 +205,14 @@ def test_float32_within_1e6_of_reference_over_few_steps(T, B, H, P, lengths):
 
 
 def numpy_path_forward(proj, W_hT, h0, c0):
-    """The existing NumPy step (cell.cell_step_) in the input's precision."""
+    """The NumPy step (cell.step_) in the input's precision."""
     T, B, H4 = proj.shape
     h, c = h0.copy(), c0.copy()
     out = np.empty((T, B, H4 // 4), proj.dtype)
     scratch = np.empty_like(c)
     for t in range(T):
         gates = h @ W_hT + proj[t]
-        cell_step_(gates, c, h, scratch)
+        step_(gates, c, h, scratch)
         out[t] = h
     return out, h, c
 
@@ -275,7 +275,7 @@ def test_backward_matches_float64_reference(T, B, H, P, lengths, n_threads, dtyp
 
 
 class FusedWeights:
-    """The weights protocol of nplstm.cell.run_sequence / backward.backward_sequence (cell.DirectionWeights)."""
+    """The parameters protocol of nplstm.loop.run_sequence / backward_sequence (loop.DirectionParams)."""
 
     def __init__(self, W_x, W_h, b, W_hr=None):
         self.W_x, self.W_h, self.b, self.W_hr = W_x, W_h, b, W_hr
@@ -292,8 +292,8 @@ class FusedWeights:
 @pytest.mark.parametrize("lengths", [False, True])
 @pytest.mark.parametrize("P", [4, 2])
 def test_backward_agrees_with_the_numpy_backward_sequence(P, lengths, loop):
-    """backward.backward_sequence (the NumPy path) gives the same gradients from the same tape."""
-    from nplstm.backward import backward_sequence
+    """loop.backward_sequence (the NumPy path) gives the same gradients from the same tape."""
+    from nplstm.loop import backward_sequence
 
     rng = np.random.default_rng(11)
     T, B, I, H = 6, 5, 3, 4
@@ -306,7 +306,7 @@ def test_backward_agrees_with_the_numpy_backward_sequence(P, lengths, loop):
     W_hT, W_hrT = np.ascontiguousarray(W_h.T), None if W_hr is None else np.ascontiguousarray(W_hr.T)
     h, c = h0.copy(), c0.copy()
     tape = SimpleNamespace(gates=np.zeros((T, B, 4 * H)), c=np.zeros((T, B, H)), h=np.zeros((T, B, P)), h_full=None if W_hr is None else np.zeros((T, B, H)), pre=None)
-    kernels.forward(proj.copy(), W_hT, h, c, tape=tape, W_hrT=W_hrT, batch_sizes=bs, limit=PREACT_LIMIT[np.dtype(np.float64)])
+    kernels.forward(proj.copy(), W_hT, h, c, tape=tape, W_hrT=W_hrT, batch_sizes=bs)
     d_out, dh_T, dc_T = rng.normal(size=(T, B, P)), rng.normal(size=(B, P)), rng.normal(size=(B, H))
     if bs is not None:
         d_out *= np.arange(B)[None, :, None] < bs[:, None, None]  # outputs of inactive steps are constant 0
@@ -433,17 +433,17 @@ def test_float32_recurrent_overflow_behaves_like_the_numpy_path(T):
 @needs_numba
 def test_fast_exp_and_tanh_accuracy():
     """The hand-written float32/float64 exp and tanh against numpy over their whole clipped range."""
-    kernels._compile()
+    _engine.compile_engine()
     for dtype, limit, tol in [(np.float32, 40.0, 2e-7), (np.float64, 350.0, 4e-16)]:
         x = np.concatenate([np.linspace(-limit, limit, 200_001), [0.0, 1e-30, -1e-30, 1e-8, -3e-5]]).astype(dtype)
-        work, bits = kernels._exp_work(x.size, np.dtype(dtype))
+        work, bits = _engine.exp_work(x.size, np.dtype(dtype))
         sig = x.copy()
-        kernels._sigmoid_(sig, x.size, dtype(limit), work[0], bits, work[1])
+        _engine._sigmoid_(sig, x.size, dtype(limit), work[0], bits, work[1])
         x64 = x.astype(np.float64)
         ref = 1.0 / (1.0 + np.exp(-x64))
         assert np.max(np.abs(sig - ref) / ref) <= tol * 2
         th = x.copy()
-        kernels._tanh_(th, x.size, dtype(limit), work[0], bits, work[1])
+        _engine._tanh_(th, x.size, dtype(limit), work[0], bits, work[1])
         assert np.max(np.abs(th - np.tanh(x64))) <= tol * 2
 
 

@@ -66,7 +66,7 @@ def test_dropout_only_in_training(rng):
     t1, _, _ = stack.forward_train(x)
     assert not np.allclose(t1, a)
     no_drop = StackedLSTM(2, 8, num_layers=2, seed=0)
-    for (_, _, _, src), (_, _, _, dst) in zip(stack.cells(), no_drop.cells()):
+    for (_, _, _, src), (_, _, _, dst) in zip(stack._cells(), no_drop._cells()):
         for name, value in src.parameters().items():
             setattr(dst, name, value)
     np.testing.assert_array_equal(no_drop.forward(x)[0], a)

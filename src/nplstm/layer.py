@@ -15,7 +15,7 @@ import numpy as np
 
 from .cell import CellOptions
 from .modelfile import load_model_of_kind, register, save_model
-from .params import LayerWeights
+from .params import DirectionParams
 from .shapes import (
     Orientation,
     as_real_array,
@@ -30,9 +30,11 @@ from .shapes import (
 from .stack import StackedLSTM, Tape, stack_parameter_shapes
 from .stream import StreamState, initial_state, step
 
+__all__ = ["LSTM"]
+
 
 class _Delegate:
-    """A public parameter of the one layer, read from and assigned to its LayerWeights."""
+    """A public parameter of the one layer, read from and assigned to its DirectionParams."""
 
     def __init__(self, doc: str) -> None:
         self.__doc__ = doc
@@ -43,10 +45,10 @@ class _Delegate:
     def __get__(self, obj: LSTM | None, owner: type | None = None) -> Any:
         if obj is None:
             return self
-        return getattr(obj.weights, self.name)
+        return getattr(obj.params, self.name)
 
     def __set__(self, obj: LSTM, value: Any) -> None:
-        setattr(obj.weights, self.name, value)
+        setattr(obj.params, self.name, value)
 
 
 @dataclass(frozen=True)
@@ -129,9 +131,14 @@ class LSTM:
 
     # ----------------------------------------------------------- parameters
     @property
-    def weights(self) -> LayerWeights:
-        """The layer's :class:`~nplstm.params.LayerWeights` (what ``Wf`` … ``bo`` are views of)."""
+    def params(self) -> DirectionParams:
+        """The layer's :class:`~nplstm.params.DirectionParams` (what ``Wf`` … ``bo`` are views of)."""
         return self.engine.layers[0][0]
+
+    @property
+    def weights(self) -> DirectionParams:
+        """Deprecated alias of :attr:`params` (the README's ``lstm.weights.set_parameter`` still uses it)."""
+        return self.params
 
     input_size = property(lambda self: self.engine.input_size, doc="Features per time step, I.")
     hidden_size = property(lambda self: self.engine.hidden_size, doc="Hidden and cell state size, H.")
@@ -143,11 +150,11 @@ class LSTM:
 
     def parameter_names(self) -> list[str]:
         """Names of the trainable arrays, in a fixed order."""
-        return self.weights.parameter_names()
+        return self.params.parameter_names()
 
     def parameters(self) -> dict[str, np.ndarray]:
         """The trainable arrays by name (views: writing into them updates the model)."""
-        return self.weights.parameters()
+        return self.params.parameters()
 
     @property
     def num_parameters(self) -> int:
@@ -235,7 +242,7 @@ class LSTM:
             )
             return (outputs if return_sequences else None), h, c
         x3, h0, c0, lens, layout = self._user_in(x, initial_hidden_state, initial_cell_state, lengths, check_finite)
-        seq, h_n, c_n, _ = self.engine.run_time_major(x3, h0, c0, lengths=lens, return_sequences=return_sequences)
+        seq, h_n, c_n, _ = self.engine._run(x3, h0, c0, lengths=lens, return_sequences=return_sequences)
         out = sequence_out(seq, layout.orientation, self.batch_first) if seq is not None else None
         return out, state_out(h_n[0], layout.orientation), state_out(c_n[0], layout.orientation)
 
@@ -247,7 +254,7 @@ class LSTM:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Tape]:
         """Like :meth:`forward`, returning ``(outputs, final_h, final_c, tape)`` for :meth:`backward`."""
         x3, h0, c0, lens, layout = self._user_in(x, initial_hidden_state, initial_cell_state, lengths, check_finite)
-        seq, h_n, c_n, tape = self.engine.run_time_major(x3, h0, c0, lengths=lens, record=True)
+        seq, h_n, c_n, tape = self.engine._run(x3, h0, c0, lengths=lens, record=True)
         assert tape is not None and seq is not None
         tape.layout = layout
         out = np.array(sequence_out(seq, layout.orientation, self.batch_first))
@@ -263,7 +270,7 @@ class LSTM:
         features with a projection).
         """
         x3, h0, c0, lens, layout = self._user_in(x, initial_hidden_state, initial_cell_state, lengths, False)
-        named = self.engine.trace_time_major(x3, h0, c0, lengths=lens)[0][0]
+        named = self.engine._trace(x3, h0, c0, lengths=lens)[0][0]
         return {k: np.ascontiguousarray(sequence_out(v, layout.orientation, self.batch_first)) for k, v in named.items()}
 
     # ------------------------------------------------------------ streaming
@@ -273,7 +280,7 @@ class LSTM:
 
         ``batch`` sets the number of sequences when no states are given.
         """
-        return initial_state(self.weights, self.cell, initial_hidden_state, initial_cell_state, batch=batch)
+        return initial_state(self.params, self.cell, initial_hidden_state, initial_cell_state, batch=batch)
 
     def step(self, x_t: Any, state: StreamState) -> np.ndarray:
         """One time step for streaming: updates ``state`` in place, returns ``h_t``.
@@ -282,7 +289,7 @@ class LSTM:
         returned array is the state's own buffer (``state.hidden``); ``state.cell``
         holds ``c_t``.  Same numbers as :meth:`forward` over the whole sequence.
         """
-        if state.weights is not self.weights:
+        if state.params is not self.params:
             raise ValueError("this StreamState belongs to another LSTM")
         return step(state, x_t)
 
@@ -334,7 +341,7 @@ class LSTM:
         d_out = given(d_outputs, "d_outputs", out_shape)
         d_h = given(d_h_n, "d_h_n", h_shape)
         d_c = given(d_c_n, "d_c_n", c_shape)
-        grads = self.engine.backward_time_major(
+        grads = self.engine._backward(
             tape,
             None if d_out is None else np.ascontiguousarray(sequence_in(d_out, o, self.batch_first)),
             None if d_h is None else state_in_rows(d_h, o, layout.B)[None],

@@ -3,13 +3,15 @@
 Internally the four gates are fused into one weight in the order
 :data:`GATE_ORDER` = f, i, o, g (the candidate last, as the one gate that
 needs tanh); :func:`split_gates` is the one helper that slices them.  This
-module depends on NumPy alone, so :mod:`nplstm.cell` and
-:mod:`nplstm.kernels` can both import it without importing each other.
+module depends on NumPy alone, so the NumPy step (:mod:`nplstm.cell`) and
+the compiled engine (:mod:`nplstm._engine`) both read it.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+__all__ = ["GATE_ORDER", "GATE_SUFFIX", "PEEPHOLE_GATES", "PREACT_LIMIT", "split_gates"]
 
 #: Gate order of the fused internal arrays (sigmoid gates first).
 GATE_ORDER: tuple[str, ...] = ("f", "i", "o", "g")

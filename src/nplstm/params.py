@@ -1,6 +1,6 @@
-"""Parameters of one layer and direction, and the checks every constructor shares.
+"""Parameters: those of one layer and direction, and how many a stack has.
 
-:class:`LayerWeights` stores the four gates fused, transposed, in the order
+:class:`DirectionParams` stores the four gates fused, transposed, in the order
 :data:`nplstm.cell.GATE_ORDER`, and exposes each gate as the public,
 assignable view the textbook API promises (``Wf, Wi, Wc, Wo`` of shape
 (H, P + I) acting on z = [h; x], biases ``bf, bi, bc, bo`` of shape (H, 1)).
@@ -16,8 +16,16 @@ from typing import Any
 
 import numpy as np
 
-from .cell import GATE_ORDER, GATE_SUFFIX, PEEPHOLE_GATES
+from .cell import DEFAULT_CELL, CellOptions
+from .checks import config_flag, dropout_rate, positive_int
+from .layout import GATE_ORDER, GATE_SUFFIX, PEEPHOLE_GATES
 from .shapes import as_real_array
+
+__all__ = [
+    "DirectionParams", "LayerWeights", "MAX_MODEL_BYTES", "CELL_OVERHEAD_BYTES", "FLOAT_DTYPES", "model_dtype",
+    "as_generator", "positive_int", "check_model_size", "checked_array", "parameter_prefix",
+    "stack_parameter_count", "stack_parameter_shapes",
+]
 
 FLOAT_DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
 
@@ -52,13 +60,6 @@ def as_generator(seed: int | np.random.Generator | None, name: str = "seed") -> 
     return np.random.default_rng(seed)
 
 
-def positive_int(value: Any, name: str, minimum: int = 1) -> int:
-    """``value`` as an int >= ``minimum``, or ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
-    return int(value)
-
-
 def check_model_size(n_parameters: int, n_cells: int, itemsize: int, what: str) -> None:
     """Raise ValueError if a model of ``n_parameters`` in ``n_cells`` layer-directions exceeds :data:`MAX_MODEL_BYTES`.
 
@@ -86,7 +87,7 @@ def checked_array(value: Any, name: str, shape: tuple[int, ...], dtype: np.dtype
 
 
 class _GateView:
-    """Descriptor exposing one gate's slice of :class:`LayerWeights`' fused storage."""
+    """Descriptor exposing one gate's slice of :class:`DirectionParams`' fused storage."""
 
     def __init__(self, kind: str, gate: str) -> None:
         self.kind = kind  # "W", "b" or "P"
@@ -95,17 +96,17 @@ class _GateView:
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
 
-    def __get__(self, obj: LayerWeights | None, owner: type | None = None) -> Any:
+    def __get__(self, obj: DirectionParams | None, owner: type | None = None) -> Any:
         if obj is None:
             return self
         return obj.gate_view(self.kind, self.gate)
 
-    def __set__(self, obj: LayerWeights, value: Any) -> None:
+    def __set__(self, obj: DirectionParams, value: Any) -> None:
         obj.set_parameter(self.name, value)
 
 
-class LayerWeights:
-    """The weights of one LSTM layer in one direction.
+class DirectionParams:
+    """The parameters of one LSTM layer in one direction.
 
     Parameters
     ----------
@@ -218,8 +219,8 @@ class LayerWeights:
         """The trainable arrays by name (views: writing into them updates the weights)."""
         return {name: getattr(self, name) for name in self.parameter_names()}
 
-    def snapshot(self) -> LayerWeights:
-        """A copy of these weights, frozen (what a training tape keeps of the forward's weights)."""
+    def snapshot(self) -> DirectionParams:
+        """A frozen copy (what a training tape keeps of the parameters its forward used)."""
         frozen = copy.copy(self)
         for name in ("WT", "b", "W_hr_storage", "P"):
             value = getattr(self, name)
@@ -263,4 +264,64 @@ class LayerWeights:
     def __repr__(self) -> str:
         proj = f", proj_size={self.proj_size}" if self.proj_size else ""
         peep = ", peepholes=True" if self.peepholes else ""
-        return f"LayerWeights(input_size={self.input_size}, hidden_size={self.hidden_size}{proj}{peep}, dtype={self.dtype.name})"
+        return f"DirectionParams(input_size={self.input_size}, hidden_size={self.hidden_size}{proj}{peep}, dtype={self.dtype.name})"
+
+
+#: The former name of :class:`DirectionParams` (nplstm.interop.gates still uses it).
+LayerWeights = DirectionParams
+
+
+# ------------------------------------------------------------ counts and shapes
+def parameter_prefix(layer: int, direction: int) -> str:
+    """The name prefix of layer ``layer``, direction ``direction`` (1 = reverse): ``l{layer}[_reverse].``."""
+    return f"l{layer}{'_reverse' if direction else ''}."
+
+
+def stack_parameter_count(
+    input_size: int, hidden_size: int, num_layers: int, *, bidirectional: bool, proj_size: int, bias: bool, peepholes: bool
+) -> int:
+    """How many parameters a stack of this configuration has, computed without building it."""
+    I, H, L, P = input_size, hidden_size, num_layers, proj_size or hidden_size
+    D = 2 if bidirectional else 1
+    names = DirectionParams.names_for(proj=bool(proj_size), peepholes=peepholes, bias=bias)
+    small = H * sum(name[0] in "bP" for name in names)  # biases and peepholes, (H, 1) each
+    per_direction = 4 * H * P + small + (P * H if proj_size else 0)
+    return D * 4 * H * I + (L - 1) * D * 4 * H * D * P + L * D * per_direction
+
+
+def stack_parameter_shapes(config: dict[str, Any], max_count: int | None = None) -> dict[str, tuple[int, ...]]:
+    """The shape of every parameter a stack of ``config`` has, without building it.
+
+    Checks the config first; with ``max_count``, refuses a config implying more
+    parameters than that before listing them (a hostile file may claim 10⁷ layers).
+    """
+    I = positive_int(config["input_size"], "input_size")
+    H = positive_int(config["hidden_size"], "hidden_size")
+    L = positive_int(config["num_layers"], "num_layers")
+    proj = positive_int(config["proj_size"], "proj_size", minimum=0)
+    if proj >= H:
+        raise ValueError(f"proj_size must be smaller than hidden_size {H}; got {proj}")
+    bidirectional, bias = config_flag(config, "bidirectional"), config_flag(config, "bias", True)
+    config_flag(config, "batch_first")
+    dropout_rate(config.get("dropout", 0.0))
+    P = proj or H
+    D = 2 if bidirectional else 1
+    cell = CellOptions.from_config(config["cell"]) if config.get("cell") is not None else DEFAULT_CELL
+    names = DirectionParams.names_for(proj=bool(proj), peepholes=cell.peepholes, bias=bias)
+    count = stack_parameter_count(I, H, L, bidirectional=bidirectional, proj_size=proj, bias=bias, peepholes=cell.peepholes)
+    if max_count is not None and count > max_count:
+        raise ValueError(f"the config implies {count} parameters, over the limit of {max_count} (pass max_bytes= to allow more)")
+    # the constructor's own limit (float32, the smallest dtype): refused before listing 10^7 layers' shapes
+    check_model_size(count, L * D, 4, "the model the config describes")
+    shapes: dict[str, tuple[int, ...]] = {}
+    for l in range(L):
+        for d in range(D):
+            for name in names:
+                if name == "W_hr":
+                    shape = (P, H)
+                elif name[0] == "W":
+                    shape = (H, P + (I if l == 0 else D * P))
+                else:  # biases and peepholes
+                    shape = (H, 1)
+                shapes[parameter_prefix(l, d) + name] = shape
+    return shapes

@@ -23,6 +23,11 @@ from typing import Literal
 
 import numpy as np
 
+__all__ = [
+    "Orientation", "refuse_masked", "as_real_array", "as_time_major", "state_orientation", "as_state_rows",
+    "resolve_states", "state_out", "state_in_rows", "sequence_out", "sequence_in", "check_lengths",
+]
+
 Orientation = Literal["column", "vector", "rows"]
 
 _NUMERIC_KINDS = "iuf"

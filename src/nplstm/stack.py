@@ -1,15 +1,15 @@
-"""The engine: multi-layer, bidirectional LSTMs with torch.nn.LSTM's options and shapes.
+"""The stack: multi-layer, bidirectional LSTMs with torch.nn.LSTM's options and shapes.
 
-:class:`StackedLSTM` owns the parameters (one :class:`~nplstm.params.LayerWeights`
-per layer and direction), runs the layers through the one loop in
-:mod:`nplstm.cell`, records training tapes, backpropagates through them and
-traces gates.  :class:`nplstm.LSTM` is the single-layer textbook face of
-this same engine, and :class:`nplstm.SequenceModel` puts a head on it.
+:class:`StackedLSTM` owns the parameters (one :class:`~nplstm.params.DirectionParams`
+per layer and direction), runs the layers, each direction through the loop
+of :mod:`nplstm.loop`, records training tapes, backpropagates through them
+and traces gates.  :class:`nplstm.LSTM` is the single-layer textbook face of
+this same stack, and :class:`nplstm.SequenceModel` puts a head on it.
 
 Two levels: :meth:`StackedLSTM.forward`, :meth:`~StackedLSTM.forward_train`
-and :meth:`~StackedLSTM.backward` take and return the user's layout;
-:meth:`~StackedLSTM.run_time_major` and :meth:`~StackedLSTM.backward_time_major`
-work on time-major arrays and serve the other faces.
+and :meth:`~StackedLSTM.backward` take and return the user's layout; the
+private ``_run``, ``_backward`` and ``_trace`` work on checked time-major
+arrays and serve the other faces (:class:`nplstm.LSTM`, the models).
 """
 
 from __future__ import annotations
@@ -20,56 +20,27 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .backward import backward_sequence
-from .cell import DEFAULT_CELL, CellOptions, Trace, run_sequence
+from .cell import DEFAULT_CELL, CellOptions
+from .checks import dropout_rate, positive_int
+from .loop import Packing, Trace, backward_direction, flip, run_direction
 from .modelfile import load_model_of_kind, register, save_model
-from .params import LayerWeights, as_generator, check_model_size, model_dtype, positive_int
+from .params import (
+    DirectionParams,
+    as_generator,
+    check_model_size,
+    model_dtype,
+    parameter_prefix,
+    stack_parameter_count,
+    stack_parameter_shapes,
+)
 from .shapes import as_real_array, as_time_major, check_lengths
+
+__all__ = ["StackedLSTM", "Tape", "StackLayout", "Packing", "stack_parameter_count", "stack_parameter_shapes", "STREAM_BLOCK"]
 
 #: Steps a unidirectional stack runs through all its layers at a time when no
 #: one needs every step of the lower layers: inference memory stays O(B·H)
 #: however long the sequence.
 STREAM_BLOCK = 256
-
-
-@dataclass
-class Packing:
-    """How a variable-length batch is run: rows sorted by length, longest first.
-
-    ``order`` sorts the batch, ``inverse`` undoes it; ``batch_sizes[t]`` rows
-    are active at step t; ``reverse_index[t, b]`` is the time step a
-    per-sequence reversed run reads at its step t (each sequence reversed
-    within its own length, padding left in place).
-    """
-
-    lengths: np.ndarray  # sorted, descending
-    order: np.ndarray
-    inverse: np.ndarray
-    batch_sizes: np.ndarray
-    reverse_index: np.ndarray
-    columns: np.ndarray
-
-    @classmethod
-    def of(cls, lengths: np.ndarray, T: int) -> Packing:
-        order = np.argsort(-lengths, kind="stable")
-        sorted_lengths = lengths[order]
-        steps = np.arange(T)[:, None]
-        return cls(
-            lengths=sorted_lengths,
-            order=order,
-            inverse=np.argsort(order),
-            batch_sizes=(sorted_lengths[None, :] > steps).sum(axis=1),
-            reverse_index=np.where(steps < sorted_lengths, sorted_lengths - 1 - steps, steps),
-            columns=np.arange(len(lengths))[None, :],
-        )
-
-    def reverse_each(self, seq: np.ndarray) -> np.ndarray:
-        """A copy of time-major ``seq`` with every sequence reversed within its length."""
-        return seq[self.reverse_index, self.columns]
-
-    def unreverse_into(self, target: np.ndarray, seq: np.ndarray) -> None:
-        """Inverse of :meth:`reverse_each`, writing into ``target``."""
-        target[self.reverse_index, self.columns] = seq
 
 
 @dataclass
@@ -84,8 +55,8 @@ class Tape:
 
     model: Any
     inputs: list[np.ndarray] = field(default_factory=list)  # time-major input of each layer (sorted rows)
-    traces: list[list[Trace]] = field(default_factory=list)
-    weights: list[list[LayerWeights]] = field(default_factory=list)  # the weights the forward used (copies)
+    traces: list[list[Trace]] = field(default_factory=list)  # the reverse direction's in its run order
+    params: list[list[DirectionParams]] = field(default_factory=list)  # the parameters the forward used (frozen copies)
     masks: list[np.ndarray | None] = field(default_factory=list)
     h0: np.ndarray | None = None
     c0: np.ndarray | None = None
@@ -128,7 +99,7 @@ class StackedLSTM:
 
     Attributes
     ----------
-    layers : list of list of LayerWeights
+    layers : list of list of DirectionParams
         ``layers[l][d]``: layer ``l``, direction ``d`` (1 = reverse), with
         public assignable ``Wf, Wi, Wc, Wo``, ``bf, bi, bc, bo`` (and ``W_hr``,
         ``Pi, Pf, Po``).
@@ -157,15 +128,13 @@ class StackedLSTM:
         self.proj_size = positive_int(proj_size, "proj_size", minimum=0)
         if self.proj_size >= self.hidden_size:
             raise ValueError(f"proj_size must be smaller than hidden_size {hidden_size}; got {proj_size}")
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be a number in [0, 1); got {dropout!r}")
+        dropout = dropout_rate(dropout)
         if cell is not None and not isinstance(cell, CellOptions):
             raise TypeError(f"cell must be an nplstm.cell.CellOptions or None; got {type(cell).__name__}")
         self.cell = cell if cell is not None else DEFAULT_CELL
         if dropout and num_layers == 1:
-            warnings.warn(f"dropout={dropout} acts between layers, so it does nothing with num_layers=1", UserWarning,
-                          stacklevel=2)
-        self.dropout = float(dropout)
+            warnings.warn(f"dropout={dropout} acts between layers, so it does nothing with num_layers=1", UserWarning, stacklevel=2)
+        self.dropout = dropout
         self.bias = bool(bias)
         self.batch_first = bool(batch_first)
         self.bidirectional = bool(bidirectional)
@@ -175,14 +144,9 @@ class StackedLSTM:
         count = stack_parameter_count(self.input_size, self.hidden_size, self.num_layers, bidirectional=self.bidirectional,
                                       proj_size=self.proj_size, bias=self.bias, peepholes=self.cell.peepholes)
         check_model_size(count, self.num_layers * D, self.dtype.itemsize, f"{type(self).__name__} of this size")
-        self.layers = [
-            [
-                LayerWeights(self.input_size if l == 0 else D * P, self.hidden_size, proj_size=self.proj_size,
-                             peepholes=self.cell.peepholes, bias=self.bias, rng=self._rng, dtype=self.dtype)
-                for _ in range(D)
-            ]
-            for l in range(self.num_layers)
-        ]
+        self.layers = [[DirectionParams(self.input_size if l == 0 else D * P, self.hidden_size, proj_size=self.proj_size,
+                                        peepholes=self.cell.peepholes, bias=self.bias, rng=self._rng, dtype=self.dtype)
+                        for _ in range(D)] for l in range(self.num_layers)]
 
     @property
     def num_directions(self) -> int:
@@ -198,22 +162,22 @@ class StackedLSTM:
         """Features of each output step: num_directions · state_size."""
         return self.num_directions * self.state_size
 
-    def cells(self) -> Iterator[tuple[int, int, int, LayerWeights]]:
-        """Yield ``(k, layer, direction, weights)`` with k = layer·D + direction, torch's h_n index."""
+    def _cells(self) -> Iterator[tuple[int, int, int, DirectionParams]]:
+        """Yield ``(k, layer, direction, params)`` with k = layer·D + direction, torch's h_n index."""
         for l, pair in enumerate(self.layers):
-            for d, weights in enumerate(pair):
-                yield l * self.num_directions + d, l, d, weights
+            for d, params in enumerate(pair):
+                yield l * self.num_directions + d, l, d, params
 
-    @staticmethod
-    def prefix(layer: int, direction: int) -> str:
-        return f"l{layer}{'_reverse' if direction else ''}."
+    def cells(self) -> Iterator[tuple[int, int, int, DirectionParams]]:
+        """Deprecated alias of the private ``_cells`` (nplstm.interop.torch_format still calls it)."""
+        return self._cells()
 
     def parameters(self) -> dict[str, np.ndarray]:
         """Trainable arrays (views) named ``l{layer}[_reverse].{Wf,...}``."""
         return {
-            self.prefix(l, d) + name: value
-            for _, l, d, weights in self.cells()
-            for name, value in weights.parameters().items()
+            parameter_prefix(l, d) + name: value
+            for _, l, d, params in self._cells()
+            for name, value in params.parameters().items()
         }
 
     @property
@@ -307,7 +271,7 @@ class StackedLSTM:
         (h_n, c_n) : ``(L·D, B, P)``, ``(L·D, B, H)``
         """
         x3, h0, c0, lengths, layout = self._user_in(x, hx, lengths, check_finite)
-        outputs, h_n, c_n, _ = self.run_time_major(x3, h0, c0, lengths=lengths, return_sequences=return_sequences)
+        outputs, h_n, c_n, _ = self._run(x3, h0, c0, lengths=lengths, return_sequences=return_sequences)
         return self._user_out(outputs, layout), self._user_states(h_n, c_n, layout)
 
     __call__ = forward
@@ -317,7 +281,7 @@ class StackedLSTM:
     ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], Tape]:
         """Like :meth:`forward` with dropout applied, also returning the :class:`Tape` for :meth:`backward`."""
         x3, h0, c0, lengths, layout = self._user_in(x, hx, lengths, check_finite)
-        outputs, h_n, c_n, tape = self.run_time_major(x3, h0, c0, lengths=lengths, record=True, dropout=True)
+        outputs, h_n, c_n, tape = self._run(x3, h0, c0, lengths=lengths, record=True, dropout=True)
         assert tape is not None and outputs is not None
         tape.layout = layout
         seq = self._user_out(outputs, layout)
@@ -350,7 +314,7 @@ class StackedLSTM:
                 return arr.transpose(1, 0, 2)
             return arr.reshape(internal)
 
-        grads = self.backward_time_major(
+        grads = self._backward(
             tape,
             given(d_outputs, "d_outputs", (T, B, D * P)),
             given(d_h_n, "d_h_n", (LD, B, P)),
@@ -385,11 +349,11 @@ class StackedLSTM:
         x3, h0, c0, lengths, layout = self._user_in(x, hx, lengths, False)
         return [
             [{k: self._user_out(v, layout) for k, v in named.items()} for named in layer]  # type: ignore[misc]
-            for layer in self.trace_time_major(x3, h0, c0, lengths=lengths)
+            for layer in self._trace(x3, h0, c0, lengths=lengths)
         ]
 
     # ----------------------------------------------------------- time-major
-    def run_time_major(
+    def _run(
         self,
         x: np.ndarray,
         h0: np.ndarray,
@@ -423,7 +387,7 @@ class StackedLSTM:
         tape = None
         if record:
             tape = Tape(self, h0=h_n.copy(), c0=c_n.copy(), packing=packing,
-                        weights=[[w.snapshot() for w in pair] for pair in self.layers])
+                        params=[[p.snapshot() for p in pair] for pair in self.layers])
         keep = return_sequences or record
         outputs = np.empty((T, B, D * P), dtype=self.dtype) if keep else None
         # A unidirectional stack in inference runs block by block through all
@@ -442,14 +406,14 @@ class StackedLSTM:
                 else:
                     out = buffers[l][: stop - start]
                 traces = []
-                for d, weights in enumerate(self.layers[l]):
+                for d, params in enumerate(self.layers[l]):
                     k = l * D + d
                     trace = (
                         Trace.empty(T, B, H, P, self.dtype, projection=bool(self.proj_size), general=not self.cell.is_default)
                         if record else None
                     )
-                    self._run_direction(weights, d, layer_input, h_n[k], c_n[k],
-                                        None if out is None else out[:, :, d * P : (d + 1) * P], trace, packing, start)
+                    run_direction(layer_input, params, h_n[k], c_n[k], reverse=d == 1, packing=packing, start=start,
+                                  outputs=None if out is None else out[:, :, d * P : (d + 1) * P], trace=trace, cell=self.cell)
                     traces.append(trace)
                 mask = None
                 if dropout and self.dropout and not last and out is not None:
@@ -466,25 +430,11 @@ class StackedLSTM:
             h_n, c_n = h_n[:, packing.inverse], c_n[:, packing.inverse]
         return outputs, h_n, c_n, tape
 
-    def _run_direction(
-        self, weights: LayerWeights, direction: int, x: np.ndarray, h: np.ndarray, c: np.ndarray,
-        out: np.ndarray | None, trace: Trace | None, packing: Packing | None, start: int,
-    ) -> None:
-        """One layer and direction over ``x``; the reverse direction reads each sequence from its own end."""
-        sizes = None if packing is None else packing.batch_sizes[start : start + x.shape[0]]
-        if direction == 0:
-            run_sequence(x, weights, h, c, outputs=out, trace=trace, batch_sizes=sizes, options=self.cell)
-        elif packing is None:
-            run_sequence(x[::-1], weights, h, c, outputs=None if out is None else out[::-1],
-                         trace=None if trace is None else trace.reversed(), options=self.cell)
-        else:  # whole sequence (bidirectional runs never go block by block)
-            reversed_out = trace.h if trace is not None else (np.empty(out.shape, self.dtype) if out is not None else None)
-            run_sequence(packing.reverse_each(x), weights, h, c, outputs=reversed_out, trace=trace,
-                         batch_sizes=sizes, options=self.cell)
-            if out is not None and reversed_out is not None:
-                packing.unreverse_into(out, reversed_out)
+    def run_time_major(self, x: np.ndarray, h0: np.ndarray, c0: np.ndarray, **kwargs: Any) -> Any:
+        """Deprecated alias of the private ``_run`` (nplstm.dask still calls it)."""
+        return self._run(x, h0, c0, **kwargs)
 
-    def backward_time_major(
+    def _backward(
         self, tape: Tape, d_outputs: np.ndarray | None, d_h_n: np.ndarray | None, d_c_n: np.ndarray | None
     ) -> dict[str, np.ndarray]:
         """BPTT through ``tape`` with time-major gradients (rows in the user's order)."""
@@ -499,7 +449,6 @@ class StackedLSTM:
         grads: dict[str, np.ndarray] = {}
         dh0 = np.zeros_like(tape.h0)
         dc0 = np.zeros_like(tape.c0)
-        sizes = None if packing is None else packing.batch_sizes
         d_out = d_outputs
         for l in range(self.num_layers - 1, -1, -1):
             layer_input = tape.inputs[l]
@@ -507,30 +456,16 @@ class StackedLSTM:
             if d_out is not None and mask is not None:
                 d_out = d_out * mask
             d_input = np.zeros(layer_input.shape, dtype=self.dtype)
-            for d, weights in enumerate(tape.weights[l]):  # the weights of the forward, not today's
+            for d, params in enumerate(tape.params[l]):  # the parameters of the forward, not today's
                 k = l * D + d
-                trace = tape.traces[l][d]
-                d_dir = None if d_out is None else d_out[:, :, d * P : (d + 1) * P]
-                common = dict(batch_sizes=sizes, options=self.cell)
-                h_k, c_k = tape.h0[k], tape.c0[k]
-                d_h = None if d_h_n is None else d_h_n[k]
-                d_c = None if d_c_n is None else d_c_n[k]
-                if d == 0:
-                    g = backward_sequence(layer_input, weights, h_k, c_k, trace, d_dir, d_h, d_c, **common)  # type: ignore[arg-type]
-                    d_input += g.x
-                elif packing is None:
-                    g = backward_sequence(layer_input[::-1], weights, h_k, c_k, trace.reversed(),
-                                          None if d_dir is None else d_dir[::-1], d_h, d_c, options=self.cell)
-                    d_input += g.x[::-1]
-                else:
-                    g = backward_sequence(packing.reverse_each(layer_input), weights, h_k, c_k, trace,
-                                          None if d_dir is None else packing.reverse_each(d_dir), d_h, d_c, **common)  # type: ignore[arg-type]
-                    dx = np.empty_like(g.x)
-                    packing.unreverse_into(dx, g.x)
-                    d_input += dx
+                g = backward_direction(layer_input, params, tape.h0[k], tape.c0[k], tape.traces[l][d],
+                                       None if d_out is None else d_out[:, :, d * P : (d + 1) * P],
+                                       None if d_h_n is None else d_h_n[k], None if d_c_n is None else d_c_n[k],
+                                       reverse=d == 1, packing=packing, cell=self.cell)
+                d_input += g.x
                 dh0[k], dc0[k] = g.h0, g.c0
-                named = weights.named_gradients(g.W_x, g.W_h, g.b, g.W_hr, g.P)
-                grads.update({self.prefix(l, d) + name: value for name, value in named.items()})
+                named = params.named_gradients(g.W_x, g.W_h, g.b, g.W_hr, g.P)
+                grads.update({parameter_prefix(l, d) + name: value for name, value in named.items()})
             d_out = d_input
         assert d_out is not None
         if packing is not None:
@@ -539,88 +474,23 @@ class StackedLSTM:
         ordered.update(x=d_out, h_0=dh0, c_0=dc0)
         return ordered
 
-    def trace_time_major(
+    def _trace(
         self, x: np.ndarray, h0: np.ndarray, c0: np.ndarray, *, lengths: np.ndarray | None = None
     ) -> list[list[dict[str, np.ndarray]]]:
         """Per layer and direction ``{"f", "i", "g", "o", "c", "h"}``, each (T, B, ·), original time and row order."""
-        _, _, _, tape = self.run_time_major(x, h0, c0, lengths=lengths, record=True)
+        _, _, _, tape = self._run(x, h0, c0, lengths=lengths, record=True)
         assert tape is not None
         packing = tape.packing
-        result = []
-        for layer in tape.traces:
-            named_layer = []
-            for d, trace in enumerate(layer):
-                named = {k: np.array(v) for k, v in trace.named().items()}
-                if packing is not None:
-                    if d == 1:
-                        for k, v in named.items():
-                            packing.unreverse_into(v, v.copy())
-                    named = {k: v[:, packing.inverse] for k, v in named.items()}
-                named_layer.append(named)
-            result.append(named_layer)
-        return result
+
+        def original_order(v: np.ndarray, d: int) -> np.ndarray:  # time as given, rows as given
+            v = np.array(flip(v, packing) if d == 1 else v)
+            return v if packing is None else v[:, packing.inverse]
+
+        return [[{k: original_order(v, d) for k, v in trace.named().items()} for d, trace in enumerate(layer)]
+                for layer in tape.traces]
 
 
 # ------------------------------------------------------------ weight files
-def _flag(config: dict[str, Any], name: str, default: bool = False) -> bool:
-    value = config.get(name, default)
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be true or false; got {value!r}")
-    return value
-
-
-def stack_parameter_count(
-    input_size: int, hidden_size: int, num_layers: int, *, bidirectional: bool, proj_size: int, bias: bool, peepholes: bool
-) -> int:
-    """How many parameters a stack of this configuration has, computed without building it."""
-    I, H, L, P = input_size, hidden_size, num_layers, proj_size or hidden_size
-    D = 2 if bidirectional else 1
-    names = LayerWeights.names_for(proj=bool(proj_size), peepholes=peepholes, bias=bias)
-    small = H * sum(name[0] in "bP" for name in names)  # biases and peepholes, (H, 1) each
-    per_direction = 4 * H * P + small + (P * H if proj_size else 0)
-    return D * 4 * H * I + (L - 1) * D * 4 * H * D * P + L * D * per_direction
-
-
-def stack_parameter_shapes(config: dict[str, Any], max_count: int | None = None) -> dict[str, tuple[int, ...]]:
-    """The shape of every parameter a stack of ``config`` has, without building it.
-
-    Checks the config first; with ``max_count``, refuses a config implying more
-    parameters than that before listing them (a hostile file may claim 10⁷ layers).
-    """
-    I = positive_int(config["input_size"], "input_size")
-    H = positive_int(config["hidden_size"], "hidden_size")
-    L = positive_int(config["num_layers"], "num_layers")
-    proj = positive_int(config["proj_size"], "proj_size", minimum=0)
-    if proj >= H:
-        raise ValueError(f"proj_size must be smaller than hidden_size {H}; got {proj}")
-    bidirectional, bias = _flag(config, "bidirectional"), _flag(config, "bias", True)
-    _flag(config, "batch_first")
-    dropout = config.get("dropout", 0.0)
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-        raise ValueError(f"dropout must be a number in [0, 1); got {dropout!r}")
-    P = proj or H
-    D = 2 if bidirectional else 1
-    cell = CellOptions.from_config(config["cell"]) if config.get("cell") is not None else DEFAULT_CELL
-    names = LayerWeights.names_for(proj=bool(proj), peepholes=cell.peepholes, bias=bias)
-    count = stack_parameter_count(I, H, L, bidirectional=bidirectional, proj_size=proj, bias=bias, peepholes=cell.peepholes)
-    if max_count is not None and count > max_count:
-        raise ValueError(f"the config implies {count} parameters, over the limit of {max_count} (pass max_bytes= to allow more)")
-    # the constructor's own limit (float32, the smallest dtype): refused before listing 10^7 layers' shapes
-    check_model_size(count, L * D, 4, "the model the config describes")
-    shapes: dict[str, tuple[int, ...]] = {}
-    for l in range(L):
-        for d in range(D):
-            for name in names:
-                if name == "W_hr":
-                    shape = (P, H)
-                elif name[0] == "W":
-                    shape = (H, P + (I if l == 0 else D * P))
-                else:  # biases and peepholes
-                    shape = (H, 1)
-                shapes[StackedLSTM.prefix(l, d) + name] = shape
-    return shapes
-
-
 def _stack_from_config(config: dict[str, Any], dtype: Any) -> StackedLSTM:
     cfg = dict(config)
     cell = cfg.pop("cell", None)

@@ -6,9 +6,13 @@ from typing import Any
 
 import numpy as np
 
-from .cell import DEFAULT_CELL, CellOptions, cell_step_, split_gates, standard_step_, tanh_form
-from .params import LayerWeights
+from .cell import DEFAULT_CELL, CellOptions, step_
+from .checks import positive_int
+from .layout import split_gates
+from .params import DirectionParams
 from .shapes import Orientation, as_real_array, resolve_states, state_out
+
+__all__ = ["StreamState", "initial_state", "step"]
 
 
 class StreamState:
@@ -22,12 +26,12 @@ class StreamState:
     """
 
     def __init__(
-        self, weights: LayerWeights, options: CellOptions, h0: np.ndarray, c0: np.ndarray, orientation: Orientation
+        self, params: DirectionParams, cell: CellOptions, h0: np.ndarray, c0: np.ndarray, orientation: Orientation
     ) -> None:
-        B, P, I, H = h0.shape[0], weights.state_size, weights.input_size, weights.hidden_size
-        dt = weights.dtype
-        self.weights = weights
-        self.options = options
+        B, P, I, H = h0.shape[0], params.state_size, params.input_size, params.hidden_size
+        dt = params.dtype
+        self.params = params
+        self.options = cell
         self.batch = B
         self.orientation = orientation
         self.z = np.zeros((B, P + I), dtype=dt)
@@ -37,17 +41,14 @@ class StreamState:
         self.c = np.array(c0, dtype=dt, order="C", copy=True)
         self.gates = np.empty((B, 4 * H), dtype=dt)
         self.scratch = np.empty((B, H), dtype=dt)
-        self.h_full = np.empty((B, H), dtype=dt) if weights.proj_size else self.h
+        self.h_full = np.empty((B, H), dtype=dt) if params.proj_size else self.h
         # Views of the model's own storage: assignments and in-place edits of
         # lstm.Wf etc. show up here too.  Fused rows are [W_h; W_x], matching z = [h; x].
-        self.WT = weights.fused_matrix()
-        self.b = weights.fused()[2]
-        self.W_hrT = weights.W_hr.T if weights.W_hr is not None else None
-        self.peepholes = weights.peephole_rows() if options.peepholes else None
-        # made once, so a step creates no view objects at all
-        self.standard = options.is_default
-        self.gate_views = split_gates(self.gates, H)
-        self.scale, self.offset = tanh_form(4 * H, dt)
+        self.WT = params.fused_matrix()
+        self.b = params.fused()[2]
+        self.W_hrT = params.W_hr.T if params.W_hr is not None else None
+        self.peepholes = params.peephole_rows() if cell.peepholes else None
+        self.gate_views = split_gates(self.gates, H)  # made once, so a step creates no view objects at all
         self.hidden = state_out(self.h, orientation)  # views: column/vector only arise with B = 1
         self.cell = state_out(self.c, orientation)
         self.x_shapes = {(B, I)} | ({(I,), (I, 1)} if B == 1 else set())
@@ -60,9 +61,7 @@ class StreamState:
 def _batch_of(states: tuple[tuple[Any, int], ...], batch: int | None) -> tuple[int, bool]:
     """(B, batched) from an explicit batch or from states given as rows."""
     if batch is not None:
-        if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
-            raise ValueError(f"batch must be an integer >= 1; got {batch!r}")
-        return int(batch), True
+        return positive_int(batch, "batch"), True
     for state, size in states:
         shape: tuple[int, ...] = np.shape(state) if state is not None else ()
         # (size, 1) is a column, and (1, 1) could be either: only other 2-D shapes say "rows"
@@ -72,16 +71,16 @@ def _batch_of(states: tuple[tuple[Any, int], ...], batch: int | None) -> tuple[i
 
 
 def initial_state(
-    weights: LayerWeights, options: CellOptions = DEFAULT_CELL, h0: Any = None, c0: Any = None, *,
+    params: DirectionParams, cell: CellOptions = DEFAULT_CELL, h0: Any = None, c0: Any = None, *,
     batch: int | None = None,
 ) -> StreamState:
     """A :class:`StreamState` from initial states given as for ``forward`` (zeros if omitted)."""
-    B, batched = _batch_of(((h0, weights.state_size), (c0, weights.hidden_size)), batch)
+    B, batched = _batch_of(((h0, params.state_size), (c0, params.hidden_size)), batch)
     h, c, orientation = resolve_states(
-        h0, c0, hidden_size=weights.hidden_size, state_size=weights.state_size, batch=B,
-        batched=batched, dtype=weights.dtype, check_finite=False,
+        h0, c0, hidden_size=params.hidden_size, state_size=params.state_size, batch=B,
+        batched=batched, dtype=params.dtype, check_finite=False,
     )
-    return StreamState(weights, options, h, c, orientation)
+    return StreamState(params, cell, h, c, orientation)
 
 
 def step(state: StreamState, x_t: Any) -> np.ndarray:
@@ -102,13 +101,10 @@ def step(state: StreamState, x_t: Any) -> np.ndarray:
         x_t = as_real_array(x_t, "x_t", state.x.dtype)
     # (B, I) and (I,) broadcast straight into the buffer; only a column (I, 1) needs a reshaped view
     np.copyto(state.x, x_t if shape != state.column else np.reshape(x_t, state.x.shape), casting="same_kind")
-    # One fused product for all four gates, then the one step body of cell.py.
+    # One fused product for all four gates, then the one step of cell.py.
     np.matmul(state.z, state.WT, out=state.gates)
     np.add(state.gates, state.b, out=state.gates)
-    if state.standard:
-        standard_step_(state.gate_views, state.c, state.h_full, state.scratch, state.gates, state.scale, state.offset)
-    else:
-        cell_step_(state.gates, state.c, state.h_full, state.scratch, state.options, state.peepholes)
+    step_(state.gates, state.c, state.h_full, state.scratch, state.options, state.peepholes, views=state.gate_views)
     if state.W_hrT is not None:
         np.matmul(state.h_full, state.W_hrT, out=state.h)
     return state.hidden

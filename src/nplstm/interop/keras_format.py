@@ -181,7 +181,8 @@ def cell_options_from_config(cfg: Mapping[str, Any]) -> Any:
             raise InteropError(f"{what}={name!r} does not map onto nplstm's cell; supported: {sorted(KERAS_ACTIVATIONS)}")
     if (activation, recurrent) == ("tanh", "sigmoid"):
         return None
-    from ..cell import Activation, CellOptions
+    from ..activations import Activation
+    from ..cell import CellOptions
 
     g = Activation(*KERAS_ACTIVATIONS[activation])
     return CellOptions(gate_activation=Activation(*KERAS_ACTIVATIONS[recurrent]), cell_activation=g, hidden_activation=g)

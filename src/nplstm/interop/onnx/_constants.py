@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...activations import ACTIVATIONS, takes
+
 ONNX_ORDER = "iofc"
 OPSET = 17
 #: Model metadata key holding the exported stack's CellOptions at full precision.
@@ -23,20 +25,8 @@ _ALL_DATA_INPUTS = {"Concat"}
 #: Arithmetic is accepted on shape values only (never on data).
 _SHAPE_ONLY = {"Add", "Sub", "Mul", "Div"}
 
-#: The ONNX LSTM activations, and whether each takes (alpha, beta).
-ACTIVATION_PARAMS: dict[str, tuple[bool, bool]] = {
-    "Relu": (False, False),
-    "Tanh": (False, False),
-    "Sigmoid": (False, False),
-    "Affine": (True, True),
-    "LeakyRelu": (True, False),
-    "ThresholdedRelu": (True, False),
-    "ScaledTanh": (True, True),
-    "HardSigmoid": (True, True),
-    "Elu": (True, False),
-    "Softsign": (False, False),
-    "Softplus": (False, False),
-}
+#: The ONNX LSTM activations (nplstm.activations.ACTIVATIONS), and whether each takes (alpha, beta).
+ACTIVATION_PARAMS: dict[str, tuple[bool, bool]] = {name: takes(name) for name in ACTIVATIONS}
 #: Defaults on which the ONNX operators and onnxruntime agree; a missing
 #: alpha/beta of another parametrised activation is ambiguous and refused.
 _AGREED_DEFAULTS: dict[str, tuple[float | None, float | None]] = {

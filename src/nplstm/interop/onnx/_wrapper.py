@@ -6,8 +6,9 @@ from typing import Any
 
 import numpy as np
 
+from ...loop import Packing
 from ...shapes import check_lengths
-from ...stack import Packing, StackedLSTM
+from ...stack import StackedLSTM
 from ..gates import unpack
 from ._constants import _DEFAULT_ACTIVATIONS, ONNX_ORDER
 from ._match import _Plan
@@ -128,7 +129,8 @@ def _cell_options_for(layer: _Layer) -> Any:
     )
     if plain:
         return None
-    from ...cell import Activation, CellOptions
+    from ...activations import Activation
+    from ...cell import CellOptions
 
     f, g, h = (Activation(n, alpha, beta) for n, alpha, beta in layer.activations)
     return CellOptions(
