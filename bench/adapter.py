@@ -4,7 +4,7 @@ For measuring before the public API runs :mod:`nplstm.kernels` for both
 passes: the work of one layer's training step (the forward of
 :func:`nplstm.cell.run_sequence`, then BPTT and the weight gradients as GEMMs
 over all steps) on the compiled engine (:func:`nplstm.kernels.backward`) or
-on the NumPy reference (:func:`nplstm.backward.backward_sequence`).
+on the NumPy reference (:func:`nplstm.loop.backward_sequence`).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class Layer:
         self.W_xT = np.ascontiguousarray(self.W_x.T)
         self.W_hT = np.ascontiguousarray(self.W_h.T)
 
-    # the weights protocol of nplstm.cell.run_sequence / backward_sequence (cell.DirectionWeights)
+    # the weights protocol of nplstm.loop.run_sequence / backward_sequence (cell.DirectionWeights)
     W_hr = None
 
     @property

@@ -472,7 +472,7 @@ def test_huge_inputs_run_without_warnings_or_nan(case, dtype):
 # ---------------------------------------------------------------- files
 @pytest.mark.parametrize("case", ["combined", "combined-uncoupled", "gate=Affine"])
 def test_save_and_load_keep_the_cell(tmp_path, case):
-    from nplstm.weights import load_model
+    from nplstm.loading import load_model
 
     rng = np.random.default_rng(5)
     stack = make_stack(CASES[case], rng, num_layers=2, bidirectional=True)
@@ -584,7 +584,7 @@ def test_a_weights_file_with_a_malformed_cell_is_refused(tmp_path):
     import json
 
     from nplstm.io import WeightsFileError
-    from nplstm.weights import load_model
+    from nplstm.loading import load_model
 
     path = tmp_path / "stack.npz"
     make_stack(CellOptions(peepholes=True), np.random.default_rng(0)).save(path)

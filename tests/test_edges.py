@@ -7,7 +7,7 @@ import pytest
 
 from nplstm import LSTM, SequenceModel, StackedLSTM, WeightsFileError, fit
 from nplstm.io import read_npz, save_npz
-from nplstm.weights import load_model
+from nplstm.loading import load_model
 
 
 def test_a_float32_file_holding_values_beyond_float32_is_refused(tmp_path):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from nplstm import LSTM, SequenceModel, StackedLSTM, WeightsFileError
-from nplstm.weights import describe, load_model, run_model
+from nplstm.loading import describe, load_model, run_model
 
 from reference import load_into, random_weights
 

@@ -32,13 +32,12 @@ def _engine(model: _Recurrent) -> StackedLSTM:
 def _forward_block(block: np.ndarray, stack: StackedLSTM) -> np.ndarray:
     """One chunk (n, T, I) → one flat array [outputs | h_n | c_n] per sequence."""
     n = block.shape[0]
-    outputs, h, c, _ = stack.run_time_major(
-        np.ascontiguousarray(as_real_array(block, "xs", stack.dtype).transpose(1, 0, 2)),
-        np.zeros((stack.num_layers * stack.num_directions, n, stack.state_size), dtype=stack.dtype),
-        np.zeros((stack.num_layers * stack.num_directions, n, stack.hidden_size), dtype=stack.dtype),
-    )
+    x = as_real_array(block, "xs", stack.dtype)
+    outputs, (h, c) = stack.forward(x if stack.batch_first else np.ascontiguousarray(x.transpose(1, 0, 2)))
     assert outputs is not None
-    parts = (outputs.transpose(1, 0, 2), h.transpose(1, 0, 2), c.transpose(1, 0, 2))
+    if not stack.batch_first:
+        outputs = outputs.transpose(1, 0, 2)
+    parts = (outputs, h.transpose(1, 0, 2), c.transpose(1, 0, 2))
     return np.concatenate([p.reshape(n, -1) for p in parts], axis=1)
 
 

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .cell import _sigmoid
+from .activations import sigmoid
 from .params import as_generator, checked_array, model_dtype, positive_int
 from .shapes import as_real_array, refuse_masked
 
@@ -35,7 +35,7 @@ _ACTIVATIONS: dict[str, tuple[Callable[[np.ndarray], np.ndarray], _Derivative]] 
     "linear": (lambda a: a, lambda a, y, dy: dy),
     "relu": (lambda a: np.maximum(a, 0), lambda a, y, dy: dy * (a > 0)),
     "tanh": (np.tanh, lambda a, y, dy: dy * (1 - y * y)),
-    "sigmoid": (_sigmoid, lambda a, y, dy: dy * y * (1 - y)),
+    "sigmoid": (sigmoid, lambda a, y, dy: dy * y * (1 - y)),
     "softmax": (_softmax, lambda a, y, dy: y * (dy - (dy * y).sum(axis=-1, keepdims=True))),
     "log_softmax": (_log_softmax, lambda a, y, dy: dy - np.exp(y) * dy.sum(axis=-1, keepdims=True)),
 }

@@ -64,6 +64,7 @@ from .layout import PREACT_LIMIT
 __all__ = [
     "available", "set_backend", "get_backend", "set_threads", "get_threads", "variant", "use_kernel",
     "engine_state", "exercised", "load_engine", "forward", "backward", "LOAD_AFTER_SECONDS",
+    "MIN_ROWS_PER_THREAD", "MIN_WORK_PER_THREAD", "PY_STEP_MIN_FLOPS", "SLICE_MAX_WEIGHTS",
 ]
 
 

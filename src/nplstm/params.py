@@ -22,7 +22,7 @@ from .layout import GATE_ORDER, GATE_SUFFIX, PEEPHOLE_GATES
 from .shapes import as_real_array
 
 __all__ = [
-    "DirectionParams", "LayerWeights", "MAX_MODEL_BYTES", "CELL_OVERHEAD_BYTES", "FLOAT_DTYPES", "model_dtype",
+    "DirectionParams", "MAX_MODEL_BYTES", "CELL_OVERHEAD_BYTES", "FLOAT_DTYPES", "model_dtype",
     "as_generator", "positive_int", "check_model_size", "checked_array", "parameter_prefix",
     "stack_parameter_count", "stack_parameter_shapes",
 ]
@@ -265,10 +265,6 @@ class DirectionParams:
         proj = f", proj_size={self.proj_size}" if self.proj_size else ""
         peep = ", peepholes=True" if self.peepholes else ""
         return f"DirectionParams(input_size={self.input_size}, hidden_size={self.hidden_size}{proj}{peep}, dtype={self.dtype.name})"
-
-
-#: The former name of :class:`DirectionParams` (nplstm.interop.gates still uses it).
-LayerWeights = DirectionParams
 
 
 # ------------------------------------------------------------ counts and shapes

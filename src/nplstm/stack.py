@@ -168,10 +168,6 @@ class StackedLSTM:
             for d, params in enumerate(pair):
                 yield l * self.num_directions + d, l, d, params
 
-    def cells(self) -> Iterator[tuple[int, int, int, DirectionParams]]:
-        """Deprecated alias of the private ``_cells`` (nplstm.interop.torch_format still calls it)."""
-        return self._cells()
-
     def parameters(self) -> dict[str, np.ndarray]:
         """Trainable arrays (views) named ``l{layer}[_reverse].{Wf,...}``."""
         return {
@@ -202,7 +198,7 @@ class StackedLSTM:
 
     # --------------------------------------------------------------- files
     def save(self, path: Any) -> Any:
-        """Write to ``.npz`` (no pickle, atomically); read back with :meth:`load` or ``nplstm.weights.load_model``."""
+        """Write to ``.npz`` (no pickle, atomically); read back with :meth:`load` or ``nplstm.loading.load_model``."""
         return save_model(self, path)
 
     @classmethod
@@ -429,10 +425,6 @@ class StackedLSTM:
             outputs = outputs[:, packing.inverse] if outputs is not None else None
             h_n, c_n = h_n[:, packing.inverse], c_n[:, packing.inverse]
         return outputs, h_n, c_n, tape
-
-    def run_time_major(self, x: np.ndarray, h0: np.ndarray, c0: np.ndarray, **kwargs: Any) -> Any:
-        """Deprecated alias of the private ``_run`` (nplstm.dask still calls it)."""
-        return self._run(x, h0, c0, **kwargs)
 
     def _backward(
         self, tape: Tape, d_outputs: np.ndarray | None, d_h_n: np.ndarray | None, d_c_n: np.ndarray | None

@@ -8,7 +8,7 @@ from typing import BinaryIO, Mapping
 import numpy as np
 
 from ..io import WeightsFileError, open_regular_file, require
-from ..params import LayerWeights
+from ..params import DirectionParams
 
 __all__ = ["InteropError", "packed", "unpack", "check_shape", "open_framework_file"]
 
@@ -28,7 +28,7 @@ def open_framework_file(path: str | os.PathLike) -> BinaryIO:
         raise InteropError(str(exc)) from None
 
 
-def packed(cell: LayerWeights, order: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def packed(cell: DirectionParams, order: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(W_ih (4H, I), W_hh (4H, P), b (4H,))`` with gates stacked in ``order``.
 
     ``order`` spells the gates with i, f, o and g or c (candidate), e.g.
@@ -42,7 +42,7 @@ def packed(cell: LayerWeights, order: str) -> tuple[np.ndarray, np.ndarray, np.n
 
 
 def unpack(
-    cell: LayerWeights, order: str, W_ih: np.ndarray, W_hh: np.ndarray, b: np.ndarray | None, W_hr: np.ndarray | None = None
+    cell: DirectionParams, order: str, W_ih: np.ndarray, W_hh: np.ndarray, b: np.ndarray | None, W_hr: np.ndarray | None = None
 ) -> None:
     """Set ``cell``'s weights from packed ``W_ih``, ``W_hh`` and summed bias ``b`` (None: zeros).
 

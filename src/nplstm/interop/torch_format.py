@@ -559,7 +559,7 @@ def _stack_state_dict(stack: StackedLSTM, prefix: str | None) -> dict[str, np.nd
         raise InteropError(f"torch.nn.LSTM has only the standard cell; this stack has cell={stack.cell!r}")
     pre = f"{prefix}." if prefix else ""
     sd: dict[str, np.ndarray] = {}
-    for _, l, d, cell in stack.cells():
+    for l, d, cell in ((l, d, cell) for l, pair in enumerate(stack.layers) for d, cell in enumerate(pair)):
         sfx = f"{pre}{{}}_l{l}{'_reverse' if d else ''}"
         w_ih, w_hh, b = packed(cell, TORCH_ORDER)
         sd[sfx.format("weight_ih")] = w_ih
