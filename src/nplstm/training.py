@@ -13,11 +13,11 @@ from typing import Any, Callable, Iterator, NoReturn
 
 import numpy as np
 
+from ._training_data import _as_dataset, _Dataset
 from .losses import LOSSES
-from .model import SequenceModel, pad_sequences
+from .model import SequenceModel
 from .optim import Adam, Optimizer, clip_grad_norm
 from .params import positive_int
-from .shapes import as_real_array, check_lengths, refuse_masked
 
 __all__ = ["fit", "truncated_bptt", "evaluate", "History", "TrainingDivergedError", "DIVERGENCE_FACTOR"]
 
@@ -105,138 +105,6 @@ class _Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-
-
-# ----------------------------------------------------------------- data
-@dataclass
-class _Dataset:
-    """Checked training data: padded ``X`` (N, T, I), targets ``Y``, optional ``lengths`` (N,)."""
-
-    X: np.ndarray
-    Y: np.ndarray
-    lengths: np.ndarray | None
-
-    def __len__(self) -> int:
-        return len(self.X)
-
-    def take(self, idx: Any) -> _Dataset:
-        return _Dataset(self.X[idx], self.Y[idx], None if self.lengths is None else self.lengths[idx])
-
-
-def _first_bad(arr: np.ndarray) -> tuple[int, ...]:
-    return tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
-
-
-def _refuse_non_finite(arr: np.ndarray, name: str) -> None:
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        raise ValueError(f"{name} holds NaN or inf, first at index {_first_bad(arr)}; clean the data before training")
-
-
-def _as_dataset(
-    model: SequenceModel, X: Any, Y: Any, lengths: Any = None, *, loss: str = "mse",
-    names: tuple[str, str, str] = ("X", "Y", "lengths"),
-) -> _Dataset:
-    """Check (and pad, for a list of different-length sequences) training data.
-
-    Every entry point of training data (:func:`fit`'s data and validation
-    data, :func:`evaluate`, :func:`truncated_bptt`) comes through here.
-    ``names`` are the arguments named in errors (sequences, targets,
-    lengths).  Refuses masked arrays, non-real or non-finite values (naming
-    the first bad index), and targets whose dtype or shape does not fit the
-    model and ``loss``.
-    """
-    x_name, y_name, lengths_name = names
-    ids = model.embedding is not None
-    if ids and isinstance(X, (list, tuple)) and X and all(np.ndim(s) == 1 for s in X):
-        # a list of token-id sequences: pad them with id 0
-        if lengths is not None:
-            raise ValueError(f"give either a list of sequences or padded {x_name} with {lengths_name}, not both")
-        sequences = [model.embedding.check_ids(s, f"{x_name}[{k}]") for k, s in enumerate(X)]  # type: ignore[union-attr]
-        lengths = np.array([len(s) for s in sequences])
-        X = np.zeros((len(sequences), int(lengths.max())), dtype=np.int64)
-        for k, s in enumerate(sequences):
-            X[k, : len(s)] = s
-        if model.many_to_many and isinstance(Y, (list, tuple)):
-            Y = _pad_targets(Y, X.shape[1], y_name)
-    elif isinstance(X, (list, tuple)) and X and all(np.ndim(s) in (1, 2) for s in X):
-        # a list of sequences (each (T_k, I), or (T_k,) for one feature): pad them
-        if lengths is not None:
-            raise ValueError(f"give either a list of sequences or padded {x_name} with {lengths_name}, not both")
-        X, padded_lengths = pad_sequences(X, dtype=model.dtype, name=x_name)
-        lengths = padded_lengths
-        if model.many_to_many and isinstance(Y, (list, tuple)):
-            for k, (y, n) in enumerate(zip(Y, padded_lengths)):
-                if len(y) != n:
-                    raise ValueError(f"sequence {k} has {n} steps but its targets have {len(y)}; give one target per step")
-            Y = _pad_targets(Y, X.shape[1], y_name)
-    if ids:
-        X = model.embedding.check_ids(X, x_name)  # type: ignore[union-attr]
-        if X.ndim != 2:
-            raise ValueError(f"{x_name} must be (N, T) token ids for this model's embedding (or a list of (T,) arrays); "
-                             f"got shape {X.shape}")
-    else:
-        X = as_real_array(X, x_name, model.dtype)  # refuses masked, non-real, and values a float32 model makes inf
-        I = model.lstm.input_size
-        if X.ndim != 3 or X.shape[2] != I:
-            raise ValueError(f"{x_name} must be (N, T, {I}) sequences (or a list of (T, {I}) arrays); got shape {X.shape}")
-        _refuse_non_finite(X, x_name)
-    Y = _as_targets(model, Y, loss, y_name, X.shape[:2], x_name)
-    if lengths is not None:
-        lengths = check_lengths(lengths, len(X), X.shape[1], lengths_name)
-    masked = model.mask_lengths(X)  # padding the model reads from its inputs (Keras masks) also limits the loss
-    if masked is not None:
-        if lengths is not None and not np.array_equal(lengths, masked):
-            raise ValueError(f"{lengths_name} disagree with the padding the model's mask reads from {x_name}")
-        lengths = masked
-    if loss == "cross_entropy":
-        if model.head.activation not in ("linear", "softmax", "log_softmax"):
-            raise ValueError(f"cross_entropy reads class scores: the output layer's activation must be linear (logits), "
-                             f"softmax or log_softmax; got {model.head.activation!r}")
-        _check_labels(model, Y, lengths, y_name)
-    return _Dataset(X, Y, lengths)
-
-
-def _as_targets(model: SequenceModel, Y: Any, loss: str, name: str, NT: tuple[int, ...], x_name: str) -> np.ndarray:
-    """Targets checked against the model's predictions: their dtype and shape, named in every error."""
-    N, T = NT
-    O = model.head.out_features
-    expected: tuple[int, ...]
-    if loss == "mse":
-        arr = as_real_array(Y, name, model.dtype)  # TypeError naming Y and the dtype given
-        expected, what = ((N, T, O), "(N, T, O)") if model.many_to_many else ((N, O), "(N, O)")
-        _refuse_non_finite(arr, name)
-    else:
-        refuse_masked(Y, name)
-        arr = np.asarray(Y)
-        if arr.dtype.kind not in "iu":
-            raise TypeError(f"{name} must hold integer class labels for cross_entropy; got dtype {arr.dtype}")
-        expected, what = ((N, T), "(N, T)") if model.many_to_many else ((N,), "(N,)")
-    if arr.ndim and len(arr) != N:
-        raise ValueError(f"{x_name} and {name} must hold the same number of sequences; got {N} and {len(arr)}")
-    if arr.shape != expected:
-        kind = "many-to-many" if model.many_to_many else "many-to-one"
-        raise ValueError(f"{name} must have shape {what} = {expected} for this {kind} model and {loss}; got {arr.shape}")
-    return arr
-
-
-def _check_labels(model: SequenceModel, Y: np.ndarray, lengths: np.ndarray | None, name: str) -> None:
-    """Class labels must lie in [0, K) at every step the loss reads."""
-    K = model.head.out_features
-    read = Y
-    if model.many_to_many and lengths is not None:
-        read = Y[np.arange(Y.shape[1])[None, :] < lengths[:, None]]
-    if read.size and (read.min() < 0 or read.max() >= K):
-        raise ValueError(f"{name} must hold class labels in [0, {K}); got values from {read.min()} to {read.max()}")
-
-
-def _pad_targets(Y: Any, T: int, name: str) -> np.ndarray:
-    for k, y in enumerate(Y):
-        refuse_masked(y, f"{name}[{k}]")
-    arrays = [np.asarray(y) for y in Y]
-    out = np.zeros((len(arrays), T) + arrays[0].shape[1:], dtype=np.result_type(*arrays))
-    for k, a in enumerate(arrays):
-        out[k, : len(a)] = a
-    return out
 
 
 def _batches(n: int, batch_size: int, rng: np.random.Generator | None) -> Iterator[np.ndarray]:
