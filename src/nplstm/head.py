@@ -50,6 +50,23 @@ def _check_activation(activation: Any, name: str = "activation") -> str:
     return activation
 
 
+class _CheckedArray:
+    """A parameter exposed as its array: assigning copies in after a shape, dtype and finiteness check.
+
+    The array itself never changes identity, so optimizers holding it stay attached.
+    """
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name, self.slot = name, "_" + name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        return self if obj is None else getattr(obj, self.slot)
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        target = getattr(obj, self.slot)
+        target[...] = checked_array(value, self.name, target.shape, obj.dtype)
+
+
 class Dense:
     """Affine map with an activation over the last axis: ``y = f(h Wᵀ + b)``.
 
@@ -79,21 +96,8 @@ class Dense:
         self._W = rng.uniform(-bound, bound, size=(self.out_features, self.in_features)).astype(self.dtype)
         self._b = np.zeros(self.out_features, dtype=self.dtype)
 
-    @property
-    def W(self) -> np.ndarray:
-        return self._W
-
-    @W.setter
-    def W(self, value: Any) -> None:
-        self._W[...] = checked_array(value, "W", self._W.shape, self.dtype)
-
-    @property
-    def b(self) -> np.ndarray:
-        return self._b
-
-    @b.setter
-    def b(self, value: Any) -> None:
-        self._b[...] = checked_array(value, "b", self._b.shape, self.dtype)
+    W = _CheckedArray()
+    b = _CheckedArray()
 
     def parameters(self) -> dict[str, np.ndarray]:
         return {"W": self._W, "b": self._b}
@@ -175,13 +179,7 @@ class Embedding:
         if padding_idx is not None:
             self._W[padding_idx] = 0
 
-    @property
-    def W(self) -> np.ndarray:
-        return self._W
-
-    @W.setter
-    def W(self, value: Any) -> None:
-        self._W[...] = checked_array(value, "W", self._W.shape, self.dtype)
+    W = _CheckedArray()
 
     def parameters(self) -> dict[str, np.ndarray]:
         return {"W": self._W}
