@@ -14,7 +14,7 @@ import pytest
 
 from nplstm import SequenceModel, StackedLSTM
 from nplstm.cli import build_parser, main
-from nplstm.interop.torch_format import from_torch
+from nplstm.interop.torch import from_torch
 from nplstm.io import WeightsFileError
 
 

@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from nplstm.interop import InteropError, from_torch, load_torch, to_torch_state_dict  # noqa: E402
-from nplstm.interop.torch_format import torch_module  # noqa: E402
+from nplstm.interop.torch import torch_module  # noqa: E402
 from nplstm.stack import StackedLSTM  # noqa: E402
 
 GRID = [

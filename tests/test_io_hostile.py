@@ -251,7 +251,7 @@ def test_compressed_pt_bomb_is_refused_before_torch_reads_it(tmp_path, monkeypat
     torch = pytest.importorskip("torch")
     from nplstm import StackedLSTM
     from nplstm.interop import InteropError, to_torch_state_dict
-    from nplstm.interop.torch_format import load_torch
+    from nplstm.interop.torch import load_torch
 
     good = tmp_path / "good.pt"
     torch.save(to_torch_state_dict(StackedLSTM(2, 3, seed=0)), good)
@@ -280,7 +280,7 @@ def test_compressed_pt_bomb_is_refused_before_torch_reads_it(tmp_path, monkeypat
 def test_pt_refusals_say_what_nplstm_needs_in_one_plain_line(tmp_path):
     torch = pytest.importorskip("torch")
     from nplstm.interop import InteropError
-    from nplstm.interop.torch_format import load_torch
+    from nplstm.interop.torch import load_torch
 
     text = tmp_path / "text.pt"
     text.write_text("hello, I am not a torch file\n")
@@ -305,7 +305,7 @@ def all_loaders(path: Path):
         loaders.append(load_model)
     loaders += [lambda p: read_bounded_bytes(p, 1 << 20), lambda p: check_zip_budget(p, 1 << 20)]
     if importlib.util.find_spec("torch") is not None:
-        from nplstm.interop.torch_format import load_torch
+        from nplstm.interop.torch import load_torch
 
         loaders.append(load_torch)
     return loaders

@@ -13,7 +13,7 @@ keras = pytest.importorskip("keras")
 from test_interop_keras import keras_numpy, randomize  # noqa: E402
 
 from nplstm.interop import InteropError, from_keras  # noqa: E402
-from nplstm.interop.keras_format import KERAS_ACTIVATIONS  # noqa: E402
+from nplstm.interop.keras import KERAS_ACTIVATIONS  # noqa: E402
 
 
 def as_list(value):
@@ -135,7 +135,7 @@ def test_saved_keras_file_loads(tmp_path, rng):
 
 
 @pytest.mark.parametrize("code", [
-    "from nplstm.interop.keras_format import import_keras; print(import_keras().backend.backend())",
+    "from nplstm.interop.keras import import_keras; print(import_keras().backend.backend())",
     "from nplstm.interop import from_keras; import keras; print(keras.backend.backend())",
 ], ids=["import_keras", "user-import-after"])
 def test_a_backend_is_chosen_when_keras_backend_is_unset(code):

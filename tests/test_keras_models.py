@@ -15,7 +15,7 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 keras = pytest.importorskip("keras")
 
 from nplstm.interop import InteropError, from_keras  # noqa: E402
-from nplstm.interop.keras_format import KerasLSTM  # noqa: E402
+from nplstm.interop.keras import KerasLSTM  # noqa: E402
 
 L = keras.layers
 B, T, I, V = 3, 6, 3, 11

@@ -130,7 +130,7 @@ def test_keras_zip_bomb_is_refused_before_keras_inflates_it(keras, keras_file, t
 
 def test_keras_config_over_its_own_limit_is_refused(keras, keras_file, tmp_path):
     from nplstm.interop import from_keras
-    from nplstm.interop.keras_format import MAX_KERAS_CONFIG_BYTES
+    from nplstm.interop.keras import MAX_KERAS_CONFIG_BYTES
 
     with zipfile.ZipFile(keras_file[0]) as zf:
         members = {name: zf.read(name) for name in zf.namelist()}

@@ -30,7 +30,12 @@ TOP_LEVEL = [
 CORE: set[str] = set()  # the core branch is merged: every module is held to the rule
 
 #: Deprecated aliases: they warn when imported and re-export their new home's names.
-DEPRECATED = {"nplstm.weights": "nplstm.loading", "nplstm.interop.onnx_format": "nplstm.interop.onnx"}
+DEPRECATED = {
+    "nplstm.weights": "nplstm.loading",
+    "nplstm.interop.onnx_format": "nplstm.interop.onnx",
+    "nplstm.interop.keras_format": "nplstm.interop.keras",
+    "nplstm.interop.torch_format": "nplstm.interop.torch",
+}
 
 
 def _public_modules() -> list[str]:

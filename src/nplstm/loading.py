@@ -46,7 +46,7 @@ def load_model(path: str | os.PathLike) -> Model:
         return load_npz_model(path)
     if suffix in (".pt", ".pth"):
         _need("torch", path)
-        from .interop.torch_format import load_torch
+        from .interop.torch import load_torch
 
         return load_torch(path, batch_first=False)  # a stack: 3-D inputs are (T, B, I), as `nplstm run` documents
     if suffix == ".onnx":
@@ -73,12 +73,12 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, **options: Any) -> t
     model: Any
     if suffix in (".pt", ".pth"):
         _need("torch", src)
-        from .interop.torch_format import load_torch
+        from .interop.torch import load_torch
 
         model = load_torch(src, **options)
     elif suffix == ".keras":
         _need("keras", src)
-        from .interop.keras_format import from_keras
+        from .interop.keras import from_keras
 
         model = from_keras(src)
     else:

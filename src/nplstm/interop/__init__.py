@@ -25,11 +25,11 @@ __all__ = [
 
 def __getattr__(name: str):
     if name in ("from_torch", "to_torch_state_dict", "load_torch"):
-        from . import torch_format
+        from . import torch
 
-        return getattr(torch_format, name)
+        return getattr(torch, name)
     if name == "from_keras":
-        from .keras_format import from_keras
+        from .keras import from_keras
 
         return from_keras
     if name in ("to_onnx", "from_onnx", "OnnxLSTM", "verify_import"):
