@@ -12,7 +12,8 @@ settings.register_profile("ci", derandomize=True)
 if os.environ.get("CI") == "true":
     settings.load_profile("ci")
 
-sys.path.insert(0, str(Path(__file__).parent))
+# the independent reference and the shared checks (tests/_support) import by bare name from every test folder
+sys.path.insert(0, str(Path(__file__).parent / "_support"))
 
 from nplstm import kernels  # noqa: E402
 

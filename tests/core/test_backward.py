@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from nplstm import LSTM
 
+from gradcheck import numeric_gradient, rel_error
 from reference import load_into, random_weights
 
 pytestmark = pytest.mark.usefixtures("each_backend")  # both step-loop paths, see conftest
@@ -16,24 +17,6 @@ def loss_of(lstm, x, h0, c0, weights):
     """A scalar loss touching every output: Σ w_o·outputs + Σ w_h·h_T + Σ w_c·c_T."""
     outputs, h, c = lstm.forward(x, h0, c0)
     return float(np.sum(weights[0] * outputs) + np.sum(weights[1] * h) + np.sum(weights[2] * c))
-
-
-def numeric_gradient(f, array, eps=1e-6):
-    """Central differences of f() with respect to every entry of array (edited in place)."""
-    grad = np.zeros(array.shape)
-    for idx in np.ndindex(array.shape):
-        old = array[idx]
-        array[idx] = old + eps
-        up = f()
-        array[idx] = old - eps
-        down = f()
-        array[idx] = old
-        grad[idx] = (up - down) / (2 * eps)
-    return grad
-
-
-def rel_error(a, b):
-    return np.max(np.abs(a - b)) / max(1e-8, np.max(np.abs(a)) + np.max(np.abs(b)))
 
 
 def check_gradients(lstm, x, h0, c0, rng, tol=1e-6):

@@ -23,7 +23,7 @@ from nplstm.cell import Activation, CellOptions
 from nplstm.layer import LSTM
 from nplstm.stack import StackedLSTM
 
-from test_backward import numeric_gradient
+from gradcheck import numeric_gradient
 
 # ------------------------------------------------------------ the reference
 NEEDS_ALPHA = {"Affine", "LeakyRelu", "ThresholdedRelu", "ScaledTanh", "HardSigmoid", "Elu"}

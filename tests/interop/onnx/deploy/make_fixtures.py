@@ -1,8 +1,8 @@
 """Write the NumPy-only deployment fixtures: two torch models, their ONNX exports, nplstm files and torch's outputs.
 
 Run from the repository root with torch, onnx and nplstm installed:
-``python tests/deploy/make_fixtures.py``.  The files it writes (a few KB each)
-are committed; ``tests/test_deploy.py`` checks, on a machine with NumPy alone,
+``python tests/interop/onnx/deploy/make_fixtures.py``.  The files it writes (a few KB each)
+are committed; ``tests/interop/onnx/test_deploy.py`` checks, on a machine with NumPy alone,
 that nplstm reproduces the outputs torch computed here.
 """
 

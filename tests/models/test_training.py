@@ -11,7 +11,7 @@ from nplstm.model import SequenceModel
 from nplstm.optim import SGD, Adam, Optimizer, clip_grad_norm
 from nplstm.training import History, fit, truncated_bptt
 
-from test_backward import numeric_gradient, rel_error
+from gradcheck import numeric_gradient, rel_error
 
 
 # ------------------------------------------------------------------ losses

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_cli_errors import one_line_error
 from test_io_hostile import deflated_zeros, npy_header, peak_bytes, refused, write_raw_zip
 
 from nplstm import StackedLSTM
@@ -29,6 +28,8 @@ from nplstm.cli import main
 from nplstm.io import NpzArchive, WeightsFileError, read_csv, read_input, save_npz, write_array
 from nplstm.loading import load_model
 from nplstm.modelfile import MAX_CONFIG_DEPTH, parse_config
+
+from cli_output import one_line_error
 
 MiB = 1 << 20
 

@@ -6,7 +6,7 @@ import pytest
 from nplstm import LSTM
 from nplstm.stack import StackedLSTM
 
-from test_backward import numeric_gradient, rel_error
+from gradcheck import numeric_gradient, rel_error
 
 
 def as_lstm(weights):

@@ -17,16 +17,7 @@ from nplstm.cli import build_parser, main
 from nplstm.interop.torch import from_torch
 from nplstm.io import WeightsFileError
 
-
-def one_line_error(err, command, *names):
-    """stderr is exactly one line, prefixed with the command, containing every one of ``names``."""
-    lines = err.splitlines()
-    assert len(lines) == 1 and err.endswith("\n"), err
-    assert lines[0].startswith(f"nplstm {command}: error: "), err
-    assert "Traceback" not in err and "usage:" not in err
-    for name in names:
-        assert name in lines[0], (name, err)
-    return lines[0]
+from cli_output import one_line_error
 
 
 def run_cli(*args, cwd=None):

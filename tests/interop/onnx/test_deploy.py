@@ -1,6 +1,6 @@
 """Deploy on NumPy alone: torch models exported to ONNX and converted to ``.npz`` give the outputs torch computed.
 
-The fixtures in ``tests/deploy/`` were written by ``tests/deploy/make_fixtures.py``
+The fixtures in ``tests/interop/onnx/deploy/`` were written by ``tests/interop/onnx/deploy/make_fixtures.py``
 on a machine with torch; CI also runs this file in a venv holding NumPy
 and the test tools only (``NPLSTM_NUMPY_ONLY=1``), where onnx, onnxruntime
 and torch must be absent.

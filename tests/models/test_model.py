@@ -11,8 +11,8 @@ from nplstm.io import read_npz
 from nplstm.losses import mse, softmax_cross_entropy
 from nplstm.model import _reverse_each
 
+from gradcheck import numeric_gradient, rel_error
 from reference import reference_lstm
-from test_backward import numeric_gradient, rel_error
 
 
 def randomise(model, rng, scale=0.8):

@@ -40,7 +40,7 @@ except ImportError:  # pragma: no cover - the comparisons skip, the hostile test
     onnx = None
 
 needs_onnx = pytest.mark.skipif(onnx is None, reason="onnx is the peer of these comparisons")
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+SRC = str(Path(__file__).resolve().parents[3] / "src")
 
 
 # --------------------------------------------------------------------------- helpers
