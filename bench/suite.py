@@ -430,7 +430,7 @@ def targets(results: list[Result], fast: bool) -> list[dict]:
             at_most(f"step H={c.H} vs one torch call {thr}", r.ratio("torch"), 0.2)
             if r.step_allocated_bytes is not None:
                 # tracemalloc also sees the few Python objects (argument tuples) any call makes; one (B, 4H)
-                # float temporary would already show as 4H·itemsize, and tests/test_stream.py checks at H = 1024
+                # float temporary would already show as 4H·itemsize, and tests/core/test_stream.py checks at H = 1024
                 add(f"step H={c.H} allocates no array {thr}", r.step_allocated_bytes, "< 4 KiB transient",
                     r.step_allocated_bytes < 4096)
         if c.kind == "sequence" and (c.T, c.B, c.H) == (3, 1, 1):
