@@ -7,34 +7,12 @@ single-module layout.
 from __future__ import annotations
 
 import warnings
-from typing import Sequence
 
-from .onnx import (
-    ACTIVATION_PARAMS,
-    CELL_METADATA,
-    DEFAULT_MAX_EXTERNAL_BYTES,
-    MAX_CHECK_ELEMENTS,
-    MAX_PLUMBING_BYTES,
-    ONNX_ORDER,
-    OPSET,
-    PLUMBING,
-    VERIFY_ATOL,
-    VERIFY_MAX_ELEMENTS,
-    VERIFY_RTOL,
-    OnnxLSTM,
-    from_onnx,
-    to_onnx,
-    verify_import,
-)
+from .onnx import *  # noqa: F403  (exactly the package's public names)
+from .onnx import __all__  # noqa: F401
 
 warnings.warn(
     "nplstm.interop.onnx_format is deprecated; import from nplstm.interop.onnx (or nplstm.interop)",
     DeprecationWarning,
     stacklevel=2,
 )
-
-__all__: Sequence[str] = [
-    "to_onnx", "from_onnx", "verify_import", "OnnxLSTM", "PLUMBING", "ACTIVATION_PARAMS", "ONNX_ORDER", "OPSET",
-    "CELL_METADATA", "DEFAULT_MAX_EXTERNAL_BYTES", "MAX_CHECK_ELEMENTS", "MAX_PLUMBING_BYTES", "VERIFY_MAX_ELEMENTS",
-    "VERIFY_ATOL", "VERIFY_RTOL",
-]

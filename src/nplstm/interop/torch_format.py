@@ -7,14 +7,12 @@ single-module layout.
 from __future__ import annotations
 
 import warnings
-from typing import Sequence
 
-from .torch import TORCH_ORDER, from_torch, load_torch, to_torch_state_dict, torch_module
+from .torch import *  # noqa: F403  (exactly the package's public names)
+from .torch import __all__  # noqa: F401
 
 warnings.warn(
     "nplstm.interop.torch_format is deprecated; import from nplstm.interop.torch (or nplstm.interop)",
     DeprecationWarning,
     stacklevel=2,
 )
-
-__all__: Sequence[str] = ["from_torch", "to_torch_state_dict", "load_torch", "torch_module", "TORCH_ORDER"]

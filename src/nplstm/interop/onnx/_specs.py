@@ -60,26 +60,22 @@ def _activations(where: str, attrs: dict[str, Any], D: int) -> tuple[tuple[str, 
                 f"{where}: {label} has {len(given)} values for {needed} activations that take one ({resolved}); ambiguous"
             )
     out = []
-    ia = ib = 0
+    given_values = {"activation_alpha": list(alphas or ()), "activation_beta": list(betas or ())}
+
+    def value(n: str, k: int, attr: str) -> float | None:
+        """Activation ``n``'s k-th parameter (0: alpha, 1: beta): the next one given, else the default both runtimes agree on."""
+        if not ACTIVATION_PARAMS[n][k]:
+            return None
+        if given_values[attr]:
+            return float(given_values[attr].pop(0))
+        agreed = _AGREED_DEFAULTS.get(n, (None, None))[k]
+        if agreed is None:
+            raise InteropError(f"{where}: activation {n} without {attr}: the ONNX spec and onnxruntime differ on its default")
+        return agreed
+
     for n in resolved:
-        takes_alpha, takes_beta = ACTIVATION_PARAMS[n]
-        agreed = _AGREED_DEFAULTS.get(n, (None, None))
-        alpha = beta = None
-        if takes_alpha:
-            if alphas:
-                alpha, ia = float(alphas[ia]), ia + 1
-            elif agreed[0] is None:
-                raise InteropError(f"{where}: activation {n} without activation_alpha: the ONNX spec and onnxruntime differ on its default")
-            else:
-                alpha = agreed[0]
-        if takes_beta:
-            if betas:
-                beta, ib = float(betas[ib]), ib + 1
-            elif agreed[1] is None:
-                raise InteropError(f"{where}: activation {n} without activation_beta: the ONNX spec and onnxruntime differ on its default")
-            else:
-                beta = agreed[1]
-        out.append((n, alpha, beta))
+        alpha = value(n, 0, "activation_alpha")
+        out.append((n, alpha, value(n, 1, "activation_beta")))
     if D == 2 and out[:3] != out[3:]:
         raise InteropError(f"{where}: attribute 'activations' differs between the directions ({out[:3]} vs {out[3:]}); nplstm shares one per stack")
     return tuple(out[:3])
