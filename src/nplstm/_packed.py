@@ -50,6 +50,8 @@ from typing import Any
 
 import numba
 import numpy as np
+from numba import types
+from numba.extending import overload
 
 from ._packed_simd import as_float, at, data, lanes, vadd, vbroadcast, vfma, vload, vstore, vzero
 from .layout import PREACT_LIMIT
@@ -320,38 +322,56 @@ def _tanh32(x):  # pragma: no cover - compiled
 
 
 @numba.njit(**_INLINE)
-def _activate_row(a, c, hf, H, limit, gates):  # pragma: no cover - compiled
-    """One row of a step: pre-activations a (4H, gates f, i, o, g) -> c in place, hf = o ⊙ tanh(c); activations into gates (optional)."""
-    if a.itemsize == 4:
-        one = _ONE32
-        for j in range(H):
-            f = one / (one + _exp32(-min(max(a[j], -limit), limit)))
-            i = one / (one + _exp32(-min(max(a[H + j], -limit), limit)))
-            o = one / (one + _exp32(-min(max(a[2 * H + j], -limit), limit)))
-            x = a[3 * H + j]
-            g = _ONE32 if x >= _NINE32 else (-_ONE32 if x <= -_NINE32 else _tanh32(x))  # tanh32 stops 4 ulp short of ±1
-            cn = f * c[j] + i * g
-            c[j] = cn
-            hf[j] = o * (_ONE32 if cn >= _NINE32 else (-_ONE32 if cn <= -_NINE32 else _tanh32(cn)))
-            if gates is not None:
-                gates[j] = f
-                gates[H + j] = i
-                gates[2 * H + j] = o
-                gates[3 * H + j] = g
-    else:
-        for j in range(H):
-            f = 1.0 / (1.0 + _exp64(-min(max(a[j], -limit), limit)))
-            i = 1.0 / (1.0 + _exp64(-min(max(a[H + j], -limit), limit)))
-            o = 1.0 / (1.0 + _exp64(-min(max(a[2 * H + j], -limit), limit)))
-            g = 1.0 - 2.0 / (1.0 + _exp64(2.0 * min(max(a[3 * H + j], -limit), limit)))
-            cn = f * c[j] + i * g
-            c[j] = cn
-            hf[j] = o * (1.0 - 2.0 / (1.0 + _exp64(2.0 * min(max(cn, -limit), limit))))
-            if gates is not None:
-                gates[j] = f
-                gates[H + j] = i
-                gates[2 * H + j] = o
-                gates[3 * H + j] = g
+def _activate_row32(a, c, hf, H, limit, gates):  # pragma: no cover - compiled
+    """float32 :func:`_activate_row`."""
+    one = _ONE32
+    for j in range(H):
+        f = one / (one + _exp32(-min(max(a[j], -limit), limit)))
+        i = one / (one + _exp32(-min(max(a[H + j], -limit), limit)))
+        o = one / (one + _exp32(-min(max(a[2 * H + j], -limit), limit)))
+        x = a[3 * H + j]
+        g = _ONE32 if x >= _NINE32 else (-_ONE32 if x <= -_NINE32 else _tanh32(x))  # the rational stops 4 ulp short of ±1
+        cn = f * c[j] + i * g
+        c[j] = cn
+        hf[j] = o * (_ONE32 if cn >= _NINE32 else (-_ONE32 if cn <= -_NINE32 else _tanh32(cn)))
+        gates[j] = f
+        gates[H + j] = i
+        gates[2 * H + j] = o
+        gates[3 * H + j] = g
+
+
+@numba.njit(**_INLINE)
+def _activate_row64(a, c, hf, H, limit, gates):  # pragma: no cover - compiled
+    """float64 :func:`_activate_row`."""
+    for j in range(H):
+        f = 1.0 / (1.0 + _exp64(-min(max(a[j], -limit), limit)))
+        i = 1.0 / (1.0 + _exp64(-min(max(a[H + j], -limit), limit)))
+        o = 1.0 / (1.0 + _exp64(-min(max(a[2 * H + j], -limit), limit)))
+        g = 1.0 - 2.0 / (1.0 + _exp64(2.0 * min(max(a[3 * H + j], -limit), limit)))
+        cn = f * c[j] + i * g
+        c[j] = cn
+        hf[j] = o * (1.0 - 2.0 / (1.0 + _exp64(2.0 * min(max(cn, -limit), limit))))
+        gates[j] = f
+        gates[H + j] = i
+        gates[2 * H + j] = o
+        gates[3 * H + j] = g
+
+
+def _activate_row(a, c, hf, H, limit, gates):  # type: ignore[no-untyped-def]
+    """One row of a step: pre-activations a (4H, gates f, i, o, g) -> c in place, hf = o ⊙ tanh(c); the activations f, i, o, g into gates
+    (a scratch row when nothing records them: a compiled-out store would need a second copy of the body).
+
+    Compiled per dtype (only the matching body: a runtime dtype test would
+    keep both in the loop and stop it vectorising).
+    """
+    raise NotImplementedError("compiled only")
+
+
+@overload(_activate_row, inline="always", jit_options=dict(fastmath=_JIT["fastmath"], error_model="numpy"))
+def _activate_row_typed(a, c, hf, H, limit, gates):  # type: ignore[no-untyped-def]
+    if a.dtype == types.float32:
+        return lambda a, c, hf, H, limit, gates: _activate_row32(a, c, hf, H, limit, gates)
+    return lambda a, c, hf, H, limit, gates: _activate_row64(a, c, hf, H, limit, gates)
 
 
 # ------------------------------------------------------------ the time loop
@@ -373,6 +393,7 @@ def _run(x, proj, z, G, hf, hp, c, outputs, gates_t, c_t, h_t, hfull_t, batch_si
     ps = K * NR
     ps_hr = H * NR
     Kuse = K if fold else P
+    scratch = np.empty(H4, dtype=G.dtype)
     zp, Gp, wp, bp = data(z), data(G), data(panels), data(bias)
     for t in range(T):
         n = B if batch_sizes is None else min(B, batch_sizes[t])
@@ -383,7 +404,7 @@ def _run(x, proj, z, G, hf, hp, c, outputs, gates_t, c_t, h_t, hfull_t, batch_si
             G[:n, :H4] = proj[t, :n]
             _gemm(n, Kuse, Npad, zp, K, wp, ps, Gp, Npad, Gp, Npad)
         for r in range(n):
-            _activate_row(G[r], c[r], hf[r], H, limit, None if gates_t is None else gates_t[t, r])
+            _activate_row(G[r], c[r], hf[r], H, limit, scratch if gates_t is None else gates_t[t, r])
         if hr_panels is None:
             z[:n, :P] = hf[:n]
         else:
@@ -402,13 +423,15 @@ def _run(x, proj, z, G, hf, hp, c, outputs, gates_t, c_t, h_t, hfull_t, batch_si
 
 # ------------------------------------------------------------ packing and its cache
 @numba.njit(**_JIT)
-def _same_bits(a, b):  # pragma: no cover - compiled
-    """Whether two contiguous arrays of one shape hold the same bits (NaN == NaN, -0 != +0); one vectorised pass."""
-    u = a.reshape(a.size).view(np.uint32) if a.itemsize == 4 else a.reshape(a.size).view(np.uint64)
-    v = b.reshape(b.size).view(np.uint32) if b.itemsize == 4 else b.reshape(b.size).view(np.uint64)
-    diff = u[0] ^ u[0]
-    for j in range(u.size):
-        diff |= u[j] ^ v[j]
+def _same_bits(a, b, c, ref):  # pragma: no cover - compiled
+    """Whether ref is a, b, c concatenated (1-d unsigned arrays: the bits of float arrays, so NaN == NaN, -0 != +0)."""
+    diff = ref[0] ^ ref[0]
+    for j in range(a.size):
+        diff |= a[j] ^ ref[j]
+    for j in range(b.size):
+        diff |= b[j] ^ ref[a.size + j]
+    for j in range(c.size):
+        diff |= c[j] ^ ref[a.size + b.size + j]
     return diff == 0
 
 
@@ -431,6 +454,7 @@ class PackedWeights:
     bias: np.ndarray
     hr_panels: np.ndarray | None
     zero: np.ndarray
+    bits: np.ndarray
     source: tuple[np.ndarray, np.ndarray, np.ndarray | None]
     version: int = 0
 
@@ -440,11 +464,11 @@ class PackedWeights:
 
     def matches(self, WT: np.ndarray, b: np.ndarray, W_hr: np.ndarray | None) -> bool:
         """Whether the packed copy holds exactly these weights (bit for bit)."""
-        sWT, sb, shr = self.source
+        sWT, _, shr = self.source
         if WT.shape != sWT.shape or WT.dtype != sWT.dtype or (W_hr is None) != (shr is None):
             return False
-        same = _same_bits(_contiguous(WT), sWT) and _same_bits(_contiguous(b), sb)
-        return same and (W_hr is None or _same_bits(_contiguous(W_hr), shr))
+        hr = _bits(W_hr) if W_hr is not None else self.bits[:0]
+        return bool(_same_bits(_bits(WT), _bits(b), hr, self.bits))
 
     @classmethod
     def of(cls, WT: np.ndarray, b: np.ndarray, W_hr: np.ndarray | None) -> PackedWeights:
@@ -452,7 +476,7 @@ class PackedWeights:
         H4 = WT.shape[1]
         P = W_hr.shape[0] if W_hr is not None else H4 // 4
         empty = np.empty(0, dtype=WT.dtype)
-        new = cls(P, WT.shape[0] - P, H4 // 4, 0, 0, empty, empty, None, empty, (empty, empty, None))
+        new = cls(P, WT.shape[0] - P, H4 // 4, 0, 0, empty, empty, None, empty, empty, (empty, empty, None))
         new.repack(WT, b, W_hr)
         return new
 
@@ -467,8 +491,18 @@ class PackedWeights:
         if W_hr is not None:
             self.hr_panels, self.Ppad = pack_panels(np.ascontiguousarray(W_hr.T), width)
         self.zero = np.zeros(max(self.Npad, self.Ppad), dtype=WT.dtype)
-        self.source = (WT.copy(), b.reshape(H4).copy(), None if W_hr is None else W_hr.copy())
+        # one flat copy of the bits packed (WT, b, W_hr), compared by matches(); source views it as floats
+        parts = [WT, b.reshape(H4)] + ([] if W_hr is None else [_contiguous(W_hr)])
+        self.bits = np.concatenate([_bits(v) for v in parts])
+        floats = self.bits.view(WT.dtype)
+        n1, n2 = WT.size, WT.size + H4
+        self.source = (floats[:n1].reshape(WT.shape), floats[n1:n2], None if W_hr is None else floats[n2:].reshape(W_hr.shape))
         self.version += 1
+
+
+def _bits(a: np.ndarray) -> np.ndarray:
+    """A float array's bits as a 1-d unsigned array (a view when contiguous)."""
+    return _contiguous(a).reshape(-1).view(np.uint32 if a.itemsize == 4 else np.uint64)
 
 
 def _contiguous(a: np.ndarray) -> np.ndarray:
