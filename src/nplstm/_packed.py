@@ -56,8 +56,8 @@ from numba.extending import overload
 from ._packed_simd import as_float, at, data, lanes, vadd, vbroadcast, vfma, vload, vstore, vzero
 from .layout import PREACT_LIMIT
 
-_JIT = dict(cache=True, nogil=True, error_model="numpy", fastmath={"nsz", "arcp", "contract", "afn"})
-_INLINE = dict(_JIT, inline="always")
+_JIT: dict[str, Any] = dict(cache=True, nogil=True, error_model="numpy", fastmath={"nsz", "arcp", "contract", "afn"})
+_INLINE: dict[str, Any] = dict(_JIT, inline="always")
 
 #: Panel alignment in bytes (a cache line).
 ALIGN = 64
@@ -357,9 +357,11 @@ def _activate_row64(a, c, hf, H, limit, gates):  # pragma: no cover - compiled
         gates[3 * H + j] = g
 
 
-def _activate_row(a, c, hf, H, limit, gates):  # type: ignore[no-untyped-def]
-    """One row of a step: pre-activations a (4H, gates f, i, o, g) -> c in place, hf = o ⊙ tanh(c); the activations f, i, o, g into gates
-    (a scratch row when nothing records them: a compiled-out store would need a second copy of the body).
+def _activate_row(a: Any, c: Any, hf: Any, H: Any, limit: Any, gates: Any) -> None:
+    """One row of a step: pre-activations a (4H, gates f, i, o, g) -> c in place, hf = o ⊙ tanh(c).
+
+    The activations f, i, o, g go to ``gates`` (a scratch row when nothing
+    records them: a compiled-out store would need a second copy of the body).
 
     Compiled per dtype (only the matching body: a runtime dtype test would
     keep both in the loop and stop it vectorising).
@@ -368,7 +370,7 @@ def _activate_row(a, c, hf, H, limit, gates):  # type: ignore[no-untyped-def]
 
 
 @overload(_activate_row, inline="always", jit_options=dict(fastmath=_JIT["fastmath"], error_model="numpy"))
-def _activate_row_typed(a, c, hf, H, limit, gates):  # type: ignore[no-untyped-def]
+def _activate_row_typed(a: Any, c: Any, hf: Any, H: Any, limit: Any, gates: Any) -> Any:
     if a.dtype == types.float32:
         return lambda a, c, hf, H, limit, gates: _activate_row32(a, c, hf, H, limit, gates)
     return lambda a, c, hf, H, limit, gates: _activate_row64(a, c, hf, H, limit, gates)

@@ -155,11 +155,11 @@ def as_float(typingctx: Any, bits: Any, like: Any) -> Any:
         return None
 
     def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
-        width = like.bitwidth
+        width, have = like.bitwidth, bits.bitwidth  # type: ignore[attr-defined]
         value = args[0]
-        if bits.bitwidth > width:
+        if have > width:
             value = builder.trunc(value, ir.IntType(width))
-        elif bits.bitwidth < width:
+        elif have < width:
             value = builder.sext(value, ir.IntType(width))
         return builder.bitcast(value, context.get_value_type(like))
 
