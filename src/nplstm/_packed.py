@@ -370,7 +370,7 @@ def _activate_row(a: Any, c: Any, hf: Any, H: Any, limit: Any, gates: Any) -> No
 
 
 @overload(_activate_row, inline="always", jit_options=dict(fastmath=_JIT["fastmath"], error_model="numpy"))
-def _activate_row_typed(a: Any, c: Any, hf: Any, H: Any, limit: Any, gates: Any) -> Any:
+def _activate_row_typed(a, c, hf, H, limit, gates):  # noqa: ANN001, ANN202 - numba compares these names and annotations with the implementation's
     if a.dtype == types.float32:
         return lambda a, c, hf, H, limit, gates: _activate_row32(a, c, hf, H, limit, gates)
     return lambda a, c, hf, H, limit, gates: _activate_row64(a, c, hf, H, limit, gates)
