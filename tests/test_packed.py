@@ -128,6 +128,15 @@ def test_both_product_modes_and_given_projections_agree(pk, B, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("B,I,H", [(2, 300, 20), (7, 250, 30), (9, 600, 17), (1, 10, 300)])
+def test_long_products_run_in_blocks_of_k(pk, B, I, H, dtype):
+    """K = H + I above pk.K_BLOCK: the product runs in 2-3 blocks of k, each after the first adding onto the last."""
+    lw, x, h0, c0, sizes = problem(B + I, 3, B, I, H, 0, dtype, True)
+    assert lw.hidden_size + lw.input_size > pk.K_BLOCK or B == 1
+    assert_matches(run_packed(pk, lw, x, h0, c0, sizes), reference(lw, x, h0, c0, sizes), dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_a_reversed_input_view_runs_backwards_in_time(pk, dtype):
     lw, x, h0, c0, _ = problem(3, 6, 4, 5, 12, 0, dtype, False)
     assert not x[::-1].flags.c_contiguous

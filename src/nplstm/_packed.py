@@ -50,6 +50,7 @@ from typing import Any
 
 import numba
 import numpy as np
+from llvmlite import binding as _llvm
 from numba import types
 from numba.extending import overload
 
@@ -63,6 +64,10 @@ _INLINE: dict[str, Any] = dict(_JIT, inline="always")
 ALIGN = 64
 #: Packed weights per block of panels that all row blocks visit before the next (fits L2 with the rows).
 PANEL_BLOCK_BYTES = 192 << 10
+#: Whether the host has 32 vector registers (AVX-512VL), so 4x2 and 6x2-panel tiles keep their accumulators in registers.
+WIDE_TILES = bool(_llvm.get_host_cpu_features().get("avx512vl", False))
+#: Most k (rows of the packed weights) a tile runs over at once: 256 k of a panel are 16 KiB, in L1 with the rows.
+K_BLOCK = 256
 #: Bytes of input projections computed per NumPy GEMM in projection mode (bounds memory at large T).
 PROJECTION_CHUNK_BYTES = 4 << 20
 
@@ -96,10 +101,10 @@ def _tile_source(MR: int, NP: int) -> str:
 
 
 #: (MR, NP) tiles compiled: the row tiles of :func:`_config` and the remainder tiles (see :func:`_gemm`).
-TILES = ((1, 1), (1, 2), (1, 3), (1, 4), (2, 1), (2, 2), (3, 1), (4, 1), (5, 1), (6, 1))
+TILES = ((1, 1), (1, 2), (1, 3), (1, 4), (2, 1), (2, 2), (3, 1), (4, 1), (5, 1), (6, 1), (4, 2), (6, 2))
 _namespace: dict[str, Any] = {"lanes": lanes, "vload": vload, "vbroadcast": vbroadcast, "vfma": vfma, "vstore": vstore}
 exec("\n\n".join(_tile_source(m, n) for m, n in TILES), _namespace)  # noqa: S102 - generated from the template above
-_tile_1_1, _tile_1_2, _tile_1_3, _tile_1_4, _tile_2_1, _tile_2_2, _tile_3_1, _tile_4_1, _tile_5_1, _tile_6_1 = (
+_tile_1_1, _tile_1_2, _tile_1_3, _tile_1_4, _tile_2_1, _tile_2_2, _tile_3_1, _tile_4_1, _tile_5_1, _tile_6_1, _tile_4_2, _tile_6_2 = (
     numba.njit(**dict(_INLINE, cache=False))(_namespace[f"_tile_{m}_{n}"]) for m, n in TILES  # inlined: cached in their callers
 )
 
@@ -108,13 +113,21 @@ _tile_1_1, _tile_1_2, _tile_1_3, _tile_1_4, _tile_2_1, _tile_2_2, _tile_3_1, _ti
 def _tile(mr, np_, K, h, ldh, w, ps, out, ldo, ini, ldi):  # pragma: no cover - compiled
     """Dispatch to the compiled (mr, np_) tile; wider than compiled: one panel at a time."""
     if mr == 6:
-        for q in range(np_):
+        q = 0
+        while q + 2 <= np_:
+            _tile_6_2(K, h, ldh, at(w, q * ps), ps, at(out, q * 2 * lanes(w)), ldo, at(ini, q * 2 * lanes(w)), ldi)
+            q += 2
+        if q < np_:
             _tile_6_1(K, h, ldh, at(w, q * ps), ps, at(out, q * 2 * lanes(w)), ldo, at(ini, q * 2 * lanes(w)), ldi)
     elif mr == 5:
         for q in range(np_):
             _tile_5_1(K, h, ldh, at(w, q * ps), ps, at(out, q * 2 * lanes(w)), ldo, at(ini, q * 2 * lanes(w)), ldi)
     elif mr == 4:
-        for q in range(np_):
+        q = 0
+        while q + 2 <= np_:
+            _tile_4_2(K, h, ldh, at(w, q * ps), ps, at(out, q * 2 * lanes(w)), ldo, at(ini, q * 2 * lanes(w)), ldi)
+            q += 2
+        if q < np_:
             _tile_4_1(K, h, ldh, at(w, q * ps), ps, at(out, q * 2 * lanes(w)), ldo, at(ini, q * 2 * lanes(w)), ldi)
     elif mr == 3:
         for q in range(np_):
@@ -176,12 +189,13 @@ def _gemv(K, N, h, w, ps, out, ini):  # pragma: no cover - compiled
 
 @numba.njit(**_JIT)
 def _config(n):  # pragma: no cover - compiled
-    """(MR, NP, blocked) for n rows: the tile shapes measured best on Zen 3 (issue 20's sweep)."""
+    """(MR, NP, blocked) for n rows: the tile shapes measured best on Zen 3 (issue 20's sweep); two panels
+    per tile where the CPU has 32 vector registers (AVX-512VL: 16-24 accumulators do not spill)."""
     if n == 2:
         return 2, 2, False
     if n < 6:
-        return (5 if n == 5 else 4), 1, False
-    return 6, 1, True
+        return (5 if n == 5 else 4), (2 if WIDE_TILES and n != 5 else 1), False
+    return 6, (2 if WIDE_TILES else 1), True
 
 
 @numba.njit(**_JIT)
@@ -189,12 +203,26 @@ def _gemm(n, K, N, h, ldh, w, ps, out, ldo, ini, ldi):  # pragma: no cover - com
     """out[:n, :N] = ini[:n] + h[:n, :K] @ W, W packed in panels of stride ps; all pointers, leading dims in elements.
 
     ``ldi = 0``: one init row (a bias, or zeros) for every row.  N is a
-    multiple of the panel width.  Rows in blocks of MR; the n % MR rows
-    left use a tile of 1-2 rows over 2-4 panels (8 accumulators).
+    multiple of the panel width.  k runs in blocks of at most
+    :data:`K_BLOCK` (a panel's block plus the rows' stay in L1), each block
+    after the first accumulating onto the output.
     """
     if n == 1:
         _gemv(K, N, h, w, ps, out, ini)
         return
+    blocks = -(-K // K_BLOCK)
+    kc = -(-K // blocks)
+    NR = 2 * lanes(w)
+    for k0 in range(0, K, kc):
+        if k0 == 0:
+            _gemm_block(n, min(kc, K), N, h, ldh, w, ps, out, ldo, ini, ldi)
+        else:
+            _gemm_block(n, min(kc, K - k0), N, at(h, k0), ldh, at(w, k0 * NR), ps, out, ldo, out, ldo)
+
+
+@numba.njit(**_INLINE)
+def _gemm_block(n, K, N, h, ldh, w, ps, out, ldo, ini, ldi):  # pragma: no cover - compiled
+    """:func:`_gemm` for one block of k: rows in blocks of MR; the n % MR rows left use a tile of 1-2 rows over 2-4 panels."""
     L = lanes(w)
     NR = 2 * L
     P = N // NR
@@ -370,7 +398,7 @@ def _activate_row(a: Any, c: Any, hf: Any, H: Any, limit: Any, gates: Any) -> No
 
 
 @overload(_activate_row, inline="always", jit_options=dict(fastmath=_JIT["fastmath"], error_model="numpy"))
-def _activate_row_typed(a, c, hf, H, limit, gates):  # noqa: ANN001, ANN202 - numba compares these names and annotations with the implementation's
+def _activate_row_typed(a, c, hf, H, limit, gates):  # unannotated: numba compares names and annotations with the lambdas'
     if a.dtype == types.float32:
         return lambda a, c, hf, H, limit, gates: _activate_row32(a, c, hf, H, limit, gates)
     return lambda a, c, hf, H, limit, gates: _activate_row64(a, c, hf, H, limit, gates)
