@@ -430,7 +430,9 @@ def _run(x, proj, z, G, hf, hp, c, outputs, gates_t, c_t, h_t, hfull_t, batch_si
         if fold:
             z[:n, P:] = x[t, :n]
             _gemm(n, Kuse, Npad, zp, K, wp, ps, Gp, Npad, bp, 0)
-        else:
+        elif proj.shape[2] == Npad:  # padded projections (from _project): the product starts from them
+            _gemm(n, Kuse, Npad, zp, K, wp, ps, Gp, Npad, data(proj[t]), Npad)
+        else:  # the caller's (T, B, 4H)
             G[:n, :H4] = proj[t, :n]
             _gemm(n, Kuse, Npad, zp, K, wp, ps, Gp, Npad, Gp, Npad)
         for r in range(n):
@@ -449,6 +451,15 @@ def _run(x, proj, z, G, hf, hp, c, outputs, gates_t, c_t, h_t, hfull_t, batch_si
             h_t[t, :n] = z[:n, :P]
         if hfull_t is not None:
             hfull_t[t, :n] = hf[:n]
+
+
+@numba.njit(**_JIT)
+def _project(x, panels, bias, P, out):  # pragma: no cover - compiled
+    """out (rows, Npad) = x (rows, I) @ W_xᵀ + b: the packed tiles over the W_x rows of the panels (k = P .. P + I)."""
+    rows, I = x.shape
+    Npad = out.shape[1]
+    NR = 2 * lanes(data(out))
+    _gemm(rows, I, Npad, data(x), I, at(data(panels), P * NR), (P + I) * NR, data(out), Npad, data(bias), 0)
 
 
 # ------------------------------------------------------------ packing and its cache
@@ -627,17 +638,16 @@ def forward(
         fold = proj is None and B >= 2
     if proj is None and not fold:
         assert x is not None
-        WT, b, _ = weights.source
         T = x.shape[0]
-        chunk = max(1, min(T, PROJECTION_CHUNK_BYTES // max(1, B * 4 * H * dt.itemsize)))
+        chunk = max(1, min(T, PROJECTION_CHUNK_BYTES // max(1, B * weights.Npad * dt.itemsize)))
         if chunk < T:  # bounded memory: the loop runs chunk by chunk
             for t0 in range(0, T, chunk):
                 sl = slice(t0, min(T, t0 + chunk))
                 forward(weights, x[sl], h, c, outputs=None if outputs is None else outputs[sl], tape=_tape_slice(tape, sl),
                         batch_sizes=None if batch_sizes is None else batch_sizes[sl], fold=False)
             return
-        proj = np.matmul(x.reshape(T * B, I) if x.flags.c_contiguous else x.reshape(T * B, I).copy(), WT[P:]).reshape(T, B, 4 * H)
-        proj += b
+        proj = _align_empty(T * B * weights.Npad, dt).reshape(T, B, weights.Npad)
+        _project(np.ascontiguousarray(x).reshape(T * B, I), weights.panels, weights.bias, P, proj.reshape(T * B, weights.Npad))
     z = np.zeros((B, P + I), dtype=dt)
     z[:, :P] = h
     G = _align_empty(B * weights.Npad, dt).reshape(B, weights.Npad)
