@@ -43,6 +43,7 @@ def _kernels() -> dict[str, Callable[..., Any]]:
     import numba
 
     from nplstm import _packed as pk
+    from nplstm._packed_act import activate_row
     from nplstm._packed_simd import data, vadd, vfma, vload, vstore
 
     flags = {"error_model": "numpy", "fastmath": {"nsz", "arcp", "contract", "afn"}}
@@ -70,7 +71,7 @@ def _kernels() -> dict[str, Callable[..., Any]]:
     def activation(reps: int, G: np.ndarray, c: np.ndarray, hf: np.ndarray, H: int, scratch: np.ndarray) -> None:
         for _ in range(reps):
             for r in range(G.shape[0]):
-                pk._activate_row(G[r], c[r], hf[r], H, np.float32(40.0), scratch)
+                activate_row(G[r], c[r], hf[r], H, np.float32(40.0), scratch)
 
     return {"fma_peak": fma_peak, "product": product, "activation": activation}
 
