@@ -143,6 +143,20 @@ def test_a_reversed_input_view_runs_backwards_in_time(pk, dtype):
     assert_matches(run_packed(pk, lw, x[::-1], h0, c0), reference(lw, np.ascontiguousarray(x[::-1]), h0, c0), dtype)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_reversed_outputs_and_tape_as_a_backwards_direction_passes_them(pk, dtype):
+    """run_sequence's backwards direction hands x[::-1], outputs[::-1] and trace.reversed(): views with negative strides."""
+    lw, x, h0, c0, sizes = problem(12, 5, 6, 3, 10, 4, dtype, True)
+    T, B = x.shape[:2]
+    out = np.zeros((T, B, lw.state_size), dtype)
+    trace = Trace.empty(T, B, 10, lw.state_size, np.dtype(dtype), projection=True, general=False)
+    h, c = h0.copy(), c0.copy()
+    pk.forward(pk.packed(lw.fused_matrix(), lw.b, lw.W_hr), x[::-1], h, c, outputs=out[::-1], tape=trace.reversed(), batch_sizes=sizes)
+    ref_out, ref_trace, ref_h, ref_c = reference(lw, np.ascontiguousarray(x[::-1]), h0, c0, sizes)
+    got = (np.ascontiguousarray(out[::-1]), trace.reversed(), h, c)
+    assert_matches(got, (ref_out, ref_trace, ref_h, ref_c), dtype)
+
+
 def test_long_float32_sequence_at_the_benchmark_sizes(pk):
     """T = 100 at the issue's widths (64 inputs, H = 64 and 80): float32 stays within 1e-5 of the NumPy path."""
     for B, H in [(1, 64), (4, 80), (7, 64)]:
