@@ -4,7 +4,10 @@ Rows: inference over a sequence, one training step (forward + backward,
 against torch autograd), and streaming one step at a time; each at 1 and 2
 threads.  nplstm runs twice: ``nplstm`` (the compiled engine where the
 "auto" policy picks it, i.e. with ``nplstm[fast]`` installed) and ``numpy``
-(the NumPy-only path).  Contenders run interleaved in one process (each
+(the NumPy-only path).  Inference rows also time ``packed``: the packed
+engine of issue 20 (:mod:`nplstm._packed`) called directly on the layer,
+before the API is wired to it (columns ``packed``, ``pk/ort``, ``pk/torch``;
+``python -m bench.packed`` breaks it down).  Contenders run interleaved in one process (each
 repetition visits every contender, in rotating order), so a noisy neighbour
 slows all of them alike; the table reports medians and ratios to the peers
 measured in the same run.  All use the same thread count:
@@ -206,6 +209,22 @@ def on_backend(name: str, fn: Callable[[], object]) -> Callable[[], object]:
     return run
 
 
+def packed_forward(weights: Any, x: np.ndarray) -> Callable[[], object]:
+    """The packed engine (nplstm._packed, issue 20) run directly on one layer: weight check, then the loop; outputs allocated per call as the API does."""
+    from nplstm import _packed
+
+    T, B, _ = x.shape
+    H, P, dt = weights.hidden_size, weights.state_size, weights.dtype
+
+    def run() -> object:
+        packed = _packed.packed(weights.fused_matrix(), weights.b, weights.W_hr)
+        out = np.empty((T, B, P), dt)
+        _packed.forward(packed, x, np.zeros((B, P), dt), np.zeros((B, H), dt), outputs=out)
+        return out
+
+    return run
+
+
 def build(case: Case, threads: int, via: str) -> tuple[dict[str, Callable[[], object]], dict[str, Any]]:
     """The contenders on one set of weights: callables by name, plus extras for the memory checks."""
     import torch
@@ -254,6 +273,8 @@ def build(case: Case, threads: int, via: str) -> tuple[dict[str, Callable[[], ob
     contenders: dict[str, Callable[[], object]] = {"nplstm": on_backend(fast, ours["step"]), "numpy": on_backend("numpy", ours["step"])}
     if not kernels.available():
         del contenders["numpy"]  # the same path twice
+    elif via == "api" and case.kind == "sequence":
+        contenders["packed"] = packed_forward(stack.layers[0][0], x)
     extras["step"] = contenders["nplstm"]
 
     if case.kind == "stream":
@@ -378,7 +399,7 @@ def _fmt(value: float | None, spec: str) -> str:
 
 HEADER = (
     f"{'case':<40} {'thr':>3} {'nplstm':>10} {'numpy':>10} {'torch':>10} {'ort':>10} "
-    f"{'/torch':>6} {'/ort':>5} {'np/torch':>8} {'%floor':>6} {'peak KiB':>8}"
+    f"{'/torch':>6} {'/ort':>5} {'np/torch':>8} {'%floor':>6} {'peak KiB':>8} {'packed':>10} {'pk/ort':>6} {'pk/torch':>8}"
 )
 
 
@@ -390,7 +411,8 @@ def row(r: Result) -> str:
         f"{r.case.name:<40} {r.threads:>3} {ms.get('nplstm', '-'):>10} {ms.get('numpy', '-'):>10} {ms.get('torch', '-'):>10} "
         f"{ms.get('onnxruntime', '-'):>10} {_fmt(r.ratio('torch'), '.2f'):>6} {_fmt(r.ratio('onnxruntime'), '.2f'):>5} "
         f"{_fmt(r.ratio('torch', 'numpy'), '.2f'):>8} {_fmt(None if frac is None else 100 * frac, '.0f'):>6} "
-        f"{_fmt(None if peak is None else peak / 1024, '.0f'):>8}"
+        f"{_fmt(None if peak is None else peak / 1024, '.0f'):>8} {ms.get('packed', '-'):>10} "
+        f"{_fmt(r.ratio('onnxruntime', 'packed'), '.2f'):>6} {_fmt(r.ratio('torch', 'packed'), '.2f'):>8}"
     )
 
 
@@ -566,7 +588,11 @@ def main(argv: list[str] | None = None) -> int:
         "machine": info,
         "quick": args.quick,
         "floor_gflops": floors,
-        "results": [asdict(r) | {"ratio_torch": r.ratio("torch"), "ratio_onnxruntime": r.ratio("onnxruntime"), "floor_fraction": r.floor_fraction()} for r in results],
+        "results": [
+            asdict(r) | {"ratio_torch": r.ratio("torch"), "ratio_onnxruntime": r.ratio("onnxruntime"), "floor_fraction": r.floor_fraction(),
+                         "packed_ratio_onnxruntime": r.ratio("onnxruntime", "packed"), "packed_floor_fraction": r.floor_fraction("packed")}
+            for r in results
+        ],
         "targets": found,
     }
     json_path.write_text(json.dumps(payload, indent=1))

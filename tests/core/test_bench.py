@@ -37,6 +37,11 @@ def test_quick_benchmark_runs_and_reports(tmp_path):
     if data["machine"]["numba_kernel"]:
         assert "training step T=100 B=16 H=64 float32 vs torch autograd" in targets
         assert all("numpy" in r["median_s"] for r in data["results"])  # the NumPy-only path is timed alongside
+        if data["machine"]["via"] == "api":  # and the packed engine of issue 20, run directly, on every inference row
+            sequences = [r for r in data["results"] if r["case"]["kind"] == "sequence"]
+            assert sequences and all(r["median_s"]["packed"] > 0 for r in sequences)
+            assert all(r["packed_ratio_onnxruntime"] > 0 for r in sequences if "onnxruntime" in r["median_s"])
+            assert "pk/ort" in proc.stdout
     if "matplotlib" in sys.modules or __import__("importlib").util.find_spec("matplotlib"):
         assert (tmp_path / "b.png").stat().st_size > 1000
 
@@ -66,3 +71,19 @@ def test_benchmark_without_threadpoolctl_says_so(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "threadpoolctl is not installed" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_packed_engine_benchmark_runs(tmp_path):
+    """python -m bench.packed: the packed engine alone, against onnxruntime and torch, with the machine's FMA peak."""
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("numba")
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.packed", "--quick", "--reps", "1", "--min-time", "0.001"], cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "FMA peak" in proc.stdout and "GFLOP/s per core" in proc.stdout
+    rows = [line.split() for line in proc.stdout.splitlines() if line.split()[:2] in (["1", "64"], ["4", "64"])]
+    assert len(rows) == 2
+    for row in rows:
+        assert float(row[-1]) < 1e-5  # max |difference| from onnxruntime's outputs
