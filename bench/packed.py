@@ -145,7 +145,7 @@ def run(shapes: list[tuple[int, int]], reps: int, min_time: float) -> list[dict[
     import torch
 
     from nplstm import _packed as pk
-    from nplstm.params import LayerWeights
+    from nplstm.params import DirectionParams
 
     k = _kernels()
     peak = fma_peak_gflops(k, reps)
@@ -162,7 +162,7 @@ def run(shapes: list[tuple[int, int]], reps: int, min_time: float) -> list[dict[
     rows = []
     rng = np.random.default_rng(0)
     for B, H in shapes:
-        lw = LayerWeights(I, H, rng=rng, dtype=np.dtype(np.float32))
+        lw = DirectionParams(I, H, rng=rng, dtype=np.dtype(np.float32))
         lw.b[...] = rng.uniform(-0.1, 0.1, lw.b.shape)
         weights = pk.packed(lw.fused_matrix(), lw.b, None)
         K = H + I

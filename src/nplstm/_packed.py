@@ -353,7 +353,7 @@ class PackedWeights:
     """One layer-direction's weights packed for :func:`forward`, with the copy they were packed from.
 
     ``WT`` (P + I, 4H): the fused ``[W_h; W_x]ᵀ`` as
-    :meth:`nplstm.params.LayerWeights.fused_matrix` gives it; ``b`` (4H,);
+    :meth:`nplstm.params.DirectionParams.fused_matrix` gives it; ``b`` (4H,);
     ``W_hr`` (P, H) or None.  ``version`` counts the packings (1 after
     the first; each detected change adds one).
     """
@@ -440,7 +440,7 @@ def packed(WT: np.ndarray, b: np.ndarray, W_hr: np.ndarray | None = None) -> Pac
     Parameters
     ----------
     WT : (P + I, 4H) array
-        The fused ``[W_h; W_x]ᵀ`` (:meth:`nplstm.params.LayerWeights.fused_matrix`), gates f, i, o, g.
+        The fused ``[W_h; W_x]ᵀ`` (:meth:`nplstm.params.DirectionParams.fused_matrix`), gates f, i, o, g.
     b : (4H,) or (4, H, 1) array
         The fused bias.
     W_hr : (P, H) array, optional

@@ -1,8 +1,8 @@
 """The packed engine (nplstm._packed) against the project's NumPy path, and its weight cache.
 
-Reference: :func:`nplstm.cell.run_sequence` on the "numpy" backend (the
+Reference: :func:`nplstm.loop.run_sequence` on the "numpy" backend (the
 readable step loop the whole package is tested against), on the same
-LayerWeights, in the same dtype: float32 within 1e-5 and float64 within
+DirectionParams, in the same dtype: float32 within 1e-5 and float64 within
 1e-12 of it, relative to the outputs' scale.  Every batch size from 1 to 9
 (the register tiles cover 1-6 rows and the remainders), hidden sizes that
 are and are not multiples of the panel width, variable lengths, the LSTMP
@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from nplstm import kernels
-from nplstm.cell import Trace, run_sequence
-from nplstm.params import LayerWeights
+from nplstm.loop import Trace, run_sequence
+from nplstm.params import DirectionParams
 
 pytestmark = pytest.mark.skipif(not kernels.available(), reason="numba is not installed")
 TOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
@@ -40,7 +40,7 @@ def rel_err(a, ref):
 
 
 def layer(rng, I, H, P, dtype):
-    lw = LayerWeights(I, H, proj_size=P, rng=rng, dtype=np.dtype(dtype))
+    lw = DirectionParams(I, H, proj_size=P, rng=rng, dtype=np.dtype(dtype))
     lw.b[...] = rng.uniform(-0.5, 0.5, lw.b.shape)  # the constructor's biases are zero: make them count
     return lw
 
