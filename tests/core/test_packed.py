@@ -143,17 +143,22 @@ def test_a_reversed_input_view_runs_backwards_in_time(pk, dtype):
     assert_matches(run_packed(pk, lw, x[::-1], h0, c0), reference(lw, np.ascontiguousarray(x[::-1]), h0, c0), dtype)
 
 
+def reversed_view(trace):
+    """The trace seen backwards in time: every buffer a negative-stride view (what a backwards direction writes into)."""
+    return Trace(*(None if a is None else a[::-1] for a in (trace.gates, trace.c, trace.h, trace.h_full, trace.pre)))
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_reversed_outputs_and_tape_as_a_backwards_direction_passes_them(pk, dtype):
-    """run_sequence's backwards direction hands x[::-1], outputs[::-1] and trace.reversed(): views with negative strides."""
+    """A backwards direction may hand x[::-1], outputs[::-1] and a reversed tape: views with negative strides."""
     lw, x, h0, c0, sizes = problem(12, 5, 6, 3, 10, 4, dtype, True)
     T, B = x.shape[:2]
     out = np.zeros((T, B, lw.state_size), dtype)
     trace = Trace.empty(T, B, 10, lw.state_size, np.dtype(dtype), projection=True, general=False)
     h, c = h0.copy(), c0.copy()
-    pk.forward(pk.packed(lw.fused_matrix(), lw.b, lw.W_hr), x[::-1], h, c, outputs=out[::-1], tape=trace.reversed(), batch_sizes=sizes)
+    pk.forward(pk.packed(lw.fused_matrix(), lw.b, lw.W_hr), x[::-1], h, c, outputs=out[::-1], tape=reversed_view(trace), batch_sizes=sizes)
     ref_out, ref_trace, ref_h, ref_c = reference(lw, np.ascontiguousarray(x[::-1]), h0, c0, sizes)
-    got = (np.ascontiguousarray(out[::-1]), trace.reversed(), h, c)
+    got = (np.ascontiguousarray(out[::-1]), reversed_view(trace), h, c)
     assert_matches(got, (ref_out, ref_trace, ref_h, ref_c), dtype)
 
 
