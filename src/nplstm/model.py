@@ -90,6 +90,27 @@ def _trailing_lengths(valid: np.ndarray, what: str) -> np.ndarray:
     return lengths.astype(np.int64)
 
 
+def _returned_index(lengths: np.ndarray, T: int, *, go_backwards: bool) -> np.ndarray:
+    """(B, T): the stack step each step Keras returns shows, -1 for a zero output.
+
+    Reading backwards, Keras meets the padding first (zero outputs), then the
+    valid steps; reading forwards it repeats the last valid output over the
+    padding (without ``zero_output_for_mask``).
+    """
+    steps = np.arange(T)[None, :]
+    n = lengths[:, None]
+    if go_backwards:
+        return np.where(steps >= T - n, steps - (T - n), -1)
+    return np.minimum(steps, n - 1)
+
+
+def _gather_steps(seq: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Batch-first ``seq`` re-read at :func:`_returned_index` steps (zeros where it is -1)."""
+    out = np.take_along_axis(seq, np.maximum(index, 0)[..., None], axis=1)
+    out[index < 0] = 0
+    return out
+
+
 def _reverse_each(x: np.ndarray, lengths: np.ndarray | None) -> np.ndarray:
     """Batch-first ``x`` with each row's first ``lengths[b]`` steps reversed (its own inverse)."""
     if lengths is None:
@@ -353,20 +374,16 @@ class SequenceModel:
             return seq[np.arange(seq.shape[0]), last]
         return self._as_returned(seq, lengths, T)
 
+    def _returned_steps(self, lengths: np.ndarray | None, T: int) -> np.ndarray | None:
+        """Which stack step each returned step shows (None: each its own), see :func:`_returned_index`."""
+        if lengths is None or not (self.go_backwards or self.masked_outputs == "repeat"):
+            return None
+        return _returned_index(lengths, T, go_backwards=self.go_backwards)
+
     def _as_returned(self, seq: np.ndarray, lengths: np.ndarray | None, T: int) -> np.ndarray:
         """Every step's output as the source framework returns it (padded steps, reading order)."""
-        if self.go_backwards:
-            if lengths is None:
-                return seq
-            out = np.zeros_like(seq)  # Keras meets the padding first (zero output), then the valid steps
-            for b, n in enumerate(lengths):
-                out[b, T - n:] = seq[b, :n]
-            return out
-        if lengths is not None and self.masked_outputs == "repeat":
-            seq = seq.copy()
-            for b, n in enumerate(lengths):
-                seq[b, n:] = seq[b, n - 1]
-        return seq
+        index = self._returned_steps(lengths, T)
+        return seq if index is None else _gather_steps(seq, index)
 
     def _needs_sequence(self) -> bool:
         return self.output == "sequence" or (self.output == "last" and self.lstm.bidirectional)
@@ -483,16 +500,13 @@ class SequenceModel:
         if self.output == "last":
             last = np.full(B, T - 1) if lengths is None else lengths - 1
             d_seq[np.arange(B), last] = d_features
-        elif self.go_backwards and lengths is not None:
-            for b, n in enumerate(lengths):
-                d_seq[b, :n] = d_features[b, T - n:]
-        elif lengths is not None and self.masked_outputs == "repeat":
-            d_seq[...] = d_features
-            for b, n in enumerate(lengths):
-                d_seq[b, n - 1] += d_features[b, n:].sum(axis=0)
-                d_seq[b, n:] = 0
         else:
-            d_seq[...] = d_features
+            index = self._returned_steps(lengths, T)
+            if index is None:
+                d_seq[...] = d_features
+            else:  # the transpose of _gather_steps: each returned step's gradient goes to the step it shows
+                shown = index >= 0
+                np.add.at(d_seq, (np.nonzero(shown)[0], index[shown]), d_features[shown])
         return self.lstm.backward(tape.stack_tape, d_seq)
 
     # --------------------------------------------------------------- files

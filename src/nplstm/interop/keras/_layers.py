@@ -7,7 +7,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ...model import _prefix_lengths, _reverse_each
+from ...model import _gather_steps, _prefix_lengths, _returned_index, _reverse_each
 from ...stack import StackedLSTM
 from ..gates import InteropError, unpack
 from ._config import (
@@ -82,15 +82,10 @@ class KerasLSTM:
         seq, (h_n, c_n) = self.stack.forward(x, lengths=lengths)
         assert seq is not None  # return_sequences is on
         if lengths is not None:
-            if self.go_backwards:
-                # Keras met the padding first (state untouched, zero output), then the valid steps
-                shifted = np.zeros_like(seq)
-                for b, n in enumerate(lengths):
-                    shifted[b, T - n :] = seq[b, :n]
-                seq = shifted
-            elif not self.zero_output_for_mask and not self.stack.bidirectional:
-                for b, n in enumerate(lengths):  # Keras repeats the last valid output over masked steps
-                    seq[b, n:] = seq[b, n - 1]
+            # Keras met the padding first (zero output) reading backwards, and repeats the last valid output
+            # over masked steps reading forwards
+            if self.go_backwards or (not self.zero_output_for_mask and not self.stack.bidirectional):
+                seq = _gather_steps(seq, _returned_index(lengths, T, go_backwards=self.go_backwards))
         if self.return_sequences:
             out = seq
         elif self.stack.bidirectional:
