@@ -10,7 +10,7 @@ from typing import Mapping
 
 import numpy as np
 
-__all__ = ["Optimizer", "SGD", "Adam", "clip_grad_norm"]
+__all__ = ["Optimizer", "SGD", "Adam", "clip_grad_norm", "clip_grad_value"]
 
 
 def clip_grad_norm(grads: Mapping[str, np.ndarray], max_norm: float) -> float:
@@ -26,6 +26,34 @@ def clip_grad_norm(grads: Mapping[str, np.ndarray], max_norm: float) -> float:
         for g in grads.values():
             g *= scale
     return total
+
+
+def clip_grad_value(grads: Mapping[str, np.ndarray], clip_value: float) -> None:
+    """Clip every gradient element in place to ``[-clip_value, clip_value]``.
+
+    Like ``torch.nn.utils.clip_grad_value_``: each element is clamped on
+    its own (the direction of the gradient may change; NaN stays NaN).
+
+    Parameters
+    ----------
+    grads : mapping of str to ndarray
+        The gradients, modified in place.
+    clip_value : float
+        The largest absolute value an element keeps; a positive finite number.
+
+    Raises
+    ------
+    ValueError
+        If ``clip_value`` is not a positive finite number.
+    """
+    if (
+        isinstance(clip_value, bool)
+        or not isinstance(clip_value, (int, float, np.integer, np.floating))
+        or not (np.isfinite(clip_value) and clip_value > 0)
+    ):
+        raise ValueError(f"clip_value must be a positive finite number; got {clip_value!r}")
+    for g in grads.values():
+        np.clip(g, -clip_value, clip_value, out=g)
 
 
 class Optimizer:
