@@ -426,13 +426,61 @@ class SequenceModel:
 
     __call__ = forward
 
-    def predict(self, x: Any, *, lengths: Any = None) -> np.ndarray:
-        """The model's output for ``x``: ``(B, O)``, or ``(B, T, O)`` with ``output="sequence"``."""
-        return self.forward(x, lengths=lengths)[0]
+    def _pad_list(self, x: Any, lengths: Any, name: str = "x") -> tuple[np.ndarray, np.ndarray] | None:
+        """A list of sequences padded as ``(X, lengths)``; None when ``x`` is not such a list.
 
-    def logits(self, x: Any, *, lengths: Any = None) -> np.ndarray:
-        """The output layer's pre-activation for ``x`` (the class scores before a softmax)."""
-        return self._run(x, None, lengths, False, logits=True)[0]
+        Float sequences are ``(T_k, I)`` (or ``(T_k,)`` for one feature),
+        padded with zeros; token-id sequences ``(T_k,)`` for a model with an
+        embedding, padded with id 0.  The one reading of lists that
+        :func:`~nplstm.fit`, :func:`~nplstm.training.evaluate` and
+        :meth:`predict` share.
+        """
+        if not isinstance(x, (list, tuple)) or not x:
+            return None
+        if self.embedding is not None:
+            if not all(np.ndim(s) == 1 for s in x):
+                return None
+            if lengths is not None:
+                raise ValueError(f"give either a list of sequences or padded {name} with lengths, not both")
+            sequences = [self.embedding.check_ids(s, f"{name}[{k}]") for k, s in enumerate(x)]
+            found = np.array([len(s) for s in sequences], dtype=np.int64)
+            if found.min() < 1:
+                raise ValueError(f"sequence {int(np.argmin(found))} is empty; every sequence needs at least one step")
+            ids = np.zeros((len(sequences), int(found.max())), dtype=np.int64)
+            for k, s in enumerate(sequences):
+                ids[k, : len(s)] = s
+            return ids, found
+        if not all(np.ndim(s) in (1, 2) for s in x):
+            return None
+        if lengths is not None:
+            raise ValueError(f"give either a list of sequences or padded {name} with lengths, not both")
+        return pad_sequences(x, dtype=self.dtype, name=name)
+
+    def _ragged_out(self, x: Any, lengths: Any, logits: bool) -> np.ndarray | list[np.ndarray]:
+        padded = self._pad_list(x, lengths)
+        if padded is None:
+            return self._run(x, None, lengths, False, logits=logits)[0]
+        X, found = padded
+        out = self._run(X, None, found, False, logits=logits)[0]
+        if not self.many_to_many:
+            return out
+        return [out[k, :n] for k, n in enumerate(found)]  # each sequence's own steps, as fit's loss reads them
+
+    def predict(self, x: Any, *, lengths: Any = None) -> Any:
+        """The model's output for ``x``: ``(B, O)``, or ``(B, T, O)`` with ``output="sequence"``.
+
+        ``x`` may also be a list of sequences of different lengths, as
+        :func:`~nplstm.fit` takes them (``(T_k, I)`` arrays, or ``(T_k,)``
+        token ids): they are padded and run with their lengths; the result
+        is ``(N, O)``, or with ``output="sequence"`` a list of ``(T_k, O)``
+        arrays, each sequence's own steps (what fit's loss compares with
+        the targets).
+        """
+        return self._ragged_out(x, lengths, logits=False)
+
+    def logits(self, x: Any, *, lengths: Any = None) -> Any:
+        """The output layer's pre-activation for ``x`` (the class scores before a softmax); ``x`` as for :meth:`predict`."""
+        return self._ragged_out(x, lengths, logits=True)
 
     def forward_train(
         self, x: Any, state: tuple[Any, Any] | None = None, *, lengths: Any = None

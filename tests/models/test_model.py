@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from nplstm import Dense, Embedding, SequenceModel, StackedLSTM, fit
+from nplstm import Adam, Dense, Embedding, SequenceModel, StackedLSTM, fit
 from nplstm.head import HEAD_ACTIVATIONS
 from nplstm.io import read_npz
 from nplstm.losses import mse, softmax_cross_entropy
@@ -233,7 +233,8 @@ def test_fit_trains_a_token_classifier_with_a_softmax_output():
     ids = rng.integers(1, 6, size=(96, 6))
     labels = (ids == 5).any(axis=1).astype(np.int64)  # "does token 5 occur?"
     model = SequenceModel(4, 8, 2, num_embeddings=6, activation="softmax", seed=0)
-    history = fit(model, ids, labels, loss="cross_entropy", epochs=40, batch_size=16, seed=0, progress=False)
+    history = fit(model, ids, labels, loss="cross_entropy", epochs=40, batch_size=16, seed=0, progress=False,
+                  optimizer=Adam(model.parameters(), lr=1e-2), clip_norm=1.0)  # fit's defaults before issue 19
     assert history.loss[-1] < 0.3 * history.loss[0]
     accuracy = np.mean(model.predict(ids).argmax(axis=1) == labels)
     assert accuracy > 0.95

@@ -124,7 +124,8 @@ def test_fit_reduces_loss_and_reports_history(capsys):
     X = rng.normal(size=(64, 6, 2))
     Y = X.sum(axis=(1, 2))[:, None] * 0.1  # a learnable linear target
     model = SequenceModel(2, 8, 1, seed=0)
-    history = fit(model, X, Y, epochs=25, batch_size=16, validation_split=0.25, seed=0)
+    history = fit(model, X, Y, epochs=25, batch_size=16, validation_split=0.25, seed=0,
+                  optimizer=Adam(model.parameters(), lr=1e-2), clip_norm=1.0)  # fit's defaults before issue 19
     assert isinstance(history, History)
     assert len(history.loss) == len(history.val_loss) == 25
     assert history.loss[-1] < 0.5 * history.loss[0]

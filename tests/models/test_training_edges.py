@@ -250,7 +250,7 @@ def test_fit_refuses_masked_arrays_wherever_they_come_in(small_data, where, mess
     (np.array([[object()]] * 32, dtype=object), TypeError, r"^Y must hold real numbers \(int or float\); got dtype object"),
     (np.array([["a"]] * 32), TypeError, r"^Y must hold real numbers \(int or float\); got dtype <U1"),
     (np.ones((32, 1), dtype=complex), TypeError, r"^Y must hold real numbers \(int or float\); got dtype complex128"),
-    (np.ones(32), ValueError, r"^Y must have shape \(N, O\) = \(32, 1\) for this many-to-one model and mse; got \(32,\)"),
+    (np.ones((32, 2)), ValueError, r"^Y must have shape \(N, O\) = \(32, 1\) for this many-to-one model and mse; got \(32, 2\)"),
     (np.ones((31, 1)), ValueError, r"^X and Y must hold the same number of sequences; got 32 and 31"),
 ])
 def test_fit_names_bad_targets(small_data, Y, exc, message):
