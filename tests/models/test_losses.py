@@ -6,8 +6,20 @@ import numpy as np
 import pytest
 
 from nplstm.losses import (
-    LOSSES, MAE, MSE, BinaryCrossEntropy, CrossEntropy, Huber, UserLoss, binary_cross_entropy, cross_entropy, get_loss,
-    huber, mae, mse, softmax_cross_entropy,
+    LOSSES,
+    MAE,
+    MSE,
+    BinaryCrossEntropy,
+    CrossEntropy,
+    Huber,
+    UserLoss,
+    binary_cross_entropy,
+    cross_entropy,
+    get_loss,
+    huber,
+    mae,
+    mse,
+    softmax_cross_entropy,
 )
 
 from gradcheck import numeric_gradient, rel_error
