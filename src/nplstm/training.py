@@ -335,10 +335,6 @@ def _check_clip(value: Any, name: str) -> None:
         raise ValueError(f"{name} must be a positive finite number or None; got {value!r}")
 
 
-def _check_clip_norm(clip_norm: Any) -> None:
-    _check_clip(clip_norm, "clip_norm")
-
-
 class _EpochFunction(Callback):
     """The older ``on_epoch_end=fn`` argument as a callback: ``fn(epoch, history)`` returning True stops training."""
 

@@ -26,6 +26,16 @@ def data():
     return X, X.sum(axis=(1, 2))[:, None] * 0.3
 
 
+class Snapshots(Callback):
+    """The model's weights at the end of each epoch."""
+
+    def __init__(self):
+        self.taken = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.taken.append(snapshot(self.model))
+
+
 class Recorder(Callback):
     def __init__(self):
         self.calls = []
@@ -127,18 +137,13 @@ def test_early_stopping_argument_is_the_callback(data):
 def test_restore_best_weights_on_another_monitor(data):
     X, Y = data
     model = SequenceModel(2, 4, 1, seed=0)
-    snapshots = []
-
-    class Snap(Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            snapshots.append(snapshot(self.model))
-
+    snapshots = Snapshots()
     stop = EarlyStopping(monitor="val_mae", patience=100, restore_best_weights=True)
     history = fit(model, X, Y, epochs=6, optimizer=SGD(model.parameters(), lr=1), validation_split=0.2, seed=0,
-                  metrics=["mae"], callbacks=[Snap(), stop], verbose=0)
+                  metrics=["mae"], callbacks=[snapshots, stop], verbose=0)
     best = int(np.argmin(history.metrics["val_mae"]))
     assert stop.best_epoch == best and history.weights_epoch == best and not history.stopped_early
-    assert_weights_equal(model, snapshots[best])
+    assert_weights_equal(model, snapshots.taken[best])
 
 
 def test_a_monitor_the_logs_will_not_hold_is_refused_before_training(data):
@@ -156,23 +161,18 @@ def test_a_monitor_the_logs_will_not_hold_is_refused_before_training(data):
 def test_model_checkpoint_saves_the_best_epochs_atomically(data, tmp_path):
     X, Y = data
     model = SequenceModel(2, 4, 1, seed=0)
-    snapshots = []
-
-    class Snap(Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            snapshots.append(snapshot(self.model))
-
+    snapshots = Snapshots()
     best = ModelCheckpoint(tmp_path / "best.npz")
     every = ModelCheckpoint(str(tmp_path / "epoch-{epoch:02d}-{val_loss:.3f}.npz"), save_best_only=False)
     history = fit(model, X, Y, epochs=8, optimizer=SGD(model.parameters(), lr=1), validation_split=0.2, seed=0,
-                  callbacks=[Snap(), best, every], verbose=0)
+                  callbacks=[snapshots, best, every], verbose=0)
     improved = [e for e, v in enumerate(history.val_loss) if v < min(history.val_loss[:e], default=np.inf)]
     assert [os.path.basename(p) for p in best.saved] == ["best.npz"] * len(improved)
     assert best.best_epoch == history.best_epoch == improved[-1] and len(improved) < 8
-    assert_weights_equal(SequenceModel.load(tmp_path / "best.npz"), snapshots[history.best_epoch])
+    assert_weights_equal(SequenceModel.load(tmp_path / "best.npz"), snapshots.taken[history.best_epoch])
     names = sorted(os.listdir(tmp_path))
     assert names == sorted(["best.npz"] + [f"epoch-{e + 1:02d}-{v:.3f}.npz" for e, v in enumerate(history.val_loss)])
-    assert_weights_equal(SequenceModel.load(tmp_path / every.saved[3]), snapshots[3])  # no temporary files left
+    assert_weights_equal(SequenceModel.load(tmp_path / every.saved[3]), snapshots.taken[3])  # no temporary files left
 
 
 def test_the_on_epoch_end_argument_is_a_callback_among_others(data):
