@@ -31,10 +31,8 @@ __all__ = [
 ]
 
 
-def _weights_like(weight: np.ndarray | None, values: np.ndarray) -> np.ndarray:
-    """Per-row ``weight`` (its shape a prefix of ``values``'), broadcast with trailing axes of 1; ones for None."""
-    if weight is None:
-        return np.ones((1,) * values.ndim, dtype=values.dtype)
+def _weights_like(weight: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Per-row ``weight`` (its shape a prefix of ``values``'), with trailing axes of 1 to broadcast against ``values``."""
     return weight.reshape(weight.shape + (1,) * (values.ndim - weight.ndim))
 
 
@@ -95,11 +93,12 @@ class Loss:
             if not (np.isfinite(weight).all() and np.all(weight >= 0)):
                 raise ValueError("sample_weight must be finite and >= 0")
         values, grads, denominators = self._elements(prediction, target)
+        if weight is None:
+            count = values.size if denominators is None else np.sum(denominators)
+            return float(np.sum(values)), float(count), grads
         w = _weights_like(weight, values)
-        numerator = float(np.sum(w * values))
         counts = np.ones_like(values) if denominators is None else denominators
-        denominator = float(np.sum(w * counts))
-        return numerator, denominator, _weights_like(weight, grads) * grads
+        return float(np.sum(w * values)), float(np.sum(w * counts)), _weights_like(weight, grads) * grads
 
     def __call__(self, prediction: Any, target: Any, sample_weight: Any = None) -> tuple[float, np.ndarray]:
         """The (weighted) mean loss and its gradient with respect to ``prediction``."""
