@@ -422,7 +422,8 @@ class _Trainer:
         self.val_floor = _loss_scale(loss, val, model) if val is not None else 0.0
         self.yardstick: float | None = None  # the first batch's loss, floored
         self.tally = _Tally(self.metrics)
-        self.batch = 0
+        self.batch = 0  # optimizer steps in this epoch
+        self.held: tuple[dict[str, np.ndarray], float, float] | None = None  # accumulated gradient sums, loss sums
         self.logs: dict[str, float] = {}
 
     def log_keys(self) -> list[str]:
@@ -442,20 +443,38 @@ class _Trainer:
         for c in self.callbacks:
             c.on_epoch_begin(epoch, {})
 
-    def step(self, batch: _Dataset, state: Any = None, where: str = "") -> tuple[float, Any]:
-        """Forward, loss, backward, clip, divergence test, update, ``on_batch_end``; returns ``(loss, final state)``."""
+    def step(self, batch: _Dataset, state: Any = None, where: str = "", *, update: bool = True) -> tuple[float, Any]:
+        """Forward, loss, backward, clip, divergence test, update, ``on_batch_end``; returns ``(loss, final state)``.
+
+        With ``update=False`` the batch's gradient is held and the update
+        waits for a later batch (gradient accumulation): that update is the
+        one of a single batch holding them all, under its mean loss (each
+        batch's mean gradient weighted by its share of the weights).
+        """
         model, loss = self.model, self.loss
         prediction, state, tape = model.forward_train(batch.X, state, lengths=batch.lengths)
         before = _scores_before_activation(model, loss)
         scores = tape.pre_activation if before else prediction
         assert scores is not None
         numerator, denominator, d_scores = _totals(model, loss, scores, batch)
-        value = numerator / denominator if denominator else 0.0
         if denominator:
             d_scores = d_scores / denominator
         self.tally.add(model, loss, scores, prediction, batch, (numerator, denominator))
         grads = model.backward(tape, d_scores, of_pre_activation=before)
         trained = {k: grads[k] for k in self.optimizer.params}
+        if self.held is not None or not update:
+            if self.held is None:
+                self.held = ({k: g * denominator for k, g in trained.items()}, 0.0, 0.0)
+            else:
+                for k, g in trained.items():
+                    self.held[0][k] += g * denominator
+            sums, numerator, denominator = self.held[0], self.held[1] + numerator, self.held[2] + denominator
+            self.held = (sums, numerator, denominator)
+            if not update:
+                return numerator / denominator if denominator else 0.0, state
+            self.held = None
+            trained = {k: g / denominator for k, g in sums.items()} if denominator else sums
+        value = numerator / denominator if denominator else 0.0
         with np.errstate(over="ignore", invalid="ignore"):  # a blow-up is reported below, not warned about
             if self.clip_value is not None:
                 clip_grad_value(trained, self.clip_value)
@@ -567,6 +586,7 @@ def fit(
     clip_value: float | None = None,
     shuffle: bool = True,
     seed: Any = None,
+    accumulate: int = 1,
     callbacks: Sequence[Callback] | None = None,
     metrics: Sequence[Any] | None = None,
     sample_weight: Any = None,
@@ -616,6 +636,10 @@ def fit(
         No clipping by default (torch's and Keras' default).
     shuffle, seed
         Shuffle the training data each epoch, with this seed.
+    accumulate : int
+        Batches per optimizer step (gradient accumulation): each update is
+        exactly that of one batch ``accumulate`` times as large under the
+        mean loss (the last group of an epoch may be smaller).
     callbacks : list of Callback, optional
         See :mod:`nplstm.callbacks`: ``on_batch_end`` runs after every
         optimizer step with ``{"loss": batch loss}``; ``on_epoch_end`` with
@@ -669,6 +693,7 @@ def fit(
     level = _verbosity(verbose, progress)
     epochs = positive_int(epochs, "epochs")
     batch_size = positive_int(batch_size, "batch_size")
+    accumulate = positive_int(accumulate, "accumulate")
     if early_stopping is not None:
         early_stopping = positive_int(early_stopping, "early_stopping")
     _check_clip(clip_norm, "clip_norm")
@@ -703,13 +728,15 @@ def fit(
     rng = np.random.default_rng(seed) if shuffle else None
     history = History()
     trainer = _Trainer(model, resolved, optimizer, clip_norm, clip_value, data, val, history, chosen, internal + given)
-    report = _Report(epochs * -(-len(data) // batch_size), epochs, level)
+    per_epoch = -(-len(data) // batch_size)
+    report = _Report(epochs * per_epoch, epochs, level)
     trainer.begin()
     try:
         for epoch in range(epochs):
             trainer.begin_epoch(epoch)
-            for idx in _batches(len(data), batch_size, rng):
-                trainer.step(data.take(idx), where=f"in epoch {epoch + 1}")
+            for k, idx in enumerate(_batches(len(data), batch_size, rng)):
+                update = (k + 1) % accumulate == 0 or k + 1 == per_epoch
+                trainer.step(data.take(idx), where=f"in epoch {epoch + 1}", update=update)
                 report.update(epoch, trainer.tally.loss())
             report.epoch_end(epoch, trainer.end_epoch(epoch))
             if trainer.run_epoch_end(epoch):

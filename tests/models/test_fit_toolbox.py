@@ -285,3 +285,27 @@ def test_truncated_bptt_takes_fits_losses_weights_and_clipping(rng):
     truncated_bptt(model, x[kept], y[kept], window=8, optimizer=reference, loss="mae", clip_value=0.01)
     for k in reference.seen[0]:
         np.testing.assert_allclose(opt.seen[0][k], reference.seen[0][k], rtol=1e-11, atol=1e-15)
+
+
+# ------------------------------------------------------- accumulation
+def test_accumulated_batches_are_one_batch_k_times_as_large(rng):
+    """Ragged many-to-many data: batches count different numbers of valid steps, so each must weigh by its share."""
+    seqs = [rng.normal(size=(int(n), 2)) for n in rng.integers(1, 7, size=24)]
+    targets = [rng.normal(size=(len(s), 1)) for s in seqs]
+    w = rng.uniform(0.5, 2.0, size=24)
+    runs = []
+    for batch_size, accumulate in ((12, 1), (4, 3), (5, 3)):
+        model = SequenceModel(2, 3, 1, many_to_many=True, seed=0)
+        opt = Adam(model.parameters(), lr=1e-2)
+        steps = []
+        history = fit(model, seqs, targets, epochs=2, batch_size=batch_size, accumulate=accumulate, optimizer=opt, seed=3,
+                      sample_weight=w, verbose=0, on_epoch_end=lambda e, h: steps.append(opt.t))
+        runs.append((snapshot(model), history.loss, steps))
+    (one, loss_one, steps_one), (acc, loss_acc, steps_acc), (uneven, _, steps_uneven) = runs
+    assert steps_one == steps_acc == [2, 4] and steps_uneven == [2, 4]  # 5 batches of 5: groups of 3 and 2
+    for k in one:
+        np.testing.assert_allclose(acc[k], one[k], rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(loss_acc, loss_one, rtol=1e-12)
+    assert not weights_equal(uneven, one)  # batches of 5 make other groups: the test can tell
+    with pytest.raises(ValueError, match="accumulate must be an integer >= 1"):
+        fit(SequenceModel(2, 3, 1, seed=0), rng.normal(size=(4, 3, 2)), np.zeros(4), accumulate=0, verbose=0)
