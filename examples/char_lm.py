@@ -12,6 +12,7 @@ import argparse
 
 from nplstm.datasets import CharVocabulary, char_windows, corpus_words, sample_text, toy_corpus
 from nplstm.model import SequenceModel
+from nplstm.optim import Adam
 from nplstm.training import fit
 
 
@@ -21,7 +22,8 @@ def run(sentences: int = 2000, epochs: int = 20, hidden: int = 128, steps: int =
     vocab = CharVocabulary(text)
     X, Y = char_windows(text, steps, vocab)
     model = SequenceModel(len(vocab), hidden, len(vocab), many_to_many=True, seed=seed)
-    history = fit(model, X, Y, loss="cross_entropy", epochs=epochs, batch_size=16, seed=seed, progress=progress)
+    history = fit(model, X, Y, loss="cross_entropy", epochs=epochs, batch_size=16, seed=seed, progress=progress,
+                  optimizer=Adam(model.parameters(), lr=1e-2), clip_norm=1.0)
     sample = sample_text(model, vocab, "the ", sample_length, temperature=0.8, seed=seed)
     words = [w.strip(".") for w in sample.split()][1:-1]  # the last word may be cut off
     known = sum(w in corpus_words() for w in words) / max(len(words), 1)

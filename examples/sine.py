@@ -14,6 +14,7 @@ import numpy as np
 
 from nplstm.datasets import noisy_sine
 from nplstm.model import SequenceModel
+from nplstm.optim import Adam
 from nplstm.training import evaluate, fit
 
 
@@ -21,7 +22,8 @@ def run(sequences: int = 2000, epochs: int = 40, hidden: int = 16, seed: int = 0
     X, Y = noisy_sine(sequences, 25, seed=seed)
     Xv, Yv = noisy_sine(max(200, sequences // 4), 25, seed=seed + 1)
     model = SequenceModel(1, hidden, 1, seed=seed)
-    fit(model, X, Y, epochs=epochs, batch_size=32, validation_data=(Xv, Yv), early_stopping=5, seed=seed, progress=progress)
+    fit(model, X, Y, epochs=epochs, batch_size=32, validation_data=(Xv, Yv), early_stopping=5, seed=seed, progress=progress,
+        optimizer=Adam(model.parameters(), lr=1e-2), clip_norm=1.0)
     return {
         "model": model,
         "lstm_mse": evaluate(model, Xv, Yv),

@@ -24,7 +24,6 @@ import nplstm
 TOP_LEVEL = [
     "LSTM", "StackedLSTM", "Linear", "Dense", "Embedding", "SequenceModel", "SGD", "Adam", "clip_grad_norm", "clip_grad_value",
     "fit", "truncated_bptt", "History", "WeightsFileError", "warmup",
-    "evaluate", "EarlyStopping", "ModelCheckpoint",  # training's toolbox (issue 19)
 ]
 
 #: Modules exempted from the rule (none since the core restructuring landed).

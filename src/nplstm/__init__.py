@@ -4,14 +4,13 @@ The equations live in :mod:`nplstm.cell`; the user-facing layer is
 :class:`nplstm.LSTM`.
 """
 
-from .callbacks import EarlyStopping, ModelCheckpoint
 from .head import Dense, Embedding, Linear
 from .io import WeightsFileError
 from .layer import LSTM
 from .model import SequenceModel
 from .optim import SGD, Adam, clip_grad_norm, clip_grad_value
 from .stack import StackedLSTM
-from .training import History, evaluate, fit, truncated_bptt
+from .training import History, fit, truncated_bptt
 from .warmup import warmup
 
 __all__ = [
@@ -30,9 +29,5 @@ __all__ = [
     "History",
     "WeightsFileError",
     "warmup",
-    # training's toolbox (issue 19)
-    "evaluate",
-    "EarlyStopping",
-    "ModelCheckpoint",
 ]
 __version__ = "0.2.0"
