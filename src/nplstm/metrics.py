@@ -47,6 +47,7 @@ class Metric:
     targets = "any"
 
     def totals(self, prediction: np.ndarray, target: np.ndarray, *, logits: bool = False) -> np.ndarray:
+        """The sums one batch adds (e.g. ``[sum of |p - y|, count]``); ``logits``: the scores are logits."""
         raise NotImplementedError
 
     def result(self, totals: np.ndarray) -> float:
