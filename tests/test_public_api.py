@@ -22,8 +22,8 @@ import nplstm
 
 #: The names ``from nplstm import *`` gives: the layer, the stack, the model and its parts, training.
 TOP_LEVEL = [
-    "LSTM", "StackedLSTM", "Linear", "Dense", "Embedding", "SequenceModel", "SGD", "Adam", "clip_grad_norm", "clip_grad_value",
-    "fit", "truncated_bptt", "History", "WeightsFileError", "warmup",
+    "LSTM", "StackedLSTM", "Linear", "Dense", "Embedding", "SequenceModel", "SGD", "Adam", "AdamW", "RMSprop",
+    "clip_grad_norm", "clip_grad_value", "fit", "truncated_bptt", "History", "WeightsFileError", "warmup",
 ]
 
 #: Modules exempted from the rule (none since the core restructuring landed).
