@@ -23,7 +23,8 @@ import nplstm
 #: The names ``from nplstm import *`` gives: the layer, the stack, the model and its parts, training.
 TOP_LEVEL = [
     "LSTM", "StackedLSTM", "Linear", "Dense", "Embedding", "SequenceModel", "SGD", "Adam", "AdamW", "RMSprop",
-    "clip_grad_norm", "clip_grad_value", "fit", "truncated_bptt", "History", "WeightsFileError", "warmup",
+    "clip_grad_norm", "clip_grad_value", "Schedule", "Constant", "StepLR", "ExponentialLR", "CosineWarmup", "OneCycleLR",
+    "ReduceLROnPlateau", "fit", "truncated_bptt", "History", "WeightsFileError", "warmup",
 ]
 
 #: Modules exempted from the rule (none since the core restructuring landed).
@@ -103,7 +104,8 @@ def _imported_names(module: types.ModuleType) -> set[str]:
 
 
 def test_the_public_modules_are_found():
-    for name in ("nplstm", "nplstm.io", "nplstm.cli", "nplstm.loading", "nplstm.model", "nplstm.interop.onnx"):
+    for name in ("nplstm", "nplstm.io", "nplstm.cli", "nplstm.loading", "nplstm.model", "nplstm.interop.onnx",
+                 "nplstm.schedules", "nplstm.callbacks"):
         assert name in PUBLIC
     assert "nplstm.io._npz" not in PUBLIC and "nplstm.cli._main" not in PUBLIC
 

@@ -9,6 +9,7 @@ from .io import WeightsFileError
 from .layer import LSTM
 from .model import SequenceModel
 from .optim import SGD, Adam, AdamW, RMSprop, clip_grad_norm, clip_grad_value
+from .schedules import Constant, CosineWarmup, ExponentialLR, OneCycleLR, ReduceLROnPlateau, Schedule, StepLR
 from .stack import StackedLSTM
 from .training import History, fit, truncated_bptt
 from .warmup import warmup
@@ -26,6 +27,13 @@ __all__ = [
     "RMSprop",
     "clip_grad_norm",
     "clip_grad_value",
+    "Schedule",
+    "Constant",
+    "StepLR",
+    "ExponentialLR",
+    "CosineWarmup",
+    "OneCycleLR",
+    "ReduceLROnPlateau",
     "fit",
     "truncated_bptt",
     "History",
