@@ -12,18 +12,15 @@ or, in a loop of your own, call ``schedule.step()`` after each
 ``opt.step(grads)`` (:class:`ReduceLROnPlateau`: ``schedule.step(metric)``
 once per epoch).
 
-======================  =====================================================
-schedule                torch equivalent (same sequence of rates)
-======================  =====================================================
-:class:`Constant`       no scheduler (or ``ConstantLR(factor=1.0)``)
-:class:`StepLR`         ``StepLR(step_size, gamma)``
-:class:`ExponentialLR`  ``ExponentialLR(gamma)``
-:class:`CosineWarmup`   ``SequentialLR([LinearLR(start_factor, total_iters=warmup),
-                        CosineAnnealingLR(T_max=total - warmup, eta_min)],
-                        milestones=[warmup])``
-:class:`OneCycleLR`     ``OneCycleLR`` (also cycles SGD's momentum or Adam's beta1)
-:class:`ReduceLROnPlateau`  ``ReduceLROnPlateau`` (stepped with a metric)
-======================  =====================================================
+Each gives the same sequence of rates as its torch counterpart:
+
+- :class:`Constant`: no scheduler (or ``ConstantLR(factor=1.0)``);
+- :class:`StepLR`: ``StepLR(step_size, gamma)``;
+- :class:`ExponentialLR`: ``ExponentialLR(gamma)``;
+- :class:`CosineWarmup`: ``SequentialLR([LinearLR(start_factor, total_iters=warmup),
+  CosineAnnealingLR(T_max=total - warmup, eta_min)], milestones=[warmup])``;
+- :class:`OneCycleLR`: ``OneCycleLR`` (also cycling SGD's momentum or Adam's beta1);
+- :class:`ReduceLROnPlateau`: ``ReduceLROnPlateau``, stepped with a metric once per epoch.
 
 The per-step schedules compute each rate in closed form from the base
 rate (torch updates most of them recursively; the two agree to rounding,
@@ -36,6 +33,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from .callbacks import Callback
 from .optim import Optimizer, _flag, _number
 
@@ -44,9 +43,9 @@ __all__ = ["Schedule", "Constant", "StepLR", "ExponentialLR", "CosineWarmup", "O
 
 def _count(name: str, value: object, low: int) -> int:
     """``value`` after checking it is an integer >= ``low``; refused by name otherwise."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < low:
         raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")
-    return value
+    return int(value)
 
 
 class _RateCallback(Callback):
