@@ -197,7 +197,7 @@ class SGD(Optimizer):
                 buf = self.momentum_buffer[name] = g.astype(param.dtype, copy=True)
             else:
                 buf *= self.momentum
-                buf += (1 - self.dampening) * g
+                buf += (1 - self.dampening) * g if self.dampening else g
             g = g + self.momentum * buf if self.nesterov else buf
         param -= lr * g
 
