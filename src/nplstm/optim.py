@@ -101,6 +101,16 @@ class Optimizer:
         if isinstance(lr, bool) or not isinstance(lr, (int, float, np.floating)) or not (np.isfinite(lr) and lr > 0):
             raise ValueError(f"lr must be a positive finite number; got {lr!r}")
         self.params = dict(params)
+        if not self.params:
+            raise ValueError("the optimizer got no parameters (params is empty)")
+        for name, p in self.params.items():
+            if isinstance(p, np.ndarray) and p.dtype.kind == "f" and p.flags.writeable:
+                continue
+            if not isinstance(p, np.ndarray):
+                got = type(p).__name__
+            else:
+                got = f"dtype {p.dtype}" if p.dtype.kind != "f" else f"a read-only {p.dtype} array"
+            raise TypeError(f"parameter {name!r} must be a writeable floating-point ndarray (updated in place); got {got}")
         self.lr = float(lr)
 
     def _pairs(self, grads: Mapping[str, np.ndarray]) -> list[tuple[str, np.ndarray, np.ndarray]]:

@@ -212,3 +212,16 @@ def test_a_step_refuses_an_lr_set_to_nonsense_and_checks_every_gradient_first():
     with pytest.raises(ValueError, match=r"gradient of b has shape \(2,\); expected \(3,\)"):
         SGD(p, lr=1.0).step({"a": np.ones(2), "b": np.ones(2)})
     np.testing.assert_array_equal(p["a"], 1.0)  # nothing moved before the bad gradient was found
+
+
+def test_parameters_must_be_writeable_float_arrays():
+    with pytest.raises(ValueError, match=r"the optimizer got no parameters \(params is empty\)"):
+        Adam({})
+    with pytest.raises(TypeError, match="parameter 'w' must be a writeable floating-point ndarray .*; got dtype int64"):
+        SGD({"w": np.zeros(2, dtype=np.int64)})
+    with pytest.raises(TypeError, match="parameter 'w' must be .*; got list"):
+        RMSprop({"w": [0.0, 1.0]})
+    frozen = np.zeros(2)
+    frozen.flags.writeable = False
+    with pytest.raises(TypeError, match="parameter 'w' must be .*; got a read-only float64 array"):
+        AdamW({"w": frozen})
