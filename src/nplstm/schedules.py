@@ -256,8 +256,12 @@ class OneCycleLR(Schedule):
         The optimizer.
     max_lr : float
         The peak rate, > 0.
-    total_steps : int
+    total_steps : int, optional
         Optimizer steps in the cycle, >= 2; stepping past it is refused.
+    epochs, steps_per_epoch : int, optional
+        When ``total_steps`` is not given, it is ``epochs * steps_per_epoch``
+        (with :func:`nplstm.fit`, ``steps_per_epoch`` is the number of batches,
+        ``ceil(N / batch_size)``).
     pct_start : float, default 0.3
         Fraction of the cycle spent rising, in [0, 1].
     anneal_strategy : {"cos", "linear"}, default "cos"
@@ -283,7 +287,9 @@ class OneCycleLR(Schedule):
         self,
         optimizer: Optimizer,
         max_lr: float,
-        total_steps: int,
+        total_steps: int | None = None,
+        epochs: int | None = None,
+        steps_per_epoch: int | None = None,
         pct_start: float = 0.3,
         anneal_strategy: str = "cos",
         cycle_momentum: bool = True,
@@ -295,6 +301,10 @@ class OneCycleLR(Schedule):
     ) -> None:
         super().__init__(optimizer)
         self.max_lr = _number("max_lr", max_lr, 0.0, low_open=True)
+        if total_steps is None:
+            if epochs is None or steps_per_epoch is None:
+                raise ValueError("OneCycleLR needs total_steps, or epochs and steps_per_epoch")
+            total_steps = _count("epochs", epochs, 1) * _count("steps_per_epoch", steps_per_epoch, 1)
         self.total_steps = _count("total_steps", total_steps, 2)
         self.pct_start = _number("pct_start", pct_start, 0.0, 1.0, high_open=False)
         if anneal_strategy not in ("cos", "linear"):

@@ -154,6 +154,15 @@ def test_one_cycle_cycles_each_optimizers_momentum_like_torch(opt_name, attr):
     assert schedule.momenta[0] == 0.95 and min(schedule.momenta) == pytest.approx(0.85, abs=1e-4)
 
 
+def test_one_cycle_counts_epochs_times_steps_per_epoch_like_torch():
+    t = _torch_opt(momentum=0.9)
+    expected, momenta = _torch_sequence(t, sched.OneCycleLR(t, 0.1, epochs=8, steps_per_epoch=25))
+    schedule = OneCycleLR(_ours(momentum=0.9), 0.1, epochs=8, steps_per_epoch=25)
+    assert schedule.total_steps == 200
+    np.testing.assert_allclose(_our_sequence(schedule), expected, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(schedule.momenta, momenta, rtol=1e-12, atol=0)
+
+
 def test_one_cycle_end_points_by_hand_and_no_step_past_the_cycle():
     s = OneCycleLR(_ours(), max_lr=1.0, total_steps=11, pct_start=0.5, anneal_strategy="linear")
     # rise over steps 0..4.5 from 1/25 to 1, fall over 4.5..10 to 1/25/1e4
@@ -295,6 +304,10 @@ def test_schedules_are_callbacks_that_refuse_another_optimizer():
         (lambda o: CosineWarmup(o, 1, 10, eta_min=0.1), ValueError, r"eta_min must be a finite number in \[0, 0.05\]; got 0.1"),
         (lambda o: OneCycleLR(o, 0, 10), ValueError, r"max_lr must be a finite number in \(0, inf\); got 0"),
         (lambda o: OneCycleLR(o, 0.1, 1), ValueError, "total_steps must be an integer >= 2; got 1"),
+        (lambda o: OneCycleLR(o, 0.1), ValueError, "OneCycleLR needs total_steps, or epochs and steps_per_epoch"),
+        (lambda o: OneCycleLR(o, 0.1, epochs=3), ValueError, "needs total_steps, or epochs and steps_per_epoch"),
+        (lambda o: OneCycleLR(o, 0.1, epochs=0, steps_per_epoch=4), ValueError, "epochs must be an integer >= 1; got 0"),
+        (lambda o: OneCycleLR(o, 0.1, epochs=2, steps_per_epoch=1.5), ValueError, "steps_per_epoch must be an integer"),
         (lambda o: OneCycleLR(o, 0.1, 10, pct_start=1.5), ValueError, r"pct_start must be a finite number in \[0, 1\]"),
         (lambda o: OneCycleLR(o, 0.1, 10, pct_start=0.1), ValueError, "pct_start=0.1 with total_steps=10 leaves a phase"),
         (lambda o: OneCycleLR(o, 0.1, 10, pct_start=0.6, three_phase=True), ValueError, "leaves a phase of the cycle"),
