@@ -22,8 +22,9 @@ import nplstm
 
 #: The names ``from nplstm import *`` gives: the layer, the stack, the model and its parts, training.
 TOP_LEVEL = [
-    "LSTM", "StackedLSTM", "Linear", "Dense", "Embedding", "SequenceModel", "SGD", "Adam", "clip_grad_norm", "clip_grad_value",
-    "fit", "truncated_bptt", "History", "WeightsFileError", "warmup",
+    "LSTM", "StackedLSTM", "Linear", "Dense", "Embedding", "SequenceModel", "SGD", "Adam", "AdamW", "RMSprop",
+    "clip_grad_norm", "clip_grad_value", "Schedule", "Constant", "StepLR", "ExponentialLR", "CosineWarmup", "OneCycleLR",
+    "ReduceLROnPlateau", "fit", "truncated_bptt", "History", "WeightsFileError", "warmup",
 ]
 
 #: Modules exempted from the rule (none since the core restructuring landed).
@@ -104,7 +105,7 @@ def _imported_names(module: types.ModuleType) -> set[str]:
 
 def test_the_public_modules_are_found():
     for name in ("nplstm", "nplstm.io", "nplstm.cli", "nplstm.loading", "nplstm.model", "nplstm.interop.onnx",
-                 "nplstm.losses", "nplstm.metrics", "nplstm.callbacks"):
+                 "nplstm.schedules", "nplstm.callbacks", "nplstm.losses", "nplstm.metrics"):
         assert name in PUBLIC
     assert "nplstm.io._npz" not in PUBLIC and "nplstm.cli._main" not in PUBLIC
 

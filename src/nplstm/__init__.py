@@ -8,7 +8,8 @@ from .head import Dense, Embedding, Linear
 from .io import WeightsFileError
 from .layer import LSTM
 from .model import SequenceModel
-from .optim import SGD, Adam, clip_grad_norm, clip_grad_value
+from .optim import SGD, Adam, AdamW, RMSprop, clip_grad_norm, clip_grad_value
+from .schedules import Constant, CosineWarmup, ExponentialLR, OneCycleLR, ReduceLROnPlateau, Schedule, StepLR
 from .stack import StackedLSTM
 from .training import History, fit, truncated_bptt
 from .warmup import warmup
@@ -22,8 +23,17 @@ __all__ = [
     "SequenceModel",
     "SGD",
     "Adam",
+    "AdamW",
+    "RMSprop",
     "clip_grad_norm",
     "clip_grad_value",
+    "Schedule",
+    "Constant",
+    "StepLR",
+    "ExponentialLR",
+    "CosineWarmup",
+    "OneCycleLR",
+    "ReduceLROnPlateau",
     "fit",
     "truncated_bptt",
     "History",
