@@ -213,3 +213,27 @@ def test_a_learning_rate_callback_acts_on_every_step(data):
     opt = Adam(model.parameters(), lr=1.0)
     fit(model, X, Y, epochs=2, batch_size=10, optimizer=opt, callbacks=[Halve()], verbose=0)
     assert opt.lr == 0.5**8  # 4 steps an epoch
+
+
+def test_schedules_step_with_every_optimizer_step_and_every_epoch(data):
+    from nplstm.schedules import ReduceLROnPlateau, StepLR
+
+    X, Y = data
+    model = SequenceModel(2, 4, 1, seed=0)
+    opt = Adam(model.parameters(), lr=1e-2)
+    rates = []
+
+    class Spy(Callback):  # the rate each optimizer step used
+        def on_batch_end(self, batch, logs=None):
+            rates.append(self.optimizer.lr)
+
+    step = StepLR(opt, step_size=3, gamma=0.5)
+    fit(model, X, Y, epochs=2, batch_size=10, accumulate=2, optimizer=opt, callbacks=[Spy(), step], verbose=0)
+    # 4 batches an epoch, 2 per step: 4 optimizer steps, the 4th at half the rate (torch's StepLR)
+    assert rates == [1e-2, 1e-2, 1e-2, 5e-3] and step.steps == 4
+    model = SequenceModel(2, 4, 1, seed=0)
+    opt = SGD(model.parameters(), lr=1.0)  # the validation loss worsens after epoch 1 (see the checkpoint test)
+    plateau = ReduceLROnPlateau(opt, factor=0.5, patience=0)
+    history = fit(model, X, Y, epochs=4, optimizer=opt, validation_split=0.2, seed=0, callbacks=[plateau], verbose=0)
+    worse = sum(v >= min(history.val_loss[:e]) * (1 - 1e-4) for e, v in enumerate(history.val_loss) if e)  # torch: rel 1e-4
+    assert worse >= 1 and opt.lr == 0.5**worse
