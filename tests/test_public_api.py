@@ -24,7 +24,7 @@ import nplstm
 TOP_LEVEL = [
     "LSTM", "StackedLSTM", "Linear", "Dense", "Embedding", "SequenceModel", "SGD", "Adam", "AdamW", "RMSprop",
     "clip_grad_norm", "clip_grad_value", "Schedule", "Constant", "StepLR", "ExponentialLR", "CosineWarmup", "OneCycleLR",
-    "ReduceLROnPlateau", "fit", "truncated_bptt", "History", "WeightsFileError", "warmup",
+    "ReduceLROnPlateau", "fit", "evaluate", "Callback", "EarlyStopping", "ModelCheckpoint", "truncated_bptt", "History", "WeightsFileError", "warmup",
 ]
 
 #: Modules exempted from the rule (none since the core restructuring landed).

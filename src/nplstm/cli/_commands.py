@@ -278,7 +278,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         model = SequenceModel(2, hidden, 1, seed=args.seed)
         name = "always-1.0"
     fit(
-        model, X, Y, optimizer=Adam(model.parameters(), lr=1e-2), epochs=args.epochs, batch_size=32,
+        model, X, Y, optimizer=Adam(model.parameters(), lr=1e-2), clip_norm=1.0, epochs=args.epochs, batch_size=32,
         validation_data=(Xv, Yv), seed=args.seed, progress=not args.no_progress,
     )
     path = model.save(args.out)
