@@ -28,6 +28,7 @@ from .params import (
     DirectionParams,
     as_generator,
     check_model_size,
+    init_scheme,
     model_dtype,
     parameter_prefix,
     stack_parameter_count,
@@ -94,8 +95,15 @@ class StackedLSTM:
         Cell variant (activations, clip, peepholes, coupled input-forget gate);
         the standard cell by default.
     seed : int, numpy.random.Generator or None
-        Source of the initial weights (uniform(-1/√H, 1/√H) like PyTorch) and of dropout.
+        Source of the initial weights and of dropout.
     dtype : float64 or float32
+    init : {"textbook", "torch", "keras"}
+        How the weights start (:data:`nplstm.params.INIT_SCHEMES`).  The
+        default, "textbook", keeps this stack's historic start (weights
+        uniform(-1/√H, 1/√H), zero biases: what :class:`nplstm.LSTM` promises);
+        to train a stack directly, "torch" (uniform biases too, as a fresh
+        ``torch.nn.LSTM``) or "keras" (orthogonal recurrent kernel, forget
+        bias 1) start where those libraries do.
 
     Attributes
     ----------
@@ -121,6 +129,7 @@ class StackedLSTM:
         cell: CellOptions | None = None,
         seed: int | np.random.Generator | None = None,
         dtype: Any = np.float64,
+        init: str = "textbook",
     ) -> None:
         self.input_size = positive_int(input_size, "input_size")
         self.hidden_size = positive_int(hidden_size, "hidden_size")
@@ -140,12 +149,14 @@ class StackedLSTM:
         self.bidirectional = bool(bidirectional)
         self.dtype = model_dtype(dtype)
         self._rng = as_generator(seed)
+        init = init_scheme(init)
         D, P = self.num_directions, self.state_size
         count = stack_parameter_count(self.input_size, self.hidden_size, self.num_layers, bidirectional=self.bidirectional,
                                       proj_size=self.proj_size, bias=self.bias, peepholes=self.cell.peepholes)
         check_model_size(count, self.num_layers * D, self.dtype.itemsize, f"{type(self).__name__} of this size")
         self.layers = [[DirectionParams(self.input_size if l == 0 else D * P, self.hidden_size, proj_size=self.proj_size,
-                                        peepholes=self.cell.peepholes, bias=self.bias, rng=self._rng, dtype=self.dtype)
+                                        peepholes=self.cell.peepholes, bias=self.bias, rng=self._rng, dtype=self.dtype,
+                                        init=init)
                         for _ in range(D)] for l in range(self.num_layers)]
 
     @property
