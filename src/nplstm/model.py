@@ -135,7 +135,11 @@ class SequenceModel:
     input_size, hidden_size, output_size : int
         ``input_size`` is the embedding's dimension when ``num_embeddings`` is given.
     num_layers, bidirectional, dropout, proj_size
-        As for :class:`~nplstm.StackedLSTM`.
+        As for :class:`~nplstm.StackedLSTM` (``dropout`` is torch's, between layers).
+    input_dropout, recurrent_dropout : float
+        Keras' ``dropout`` and ``recurrent_dropout`` inside the stack, as for
+        :class:`~nplstm.StackedLSTM`: one mask per sequence, the same at every
+        step, in :meth:`forward_train` only (never in ``forward``/``predict``).
     many_to_many : bool
         Shorthand for ``output="sequence"``.
     output : {"h_n", "last", "sequence"}, optional
@@ -194,6 +198,8 @@ class SequenceModel:
         num_layers: int = 1,
         bidirectional: bool = False,
         dropout: float = 0.0,
+        input_dropout: float = 0.0,
+        recurrent_dropout: float = 0.0,
         proj_size: int = 0,
         many_to_many: bool = False,
         output: str | None = None,
@@ -223,7 +229,8 @@ class SequenceModel:
         elif padding_idx is not None or mask_zero:
             raise ValueError("padding_idx and mask_zero belong to an embedding: give num_embeddings too")
         lstm = StackedLSTM(input_size, hidden_size, num_layers, batch_first=True, dropout=dropout,
-                           bidirectional=bidirectional, proj_size=proj_size, seed=rng, dtype=dtype, init=init)
+                           bidirectional=bidirectional, proj_size=proj_size, seed=rng, dtype=dtype, init=init,
+                           input_dropout=input_dropout, recurrent_dropout=recurrent_dropout)
         if isinstance(hidden_layers, (str, bytes)) or not all(
             isinstance(spec, (tuple, list)) and len(spec) == 2 for spec in hidden_layers
         ):
@@ -451,11 +458,16 @@ class SequenceModel:
         return self._run(x, None, lengths, False, logits=True)[0]
 
     def forward_train(
-        self, x: Any, state: tuple[Any, Any] | None = None, *, lengths: Any = None
+        self, x: Any, state: tuple[Any, Any] | None = None, *, lengths: Any = None,
+        rng: int | np.random.Generator | None = None,
     ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], ModelTape]:
-        """Training forward (dropout on): ``(prediction, (h_n, c_n), tape)`` for :meth:`backward`."""
+        """Training forward (dropout on): ``(prediction, (h_n, c_n), tape)`` for :meth:`backward`.
+
+        ``rng`` (a Generator or an int seed) draws the dropout masks, the
+        model's own generator by default; see :meth:`StackedLSTM.forward_train`.
+        """
         ids, features, checked = self._inputs(x, lengths)
-        seq, (h_n, c_n), stack_tape = self.lstm.forward_train(features, state, lengths=checked)
+        seq, (h_n, c_n), stack_tape = self.lstm.forward_train(features, state, lengths=checked, rng=rng)
         T = features.shape[1]
         tape = ModelTape(self, stack_tape, ids, checked, T)
         h = self._select(seq, h_n, checked, T)

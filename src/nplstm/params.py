@@ -357,7 +357,8 @@ def stack_parameter_shapes(config: dict[str, Any], max_count: int | None = None)
         raise ValueError(f"proj_size must be smaller than hidden_size {H}; got {proj}")
     bidirectional, bias = config_flag(config, "bidirectional"), config_flag(config, "bias", True)
     config_flag(config, "batch_first")
-    dropout_rate(config.get("dropout", 0.0))
+    for rate in ("dropout", "input_dropout", "recurrent_dropout"):
+        dropout_rate(config.get(rate, 0.0), rate)
     P = proj or H
     D = 2 if bidirectional else 1
     cell = CellOptions.from_config(config["cell"]) if config.get("cell") is not None else DEFAULT_CELL
