@@ -225,8 +225,8 @@ def _keras_rate(cfg: Mapping[str, Any], key: str, what: str) -> float:
     return float(value) if 0 < value < 1 else 0.0
 
 
-def _dropout_rates(recs: list[_Recurrent]) -> dict[str, float]:
-    """Keras' ``dropout`` / ``recurrent_dropout`` as the stack's ``input_dropout`` / ``recurrent_dropout``.
+def _dropout_rates(recs: list[_Recurrent]) -> tuple[float, float]:
+    """Keras' ``(dropout, recurrent_dropout)``: the stack's ``input_dropout`` and ``recurrent_dropout``.
 
     Training only (inference never drops).  One stack holds one rate of each:
     when the layers (or a Bidirectional's two directions) disagree, the stack
@@ -245,9 +245,8 @@ def _dropout_rates(recs: list[_Recurrent]) -> dict[str, float]:
             "of each, so it imports without dropout (set the stack's input_dropout / recurrent_dropout to train with some)",
             UserWarning, stacklevel=4,
         )
-        return {}
-    rate, recurrent = next(iter(found.values()))
-    return {"input_dropout": rate, "recurrent_dropout": recurrent}
+        return 0.0, 0.0
+    return next(iter(found.values()))
 
 
 def _build_stack(recs: list[_Recurrent], dtype: Any) -> StackedLSTM:
@@ -259,8 +258,9 @@ def _build_stack(recs: list[_Recurrent], dtype: Any) -> StackedLSTM:
     if first.cfg.get("units", H) != H:
         raise InteropError(f"the config says units={first.cfg['units']!r} but the weights are for {H} units")
     kwargs: dict[str, Any] = {} if options is None else {"cell": options}
+    rate, recurrent = _dropout_rates(recs)
     stack = StackedLSTM(I, H, len(recs), bidirectional=first.bidirectional, bias=first.cfg.get("use_bias", True),
-                        batch_first=True, seed=0, dtype=dtype, **kwargs, **_dropout_rates(recs))
+                        batch_first=True, seed=0, dtype=dtype, input_dropout=rate, recurrent_dropout=recurrent, **kwargs)
     for pair, rec in zip(stack.layers, recs):
         for cell, w in zip(pair, rec.weights):
             unpack(cell, KERAS_ORDER, w["kernel"].T, w["recurrent_kernel"].T, w.get("bias"))
