@@ -245,6 +245,23 @@ def test_recurrent_masks_never_reach_the_compiled_engine(monkeypatch, rng):
         kernels.set_backend(before)
 
 
+def test_float32_draws_the_same_masks_and_agrees_with_float64(rng):
+    kwargs = dict(num_layers=2, bidirectional=True, input_dropout=0.3, recurrent_dropout=0.4, seed=0)
+    wide, narrow = StackedLSTM(3, 4, **kwargs), StackedLSTM(3, 4, dtype=np.float32, **kwargs)
+    for name, value in wide.parameters().items():
+        narrow.parameters()[name][...] = value
+    x = rng.normal(size=(6, 2, 3))
+    out64, _, tape64 = wide.forward_train(x, rng=8)
+    out32, _, tape32 = narrow.forward_train(x, rng=8)
+    assert out32.dtype == np.float32 and tape32.recurrent_masks[1][1].dtype == np.float32
+    np.testing.assert_array_equal(tape32.input_masks[1][0], tape64.input_masks[1][0].astype(np.float32))
+    np.testing.assert_allclose(out32, out64, atol=2e-6)
+    d = rng.normal(size=out64.shape)
+    g64, g32 = wide.backward(tape64, d), narrow.backward(tape32, d)
+    for name in g64:
+        np.testing.assert_allclose(g32[name], g64[name], atol=2e-5 * max(1.0, np.abs(g64[name]).max()))
+
+
 # ------------------------------------------------------------ files and errors
 def test_rates_round_trip_through_files(tmp_path, rng):
     model = SequenceModel(2, 4, 3, num_layers=2, dropout=0.25, input_dropout=0.2, recurrent_dropout=0.3, seed=0)
