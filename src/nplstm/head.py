@@ -13,7 +13,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .activations import sigmoid
-from .params import as_generator, checked_array, model_dtype, positive_int
+from .params import as_generator, checked_array, glorot_uniform, init_scheme, model_dtype, positive_int
 from .shapes import as_real_array, refuse_masked
 
 __all__ = ["Dense", "Linear", "Embedding", "HEAD_ACTIVATIONS"]
@@ -70,8 +70,8 @@ class _CheckedArray:
 class Dense:
     """Affine map with an activation over the last axis: ``y = f(h Wᵀ + b)``.
 
-    Weights start uniform(-1/√in, 1/√in) as in PyTorch, the bias at zero.
-    ``W`` (out, in) and ``b`` (out,) are checked views: assigning copies in
+    Weights start uniform(-1/√in, 1/√in) as in PyTorch, the bias at zero
+    (``init="textbook"``; see ``init``).  ``W`` (out, in) and ``b`` (out,) are checked views: assigning copies in
     after a shape, dtype and finiteness check, so optimizers holding them
     stay attached.
 
@@ -82,10 +82,15 @@ class Dense:
         One of :data:`HEAD_ACTIVATIONS`; ``"linear"`` (none) by default.
     seed : int, Generator or None
     dtype : float64 or float32
+    init : {"textbook", "torch", "keras"}
+        How ``W`` and ``b`` start (:data:`nplstm.params.INIT_SCHEMES`):
+        "textbook" as above; "torch" as ``nn.Linear`` (``b`` uniform(-1/√in,
+        1/√in) too); "keras" as ``Dense`` (glorot_uniform ``W``, zero ``b``).
     """
 
     def __init__(
-        self, in_features: int, out_features: int, activation: str = "linear", *, seed: Any = None, dtype: Any = np.float64
+        self, in_features: int, out_features: int, activation: str = "linear", *, seed: Any = None, dtype: Any = np.float64,
+        init: str = "textbook",
     ) -> None:
         self.in_features = positive_int(in_features, "in_features")
         self.out_features = positive_int(out_features, "out_features")
@@ -93,8 +98,14 @@ class Dense:
         self.dtype = model_dtype(dtype)
         bound = 1.0 / np.sqrt(self.in_features)
         rng = as_generator(seed)
-        self._W = rng.uniform(-bound, bound, size=(self.out_features, self.in_features)).astype(self.dtype)
+        shape = (self.out_features, self.in_features)
+        if init_scheme(init) == "keras":
+            self._W = glorot_uniform(rng, self.in_features, self.out_features, shape).astype(self.dtype)
+        else:
+            self._W = rng.uniform(-bound, bound, size=shape).astype(self.dtype)
         self._b = np.zeros(self.out_features, dtype=self.dtype)
+        if init == "torch":
+            self._b[...] = rng.uniform(-bound, bound, size=self.out_features)
 
     W = _CheckedArray()
     b = _CheckedArray()
@@ -156,13 +167,17 @@ class Embedding:
         Keras' meaning: id 0 is padding; a model reads each sequence up to
         its last non-zero id (trailing padding only).
     seed : int, Generator or None
-        Weights start standard normal, as in torch.
+        Source of the initial weights.
     dtype : float64 or float32
+    init : {"textbook", "torch", "keras"}
+        How the weights start (:data:`nplstm.params.INIT_SCHEMES`): standard
+        normal as in torch ("textbook", "torch"), or uniform(-0.05, 0.05) as
+        Keras' ``Embedding`` ("keras").  The ``padding_idx`` row starts at zero.
     """
 
     def __init__(
         self, num_embeddings: int, embedding_dim: int, *, padding_idx: int | None = None, mask_zero: bool = False,
-        seed: Any = None, dtype: Any = np.float64,
+        seed: Any = None, dtype: Any = np.float64, init: str = "textbook",
     ) -> None:
         self.num_embeddings = positive_int(num_embeddings, "num_embeddings")
         self.embedding_dim = positive_int(embedding_dim, "embedding_dim")
@@ -175,7 +190,11 @@ class Embedding:
             raise TypeError(f"mask_zero must be true or false; got {mask_zero!r}")
         self.mask_zero = bool(mask_zero)
         self.dtype = model_dtype(dtype)
-        self._W = as_generator(seed).standard_normal((self.num_embeddings, self.embedding_dim)).astype(self.dtype)
+        shape, rng = (self.num_embeddings, self.embedding_dim), as_generator(seed)
+        if init_scheme(init) == "keras":
+            self._W = rng.uniform(-0.05, 0.05, size=shape).astype(self.dtype)
+        else:
+            self._W = rng.standard_normal(shape).astype(self.dtype)
         if padding_idx is not None:
             self._W[padding_idx] = 0
 

@@ -143,7 +143,7 @@ class DirectionParams(Protocol):
 def run_direction(
     x: np.ndarray, params: DirectionParams, h: np.ndarray, c: np.ndarray, *, reverse: bool,
     packing: Packing | None = None, start: int = 0, outputs: np.ndarray | None = None,
-    trace: Trace | None = None, cell: CellOptions = DEFAULT_CELL,
+    trace: Trace | None = None, cell: CellOptions = DEFAULT_CELL, recurrent_mask: np.ndarray | None = None,
 ) -> None:
     """One layer and direction over ``x`` (steps ``start`` onwards of the packed batch); see :func:`run_sequence`.
 
@@ -153,13 +153,14 @@ def run_direction(
     """
     sizes = None if packing is None else packing.batch_sizes[start : start + x.shape[0]]
     if not reverse:
-        run_sequence(x, params, h, c, outputs=outputs, trace=trace, batch_sizes=sizes, cell=cell)
+        run_sequence(x, params, h, c, outputs=outputs, trace=trace, batch_sizes=sizes, cell=cell, recurrent_mask=recurrent_mask)
         return
     if packing is None or outputs is None:  # flip(outputs) is a view: the run writes straight into outputs
         receiver = None if outputs is None else flip(outputs)
     else:
         receiver = trace.h if trace is not None else np.empty(outputs.shape, outputs.dtype)
-    run_sequence(flip(x, packing), params, h, c, outputs=receiver, trace=trace, batch_sizes=sizes, cell=cell)
+    run_sequence(flip(x, packing), params, h, c, outputs=receiver, trace=trace, batch_sizes=sizes, cell=cell,
+                 recurrent_mask=recurrent_mask)
     if packing is not None and outputs is not None and receiver is not None:
         outputs[...] = flip(receiver, packing)
 
@@ -168,7 +169,7 @@ def run_direction(
 def run_sequence(
     x: np.ndarray, params: DirectionParams, h: np.ndarray, c: np.ndarray, *,
     outputs: np.ndarray | None = None, trace: Trace | None = None,
-    batch_sizes: np.ndarray | None = None, cell: CellOptions = DEFAULT_CELL,
+    batch_sizes: np.ndarray | None = None, cell: CellOptions = DEFAULT_CELL, recurrent_mask: np.ndarray | None = None,
 ) -> None:
     """Run one layer and direction over time-major ``x``, updating ``h`` and ``c`` in place.
 
@@ -187,6 +188,10 @@ def run_sequence(
     batch_sizes : (T,) int array, optional
         Rows active at each step (non-increasing; rows sorted by length).
     cell : CellOptions
+    recurrent_mask : (B, P) array, optional
+        Variational recurrent dropout: ``h_{t-1} ⊙ mask`` enters the recurrent
+        product at every step (the compiled engine has no masks: this runs
+        the NumPy step).
     """
     T, B, _ = x.shape
     W_xT, W_hT, b = params.fused()
@@ -194,7 +199,8 @@ def run_sequence(
     P, H4 = W_hT.shape
     dtype = h.dtype
     key = ("forward",) + kernels.variant(outputs, W_hr, batch_sizes, *((None,) * 4 if trace is None else (trace.gates, trace.c, trace.h, trace.h_full)))
-    if cell.is_default and kernels.use_kernel(T, B, H4 // 4, P, x.shape[2], dtype, training=trace is not None, key=key):
+    if recurrent_mask is None and cell.is_default and kernels.use_kernel(
+            T, B, H4 // 4, P, x.shape[2], dtype, training=trace is not None, key=key):
         steps = max(PROJECTION_CHUNK, KERNEL_CHUNK_BYTES // max(1, B * H4 * dtype.itemsize))
         W_hrT = W_hr.T if W_hr is not None else None
         for start, stop, block in _projections(x, W_xT, b, steps):
@@ -209,6 +215,7 @@ def run_sequence(
     receivers = [a for a in (outputs, None if trace is None else trace.h) if a is not None]
     if len(receivers) == 2 and receivers[0] is receivers[1]:
         receivers.pop()
+    masked = None if recurrent_mask is None else np.empty_like(h)  # h_{t-1} ⊙ mask, for recurrent dropout
     for start, stop, block in _projections(x, W_xT, b, PROJECTION_CHUNK, None if halved is None else halved[0]):
         for k in range(stop - start):
             t = start + k
@@ -217,7 +224,8 @@ def run_sequence(
             if trace is not None:  # record the activations in place
                 gates = trace.gates[t, :n]
                 views = split_gates(gates, H4 // 4)
-            np.dot(h_n, W_hT, out=gates)  # np.dot: half of np.matmul's call overhead for one small product
+            h_in = h_n if masked is None else np.multiply(h_n, recurrent_mask[:n], out=masked[:n])  # type: ignore[index]
+            np.dot(h_in, W_hT, out=gates)  # np.dot: half of np.matmul's call overhead for one small product
             np.add(gates, block[k, :n] if n < B else block[k], out=gates)
             pre = trace.pre[t, :n] if trace is not None and trace.pre is not None else None
             step_(gates, c_n, h_full, scratch, cell, peepholes, pre, halved=halved, views=views)
@@ -291,20 +299,22 @@ def backward_direction(
     x: np.ndarray, params: DirectionParams, h0: np.ndarray, c0: np.ndarray, trace: Trace,
     d_outputs: np.ndarray | None, d_h: np.ndarray | None, d_c: np.ndarray | None, *,
     reverse: bool, packing: Packing | None = None, cell: CellOptions = DEFAULT_CELL,
+    recurrent_mask: np.ndarray | None = None,
 ) -> DirectionGradients:
     """Gradients through one :func:`run_direction` (``x`` and ``d_outputs`` in original time order)."""
     sizes = None if packing is None else packing.batch_sizes
     if not reverse:
-        return backward_sequence(x, params, h0, c0, trace, d_outputs, d_h, d_c, batch_sizes=sizes, cell=cell)
+        return backward_sequence(x, params, h0, c0, trace, d_outputs, d_h, d_c, batch_sizes=sizes, cell=cell,
+                                 recurrent_mask=recurrent_mask)
     grads = backward_sequence(flip(x, packing), params, h0, c0, trace, None if d_outputs is None else flip(d_outputs, packing),
-                              d_h, d_c, batch_sizes=sizes, cell=cell)
+                              d_h, d_c, batch_sizes=sizes, cell=cell, recurrent_mask=recurrent_mask)
     return replace(grads, x=flip(grads.x, packing))
 
 
 def backward_sequence(
     x: np.ndarray, params: DirectionParams, h0: np.ndarray, c0: np.ndarray, trace: Trace,
     d_outputs: np.ndarray | None, d_h: np.ndarray | None, d_c: np.ndarray | None, *,
-    batch_sizes: np.ndarray | None = None, cell: CellOptions = DEFAULT_CELL,
+    batch_sizes: np.ndarray | None = None, cell: CellOptions = DEFAULT_CELL, recurrent_mask: np.ndarray | None = None,
 ) -> DirectionGradients:
     """Gradients of a loss through one run of :func:`run_sequence` (arguments as it got them).
 
@@ -325,7 +335,8 @@ def backward_sequence(
     dW_hr = np.zeros_like(W_hr) if W_hr is not None else None
     dP = np.zeros((3, H), dtype=dt) if peepholes is not None else None
     key = ("backward",) + kernels.variant(trace.gates, trace.c, trace.h_full, W_hr, d_outputs, batch_sizes)
-    if cell.is_default and kernels.use_kernel(T, B, H, W_h.shape[1], x.shape[2], dt, training=True, key=key):
+    if recurrent_mask is None and cell.is_default and kernels.use_kernel(
+            T, B, H, W_h.shape[1], x.shape[2], dt, training=True, key=key):
         kernels.backward(trace, W_h, W_hr, c0, d_outputs, dh, dc, d_pre, dW_hr=dW_hr, batch_sizes=batch_sizes)
     else:
         scratch = np.empty((B, H), dtype=dt)
@@ -344,9 +355,13 @@ def backward_sequence(
             step_backward_(trace.gates[t, :n], trace.c[t, :n], c_prev, dh_full, dc_n, da, scratch[:n], cell,
                            None if trace.pre is None else trace.pre[t, :n], peepholes, dP)
             dh[:n] = da @ W_h  # dL/dh_{t-1}
+            if recurrent_mask is not None:  # it entered the product as h_{t-1} ⊙ mask
+                dh[:n] *= recurrent_mask[:n]
 
     flat = d_pre.reshape(T * B, 4 * H)
     h_prev = np.concatenate([h0[None], trace.h[:-1]], axis=0).reshape(T * B, h0.shape[1]) if T else h0[:0]
+    if recurrent_mask is not None and T:  # what the recurrent product saw
+        h_prev = (h_prev.reshape(T, B, h0.shape[1]) * recurrent_mask).reshape(T * B, h0.shape[1])
     I = x.shape[2]  # explicit sizes: reshape(..., -1) cannot infer them when T·B = 0
     return DirectionGradients(
         W_x=flat.T @ x.reshape(T * B, I),

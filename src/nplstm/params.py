@@ -24,7 +24,7 @@ from .shapes import as_real_array
 __all__ = [
     "DirectionParams", "MAX_MODEL_BYTES", "CELL_OVERHEAD_BYTES", "FLOAT_DTYPES", "model_dtype",
     "as_generator", "positive_int", "check_model_size", "checked_array", "parameter_prefix",
-    "stack_parameter_count", "stack_parameter_shapes",
+    "stack_parameter_count", "stack_parameter_shapes", "INIT_SCHEMES", "init_scheme", "glorot_uniform", "orthogonal_rows",
 ]
 
 FLOAT_DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
@@ -38,6 +38,51 @@ MAX_MODEL_BYTES = 1 << 31
 #: What one layer and direction costs besides its parameters (Python objects,
 #: array headers, views): it bounds a stack of millions of tiny layers too.
 CELL_OVERHEAD_BYTES = 4096
+
+
+#: How a model's weights start, by name (``init=`` of the constructors):
+#:
+#: ``"torch"``
+#:     as a fresh ``torch.nn.LSTM`` / ``nn.Linear`` / ``nn.Embedding``: every LSTM
+#:     weight uniform(-k, k) with k = 1/√H, each gate bias the sum of two such draws
+#:     (torch's ``bias_ih + bias_hh``, so the same distribution as importing a fresh
+#:     torch model); dense weight and bias uniform(-1/√in, 1/√in); embedding N(0, 1).
+#: ``"keras"``
+#:     as a fresh Keras ``LSTM`` / ``Dense`` / ``Embedding``: input kernel
+#:     glorot_uniform, recurrent kernel orthogonal, biases zero but the forget
+#:     gate's one (``unit_forget_bias``); dense glorot_uniform with zero bias;
+#:     embedding uniform(-0.05, 0.05).
+#: ``"textbook"``
+#:     the textbook :class:`nplstm.LSTM`'s contract (and every model's start before
+#:     ``init=`` existed): LSTM weights uniform(-1/√H, 1/√H), every bias zero;
+#:     dense weight uniform(-1/√in, 1/√in), bias zero; embedding N(0, 1).
+#:
+#: A projection ``W_hr`` starts uniform(-1/√H, 1/√H) (torch, textbook) or glorot_uniform
+#: (keras, which has none); peepholes start at zero in every scheme.
+INIT_SCHEMES: tuple[str, ...] = ("torch", "keras", "textbook")
+
+
+def init_scheme(value: Any, name: str = "init") -> str:
+    """``value`` if it names one of :data:`INIT_SCHEMES`, else ValueError naming them."""
+    if not isinstance(value, str) or value not in INIT_SCHEMES:
+        raise ValueError(f"{name} must be one of {list(INIT_SCHEMES)}; got {value!r}")
+    return value
+
+
+def glorot_uniform(rng: np.random.Generator, fan_in: int, fan_out: int, size: tuple[int, ...]) -> np.ndarray:
+    """Keras' ``glorot_uniform``: uniform(-l, l) with l = √(6 / (fan_in + fan_out))."""
+    limit = np.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-limit, limit, size=size)
+
+
+def orthogonal_rows(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
+    """Keras' ``Orthogonal`` (gain 1) for a (rows, cols) kernel, rows <= cols: orthonormal rows.
+
+    The Q of a QR factorisation of a standard normal (cols, rows) matrix, signs
+    fixed by R's diagonal (so Q is Haar-distributed), transposed.
+    """
+    q, r = np.linalg.qr(rng.standard_normal((cols, rows)))
+    return (q * np.sign(np.diag(r))).T
 
 
 def model_dtype(dtype: Any) -> np.dtype:
@@ -116,8 +161,11 @@ class DirectionParams:
     peepholes : bool
         Add peephole weights ``Pi, Pf, Po`` (H, 1).
     rng : numpy.random.Generator
-        Source of the initial weights, uniform(-1/√H, 1/√H) like PyTorch.
+        Source of the initial weights.
     dtype : float64 or float32
+    init : {"textbook", "torch", "keras"}
+        How the weights start (see :data:`INIT_SCHEMES`); "textbook":
+        uniform(-1/√H, 1/√H) weights, zero biases.
     """
 
     Wf = _GateView("W", "f")
@@ -134,7 +182,7 @@ class DirectionParams:
 
     def __init__(
         self, input_size: int, hidden_size: int, *, proj_size: int = 0, peepholes: bool = False,
-        bias: bool = True, rng: np.random.Generator, dtype: np.dtype,
+        bias: bool = True, rng: np.random.Generator, dtype: np.dtype, init: str = "textbook",
     ) -> None:
         self.input_size, self.hidden_size, self.proj_size = input_size, hidden_size, proj_size
         self.dtype = dtype
@@ -145,12 +193,22 @@ class DirectionParams:
         # Transposed fused storage: WT (P + I, 4, H) reshapes to the contiguous
         # (P + I, 4H) right-hand side of z @ Wᵀ that BLAS and the kernels want;
         # gate k of GATE_ORDER is WT[:, k, :].T, an (H, P + I) view.
-        W = rng.uniform(-bound, bound, size=(4, H, P + I)).astype(dtype)
-        self.WT = np.ascontiguousarray(W.transpose(2, 0, 1))
+        if init_scheme(init) == "keras":  # kernels (I, 4H) and (P, 4H) as Keras shapes them; gate order is immaterial
+            WT = np.concatenate([orthogonal_rows(rng, P, 4 * H), glorot_uniform(rng, I, 4 * H, (I, 4 * H))])
+            self.WT = np.ascontiguousarray(WT.reshape(P + I, 4, H), dtype=dtype)
+            W_hr = glorot_uniform(rng, H, P, (P, H)) if proj_size else None
+        else:  # the textbook draws, in their historic order (same seed, same weights)
+            W = rng.uniform(-bound, bound, size=(4, H, P + I)).astype(dtype)
+            self.WT = np.ascontiguousarray(W.transpose(2, 0, 1))
+            W_hr = rng.uniform(-bound, bound, size=(P, H)) if proj_size else None
         self.b = np.zeros((4, H, 1), dtype=dtype)
+        if bias and init == "torch":  # torch's bias_ih + bias_hh: the sum of two uniform(-k, k) draws
+            self.b[...] = rng.uniform(-bound, bound, size=(2, 4, H, 1)).sum(axis=0)
+        elif bias and init == "keras":  # unit_forget_bias
+            self.b[GATE_ORDER.index("f")] = 1.0
         if not bias:  # stays zero: a bias-free layer has no bias to set, save or train
             self.b.flags.writeable = False
-        self.W_hr_storage = rng.uniform(-bound, bound, size=(P, H)).astype(dtype) if proj_size else None
+        self.W_hr_storage = W_hr.astype(dtype) if W_hr is not None else None
         self.P = np.zeros((len(PEEPHOLE_GATES), H, 1), dtype=dtype) if peepholes else None
 
     @property
@@ -299,7 +357,8 @@ def stack_parameter_shapes(config: dict[str, Any], max_count: int | None = None)
         raise ValueError(f"proj_size must be smaller than hidden_size {H}; got {proj}")
     bidirectional, bias = config_flag(config, "bidirectional"), config_flag(config, "bias", True)
     config_flag(config, "batch_first")
-    dropout_rate(config.get("dropout", 0.0))
+    for rate in ("dropout", "input_dropout", "recurrent_dropout"):
+        dropout_rate(config.get(rate, 0.0), rate)
     P = proj or H
     D = 2 if bidirectional else 1
     cell = CellOptions.from_config(config["cell"]) if config.get("cell") is not None else DEFAULT_CELL

@@ -28,6 +28,7 @@ from .params import (
     DirectionParams,
     as_generator,
     check_model_size,
+    init_scheme,
     model_dtype,
     parameter_prefix,
     stack_parameter_count,
@@ -57,7 +58,9 @@ class Tape:
     inputs: list[np.ndarray] = field(default_factory=list)  # time-major input of each layer (sorted rows)
     traces: list[list[Trace]] = field(default_factory=list)  # the reverse direction's in its run order
     params: list[list[DirectionParams]] = field(default_factory=list)  # the parameters the forward used (frozen copies)
-    masks: list[np.ndarray | None] = field(default_factory=list)
+    masks: list[np.ndarray | None] = field(default_factory=list)  # between-layer dropout on each layer's outputs
+    input_masks: list[list[np.ndarray | None]] = field(default_factory=list)  # (B, I) per layer and direction, sorted rows
+    recurrent_masks: list[list[np.ndarray | None]] = field(default_factory=list)  # (B, P) likewise
     h0: np.ndarray | None = None
     c0: np.ndarray | None = None
     packing: Packing | None = None
@@ -86,7 +89,19 @@ class StackedLSTM:
     batch_first : bool
         Batched ``x`` and outputs are ``(B, T, ·)`` instead of ``(T, B, ·)``.
     dropout : float
-        Dropout on the outputs of every layer but the last, in training only.
+        torch's ``dropout``: on the outputs of every layer but the last, a
+        fresh mask for every element and step, in training only.
+    input_dropout : float
+        Keras' ``dropout``: on each layer's inputs (the first layer's too),
+        one mask per sequence and input feature, the same at every step, drawn
+        separately for each direction; training only, inverted scaling 1/(1-p).
+    recurrent_dropout : float
+        Keras' ``recurrent_dropout`` (variational, Gal & Ghahramani 2016):
+        one mask per sequence and state feature on ``h_{t-1}`` as it enters
+        the recurrent product, the same at every step; the returned states
+        are not dropped.  Training only; runs the NumPy step (the compiled
+        engine has no masks).  The four gates share each mask (Keras 3 with
+        ``recurrent_dropout`` draws one per gate).
     bidirectional : bool
     proj_size : int
         LSTMP projection size (0: none).
@@ -94,8 +109,15 @@ class StackedLSTM:
         Cell variant (activations, clip, peepholes, coupled input-forget gate);
         the standard cell by default.
     seed : int, numpy.random.Generator or None
-        Source of the initial weights (uniform(-1/√H, 1/√H) like PyTorch) and of dropout.
+        Source of the initial weights and of dropout.
     dtype : float64 or float32
+    init : {"textbook", "torch", "keras"}
+        How the weights start (:data:`nplstm.params.INIT_SCHEMES`).  The
+        default, "textbook", keeps this stack's historic start (weights
+        uniform(-1/√H, 1/√H), zero biases: what :class:`nplstm.LSTM` promises);
+        to train a stack directly, "torch" (uniform biases too, as a fresh
+        ``torch.nn.LSTM``) or "keras" (orthogonal recurrent kernel, forget
+        bias 1) start where those libraries do.
 
     Attributes
     ----------
@@ -119,8 +141,11 @@ class StackedLSTM:
         bidirectional: bool = False,
         proj_size: int = 0,
         cell: CellOptions | None = None,
+        input_dropout: float = 0.0,
+        recurrent_dropout: float = 0.0,
         seed: int | np.random.Generator | None = None,
         dtype: Any = np.float64,
+        init: str = "textbook",
     ) -> None:
         self.input_size = positive_int(input_size, "input_size")
         self.hidden_size = positive_int(hidden_size, "hidden_size")
@@ -133,19 +158,24 @@ class StackedLSTM:
             raise TypeError(f"cell must be an nplstm.cell.CellOptions or None; got {type(cell).__name__}")
         self.cell = cell if cell is not None else DEFAULT_CELL
         if dropout and num_layers == 1:
-            warnings.warn(f"dropout={dropout} acts between layers, so it does nothing with num_layers=1", UserWarning, stacklevel=2)
+            warnings.warn(f"dropout={dropout} acts between layers, so it does nothing with num_layers=1 "
+                          "(input_dropout and recurrent_dropout act within a layer)", UserWarning, stacklevel=2)
         self.dropout = dropout
+        self.input_dropout = dropout_rate(input_dropout, "input_dropout")
+        self.recurrent_dropout = dropout_rate(recurrent_dropout, "recurrent_dropout")
         self.bias = bool(bias)
         self.batch_first = bool(batch_first)
         self.bidirectional = bool(bidirectional)
         self.dtype = model_dtype(dtype)
         self._rng = as_generator(seed)
+        init = init_scheme(init)
         D, P = self.num_directions, self.state_size
         count = stack_parameter_count(self.input_size, self.hidden_size, self.num_layers, bidirectional=self.bidirectional,
                                       proj_size=self.proj_size, bias=self.bias, peepholes=self.cell.peepholes)
         check_model_size(count, self.num_layers * D, self.dtype.itemsize, f"{type(self).__name__} of this size")
         self.layers = [[DirectionParams(self.input_size if l == 0 else D * P, self.hidden_size, proj_size=self.proj_size,
-                                        peepholes=self.cell.peepholes, bias=self.bias, rng=self._rng, dtype=self.dtype)
+                                        peepholes=self.cell.peepholes, bias=self.bias, rng=self._rng, dtype=self.dtype,
+                                        init=init)
                         for _ in range(D)] for l in range(self.num_layers)]
 
     @property
@@ -181,18 +211,28 @@ class StackedLSTM:
         return int(sum(p.size for p in self.parameters().values()))
 
     def config(self) -> dict[str, Any]:
-        """Everything needed to rebuild this stack (weights aside), JSON-able."""
-        return {
+        """Everything needed to rebuild this stack (weights aside), JSON-able.
+
+        ``input_dropout`` and ``recurrent_dropout`` appear only when not zero,
+        so a file without them is what earlier versions wrote and read.
+        """
+        config = {
             "input_size": self.input_size, "hidden_size": self.hidden_size, "num_layers": self.num_layers,
             "bias": self.bias, "batch_first": self.batch_first, "dropout": self.dropout,
             "bidirectional": self.bidirectional, "proj_size": self.proj_size, "cell": self.cell.to_config(),
         }
+        config.update({name: rate for name, rate in self._variational_rates().items() if rate})
+        return config
+
+    def _variational_rates(self) -> dict[str, float]:
+        return {"input_dropout": self.input_dropout, "recurrent_dropout": self.recurrent_dropout}
 
     def __repr__(self) -> str:
         cell = "" if self.cell.is_default else f", cell={self.cell!r}"
+        rates = "".join(f", {name}={rate}" for name, rate in self._variational_rates().items() if rate)
         return (
             f"StackedLSTM(input_size={self.input_size}, hidden_size={self.hidden_size}, num_layers={self.num_layers}, "
-            f"bias={self.bias}, batch_first={self.batch_first}, dropout={self.dropout}, "
+            f"bias={self.bias}, batch_first={self.batch_first}, dropout={self.dropout}{rates}, "
             f"bidirectional={self.bidirectional}, proj_size={self.proj_size}{cell}, dtype={self.dtype.name})"
         )
 
@@ -273,11 +313,19 @@ class StackedLSTM:
     __call__ = forward
 
     def forward_train(
-        self, x: Any, hx: tuple[Any, Any] | None = None, *, lengths: Any = None, check_finite: bool = False
+        self, x: Any, hx: tuple[Any, Any] | None = None, *, lengths: Any = None, check_finite: bool = False,
+        rng: int | np.random.Generator | None = None,
     ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], Tape]:
-        """Like :meth:`forward` with dropout applied, also returning the :class:`Tape` for :meth:`backward`."""
+        """Like :meth:`forward` with dropout applied, also returning the :class:`Tape` for :meth:`backward`.
+
+        ``rng`` (a Generator or an int seed) draws the dropout masks; by
+        default the stack's own generator (from its ``seed``) does.  The tape
+        keeps the masks, so :meth:`backward` differentiates the very function
+        this forward computed; the same seed gives the same masks.
+        """
         x3, h0, c0, lengths, layout = self._user_in(x, hx, lengths, check_finite)
-        outputs, h_n, c_n, tape = self._run(x3, h0, c0, lengths=lengths, record=True, dropout=True)
+        source = self._rng if rng is None else as_generator(rng, "rng")
+        outputs, h_n, c_n, tape = self._run(x3, h0, c0, lengths=lengths, record=True, dropout=True, rng=source)
         assert tape is not None and outputs is not None
         tape.layout = layout
         seq = self._user_out(outputs, layout)
@@ -358,6 +406,7 @@ class StackedLSTM:
         lengths: np.ndarray | None = None,
         record: bool = False,
         dropout: bool = False,
+        rng: np.random.Generator | None = None,
         return_sequences: bool = True,
     ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray, Tape | None]:
         """The engine on checked time-major arrays: ``x`` (T, B, I), ``h0`` (L·D, B, P), ``c0`` (L·D, B, H).
@@ -365,8 +414,11 @@ class StackedLSTM:
         ``lengths`` must come from :func:`nplstm.shapes.check_lengths` (None
         when every sequence is full).  Returns ``(outputs (T, B, D·P) or None,
         h_n, c_n, tape or None)``; ``record`` keeps a :class:`Tape` (and the
-        outputs), ``dropout`` applies dropout between layers.
+        outputs), ``dropout`` (with ``record``) applies every dropout the stack
+        is configured with, masks drawn from ``rng`` (the stack's own by default).
         """
+        assert record or not dropout, "dropout needs a tape to keep its masks"
+        rng = self._rng if rng is None else rng
         T, B, _ = x.shape
         D, P, H, L = self.num_directions, self.state_size, self.hidden_size, self.num_layers
         packing = Packing.of(lengths, T) if lengths is not None else None
@@ -401,30 +453,45 @@ class StackedLSTM:
                     out = np.empty((T, B, D * P), dtype=self.dtype)
                 else:
                     out = buffers[l][: stop - start]
-                traces = []
+                traces, input_masks, recurrent_masks = [], [], []
                 for d, params in enumerate(self.layers[l]):
                     k = l * D + d
                     trace = (
                         Trace.empty(T, B, H, P, self.dtype, projection=bool(self.proj_size), general=not self.cell.is_default)
                         if record else None
                     )
-                    run_direction(layer_input, params, h_n[k], c_n[k], reverse=d == 1, packing=packing, start=start,
-                                  outputs=None if out is None else out[:, :, d * P : (d + 1) * P], trace=trace, cell=self.cell)
+                    m = self._sequence_mask(rng, self.input_dropout, layer_input.shape[2], B, packing) if dropout else None
+                    r = self._sequence_mask(rng, self.recurrent_dropout, P, B, packing) if dropout else None
+                    run_direction(layer_input if m is None else layer_input * m, params, h_n[k], c_n[k], reverse=d == 1,
+                                  packing=packing, start=start, outputs=None if out is None else out[:, :, d * P : (d + 1) * P],
+                                  trace=trace, cell=self.cell, recurrent_mask=r)
                     traces.append(trace)
+                    input_masks.append(m)
+                    recurrent_masks.append(r)
                 mask = None
                 if dropout and self.dropout and not last and out is not None:
-                    mask = (self._rng.random(out.shape) >= self.dropout).astype(self.dtype) / (1.0 - self.dropout)
+                    mask = (rng.random(out.shape) >= self.dropout).astype(self.dtype) / (1.0 - self.dropout)
                     out *= mask
                 if tape is not None:
                     tape.inputs.append(layer_input)
                     tape.traces.append(traces)  # type: ignore[arg-type]
                     tape.masks.append(mask)
+                    tape.input_masks.append(input_masks)
+                    tape.recurrent_masks.append(recurrent_masks)
                 if out is not None:
                     layer_input = out
         if packing is not None:
             outputs = outputs[:, packing.inverse] if outputs is not None else None
             h_n, c_n = h_n[:, packing.inverse], c_n[:, packing.inverse]
         return outputs, h_n, c_n, tape
+
+    def _sequence_mask(self, rng: np.random.Generator, rate: float, width: int, B: int,
+                       packing: Packing | None) -> np.ndarray | None:
+        """A (B, width) inverted-dropout mask (None at rate 0), drawn in the caller's row order, returned in the run's."""
+        if not rate:
+            return None
+        mask = (rng.random((B, width)) >= rate).astype(self.dtype) / (1.0 - rate)
+        return mask if packing is None else mask[packing.order]
 
     def _backward(
         self, tape: Tape, d_outputs: np.ndarray | None, d_h_n: np.ndarray | None, d_c_n: np.ndarray | None
@@ -450,11 +517,13 @@ class StackedLSTM:
             d_input = np.zeros(layer_input.shape, dtype=self.dtype)
             for d, params in enumerate(tape.params[l]):  # the parameters of the forward, not today's
                 k = l * D + d
-                g = backward_direction(layer_input, params, tape.h0[k], tape.c0[k], tape.traces[l][d],
-                                       None if d_out is None else d_out[:, :, d * P : (d + 1) * P],
+                m = tape.input_masks[l][d]  # the direction read layer_input ⊙ m
+                g = backward_direction(layer_input if m is None else layer_input * m, params, tape.h0[k], tape.c0[k],
+                                       tape.traces[l][d], None if d_out is None else d_out[:, :, d * P : (d + 1) * P],
                                        None if d_h_n is None else d_h_n[k], None if d_c_n is None else d_c_n[k],
-                                       reverse=d == 1, packing=packing, cell=self.cell)
-                d_input += g.x
+                                       reverse=d == 1, packing=packing, cell=self.cell,
+                                       recurrent_mask=tape.recurrent_masks[l][d])
+                d_input += g.x if m is None else g.x * m
                 dh0[k], dc0[k] = g.h0, g.c0
                 named = params.named_gradients(g.W_x, g.W_h, g.b, g.W_hr, g.P)
                 grads.update({parameter_prefix(l, d) + name: value for name, value in named.items()})

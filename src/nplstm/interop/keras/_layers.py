@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -216,6 +217,38 @@ def _float_dtype(arrays: Sequence[np.ndarray], dtype: Any) -> Any:
     return np.float64 if any(np.asarray(a).dtype == np.float64 for a in arrays) else np.float32
 
 
+def _keras_rate(cfg: Mapping[str, Any], key: str, what: str) -> float:
+    """A Keras LSTM's dropout rate as Keras applies it: clipped to [0, 1], and only a rate in (0, 1) drops."""
+    value = cfg.get(key, 0.0)
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not np.isfinite(value):
+        raise InteropError(f"{what}: {key} must be a number; got {value!r}")
+    return float(value) if 0 < value < 1 else 0.0
+
+
+def _dropout_rates(recs: list[_Recurrent]) -> tuple[float, float]:
+    """Keras' ``(dropout, recurrent_dropout)``: the stack's ``input_dropout`` and ``recurrent_dropout``.
+
+    Training only (inference never drops).  One stack holds one rate of each:
+    when the layers (or a Bidirectional's two directions) disagree, the stack
+    imports without dropout and a warning says so.  Keras 3 draws a mask per
+    gate once ``recurrent_dropout`` is set; nplstm's four gates share one.
+    """
+    configs = []
+    for rec in recs:
+        configs.append((rec.what if rec.layer is not None else "config", rec.cfg))
+        if rec.bidirectional and rec.layer is not None:
+            configs.append((f"{rec.what} backward_layer", rec.layer.backward_layer.get_config()))
+    found = {what: (_keras_rate(cfg, "dropout", what), _keras_rate(cfg, "recurrent_dropout", what)) for what, cfg in configs}
+    if len(set(found.values())) > 1:
+        warnings.warn(
+            f"the Keras LSTM layers have different dropout/recurrent_dropout {found}; nplstm's stack holds one rate "
+            "of each, so it imports without dropout (set the stack's input_dropout / recurrent_dropout to train with some)",
+            UserWarning, stacklevel=4,
+        )
+        return 0.0, 0.0
+    return next(iter(found.values()))
+
+
 def _build_stack(recs: list[_Recurrent], dtype: Any) -> StackedLSTM:
     """One StackedLSTM holding every layer of ``recs`` (already checked to agree)."""
     first = recs[0]
@@ -225,8 +258,9 @@ def _build_stack(recs: list[_Recurrent], dtype: Any) -> StackedLSTM:
     if first.cfg.get("units", H) != H:
         raise InteropError(f"the config says units={first.cfg['units']!r} but the weights are for {H} units")
     kwargs: dict[str, Any] = {} if options is None else {"cell": options}
+    rate, recurrent = _dropout_rates(recs)
     stack = StackedLSTM(I, H, len(recs), bidirectional=first.bidirectional, bias=first.cfg.get("use_bias", True),
-                        batch_first=True, seed=0, dtype=dtype, **kwargs)
+                        batch_first=True, seed=0, dtype=dtype, input_dropout=rate, recurrent_dropout=recurrent, **kwargs)
     for pair, rec in zip(stack.layers, recs):
         for cell, w in zip(pair, rec.weights):
             unpack(cell, KERAS_ORDER, w["kernel"].T, w["recurrent_kernel"].T, w.get("bias"))
