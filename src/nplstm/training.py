@@ -157,6 +157,18 @@ def _verbosity(verbose: Any, progress: Any) -> int:
     return int(verbose)
 
 
+def _mask_generator(seed: Any) -> np.random.Generator | None:
+    """Dropout masks for :func:`fit` with a seed: a stream of their own, so the shuffling order does not depend on them.
+
+    Without a seed the model's own generator draws them (``forward_train``'s default).
+    """
+    if seed is None:
+        return None
+    if isinstance(seed, np.random.Generator):
+        return seed
+    return np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
+
+
 def _batches(n: int, batch_size: int, rng: np.random.Generator | None) -> Iterator[np.ndarray]:
     order = rng.permutation(n) if rng is not None else np.arange(n)
     for start in range(0, n, batch_size):
@@ -406,9 +418,10 @@ class _Trainer:
     def __init__(
         self, model: SequenceModel, loss: Loss, optimizer: Optimizer, clip_norm: float | None, clip_value: float | None,
         data: _Dataset, val: _Dataset | None, history: History, metrics: Sequence[Metric] = (),
-        callbacks: Sequence[Callback] = (),
+        callbacks: Sequence[Callback] = (), masks: np.random.Generator | None = None,
     ) -> None:
         self.model, self.loss, self.optimizer = model, loss, optimizer
+        self.masks = masks  # draws the dropout masks (None: the model's own generator)
         self.clip_norm = np.inf if clip_norm is None else clip_norm
         self.clip_value = clip_value
         self.data, self.val, self.history = data, val, history
@@ -452,7 +465,7 @@ class _Trainer:
         batch's mean gradient weighted by its share of the weights).
         """
         model, loss = self.model, self.loss
-        prediction, state, tape = model.forward_train(batch.X, state, lengths=batch.lengths)
+        prediction, state, tape = model.forward_train(batch.X, state, lengths=batch.lengths, rng=self.masks)
         before = _scores_before_activation(model, loss)
         scores = tape.pre_activation if before else prediction
         assert scores is not None
@@ -635,7 +648,9 @@ def fit(
         ``[-clip_value, clip_value]`` (value first when both are given).
         No clipping by default (torch's and Keras' default).
     shuffle, seed
-        Shuffle the training data each epoch, with this seed.
+        Shuffle the training data each epoch, with this seed; it also seeds the
+        dropout masks (a stream of their own: the shuffling order is the same
+        with or without dropout).
     accumulate : int
         Batches per optimizer step (gradient accumulation): each update is
         exactly that of one batch ``accumulate`` times as large under the
@@ -727,7 +742,8 @@ def fit(
     _check_optimizer(optimizer, model)
     rng = np.random.default_rng(seed) if shuffle else None
     history = History()
-    trainer = _Trainer(model, resolved, optimizer, clip_norm, clip_value, data, val, history, chosen, internal + given)
+    trainer = _Trainer(model, resolved, optimizer, clip_norm, clip_value, data, val, history, chosen, internal + given,
+                       masks=_mask_generator(seed))
     per_epoch = -(-len(data) // batch_size)
     report = _Report(epochs * per_epoch, epochs, level)
     trainer.begin()

@@ -304,3 +304,32 @@ def test_a_bad_rng_is_refused_by_name(rng):
     stack = StackedLSTM(2, 3, input_dropout=0.5, seed=0)
     with pytest.raises(ValueError, match="rng must be a non-negative integer, a numpy.random.Generator or None"):
         stack.forward_train(rng.normal(size=(2, 1, 2)), rng="seven")
+
+
+def test_fit_draws_dropout_masks_from_its_seed_one_stream_for_all_batches(monkeypatch):
+    """fit's seed decides the masks (same seed, same weights; another seed, others), drawn afresh for each batch."""
+    from nplstm import SequenceModel, fit
+
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(24, 6, 2)), rng.normal(size=(24, 1))
+
+    def trained(seed):
+        model = SequenceModel(2, 5, 1, input_dropout=0.3, recurrent_dropout=0.4, seed=0)
+        fit(model, X, Y, epochs=2, batch_size=8, seed=seed, verbose=0)
+        return model.parameters()
+
+    first, again, other = trained(0), trained(0), trained(1)
+    assert all(np.array_equal(first[k], again[k]) for k in first)
+    assert any(not np.array_equal(first[k], other[k]) for k in first)
+
+    model = SequenceModel(2, 5, 1, recurrent_dropout=0.4, seed=0)
+    seen, original = [], type(model.lstm).forward_train
+
+    def spy(self, *args, rng=None, **kwargs):
+        seen.append(rng)
+        return original(self, *args, rng=rng, **kwargs)
+
+    monkeypatch.setattr(type(model.lstm), "forward_train", spy)
+    fit(model, X, Y, epochs=1, batch_size=8, seed=3, verbose=0)
+    assert len(seen) == 3 and all(isinstance(g, np.random.Generator) for g in seen)
+    assert seen[0] is seen[1] is seen[2]  # one advancing stream: each batch its own masks
