@@ -144,7 +144,7 @@ def test_without_early_stopping_the_model_holds_the_last_epoch_not_the_best(smal
     X, Y = small_data
     model = SequenceModel(2, 4, 1, seed=0)
     snapshots = []
-    history = fit(model, X, Y, epochs=6, optimizer=SGD(model.parameters(), lr=3), validation_split=0.2, seed=0,
+    history = fit(model, X, Y, epochs=6, optimizer=SGD(model.parameters(), lr=3), clip_norm=1.0, validation_split=0.2, seed=0,
                   on_epoch_end=lambda epoch, h: snapshots.append(snapshot(model)), progress=False)
     assert history.best_epoch == int(np.argmin(history.val_loss)) != 5  # the case the old docstring got wrong
     assert history.weights_epoch == 5
@@ -156,7 +156,7 @@ def test_with_early_stopping_the_model_holds_the_best_epoch(small_data):
     X, Y = small_data
     model = SequenceModel(2, 4, 1, seed=0)
     snapshots = []
-    history = fit(model, X, Y, epochs=6, optimizer=SGD(model.parameters(), lr=3), validation_split=0.2, seed=0,
+    history = fit(model, X, Y, epochs=6, optimizer=SGD(model.parameters(), lr=3), clip_norm=1.0, validation_split=0.2, seed=0,
                   early_stopping=3, on_epoch_end=lambda epoch, h: snapshots.append(snapshot(model)), progress=False)
     assert history.weights_epoch == history.best_epoch == int(np.argmin(history.val_loss))
     assert_weights_equal(model, snapshots[history.best_epoch])
