@@ -1,6 +1,6 @@
 """A character model of real English: the Python language reference that ships with Python.
 
-    python examples/char_model.py [--epochs 4 --hidden 64 --seed 0 --no-torch]
+    python examples/char_model.py [--epochs 4 --hidden 64 --seed 0 --threads 1 --no-torch]
 
 The text is ``pydoc_data.topics`` (the reference's topics, what ``help()``
 shows; always installed with Python, so its exact content follows the Python
@@ -130,15 +130,15 @@ def report(result: dict) -> str:
     lines = [
         f"the Python language reference (pydoc_data.topics, Python {sys.version.split()[0]}): {result['sentences']} sentences, "
         f"{len(result['vocab'])} characters; training on {result['train_sentences']} ({result['train_characters']} characters)",
-        "validation cross-entropy, nats per character",
-        f"  nplstm Embedding -> LSTM({result['model'].lstm.hidden_size}) -> softmax  {result['nplstm_cross_entropy']:.4f}"
-        f"   ({result['nplstm_seconds']:.1f} s)",
+        "  validation cross-entropy, nats per character",
+        f"  {'nplstm Embedding -> LSTM(' + str(result['model'].lstm.hidden_size) + ') -> softmax':<44}"
+        f"{result['nplstm_cross_entropy']:.4f}   ({result['nplstm_seconds']:.1f} s)",
     ]
     if result["torch_cross_entropy"] is not None:
-        lines.append(f"  torch, same initial weights and batches      {result['torch_cross_entropy']:.4f}   ({result['torch_seconds']:.1f} s)")
+        lines.append(f"  {'torch, same initial weights and batches':<44}{result['torch_cross_entropy']:.4f}   ({result['torch_seconds']:.1f} s)")
     else:
-        lines.append("  torch                                        (not installed)")
-    lines.append(f"  unigram (training character frequencies)     {result['unigram_cross_entropy']:.4f}")
+        lines.append("  torch                                       (not installed)")
+    lines.append(f"  {'unigram (training character frequencies)':<44}{result['unigram_cross_entropy']:.4f}")
     return "\n".join(lines)
 
 
@@ -148,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hidden", type=int, default=HIDDEN)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-torch", action="store_true", help="skip the torch baseline")
+    parser.add_argument("--threads", type=int, default=1, help="threads for NumPy's BLAS, torch and nplstm (default 1)")
     args = parser.parse_args(argv)
+    torch_twin.set_threads(args.threads)
     print(report(run(args.epochs, args.hidden, args.seed, False if args.no_torch else None)))
     return 0
 

@@ -36,6 +36,28 @@ def available() -> bool:
     return importlib.util.find_spec("torch") is not None
 
 
+def set_threads(n: int) -> None:
+    """Threads for NumPy's BLAS (through threadpoolctl, when installed), torch and nplstm's engine, from now on.
+
+    The examples' models are small: their matrix products are too small to
+    split across threads, and on a shared machine extra threads mostly wait,
+    so the examples train on one thread unless told otherwise.
+    """
+    from nplstm import kernels
+
+    kernels.set_threads(n)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        pass
+    else:
+        threadpool_limits(limits=n)  # not as a context: the limit stays
+    if available():
+        import torch
+
+        torch.set_num_threads(n)
+
+
 def _check_supported(model: SequenceModel) -> None:
     if model.lstm.bidirectional or model.lstm.proj_size or len(model.dense) != 1 or model.go_backwards:
         raise ValueError("the torch twin covers an (embedding ->) unidirectional LSTM -> one Linear model; got " + repr(model))
