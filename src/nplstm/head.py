@@ -120,9 +120,13 @@ class Dense:
             raise ValueError(f"{type(self).__name__} expects (..., {self.in_features}); got {h.shape}")
         return h @ self._W.T + self._b
 
+    def activate(self, a: np.ndarray) -> np.ndarray:
+        """The layer's activation of its pre-activation ``a`` (from :meth:`pre_activation`)."""
+        return _ACTIVATIONS[self.activation][0](a)
+
     def forward(self, h: Any) -> np.ndarray:
         """``h (..., in) -> (..., out)``."""
-        return _ACTIVATIONS[self.activation][0](self.pre_activation(h))
+        return self.activate(self.pre_activation(h))
 
     __call__ = forward
 

@@ -522,7 +522,7 @@ class SequenceModel:
         for layer in self.dense:
             tape.dense_inputs.append(h)
             tape.pre_activation = layer.pre_activation(h)
-            h = layer.forward(h) if layer.activation != "linear" else tape.pre_activation
+            h = layer.activate(tape.pre_activation)  # the product once, not again inside layer.forward
         tape.prediction = h
         return h, (h_n, c_n), tape
 
