@@ -159,7 +159,10 @@ class Trainer:
         self.rng = np.random.default_rng(seed)
 
     def epoch(self) -> float:
-        """One pass over the data in fit's order; returns the mean training loss (batches weighted by size)."""
+        """One pass over the data in fit's order; returns the mean training loss, as fit's history reports it.
+
+        That is exact over the epoch: batches weighted by their rows, or, for ragged per-step labels, by their valid steps.
+        """
         import torch
 
         self.module.train()
@@ -176,8 +179,9 @@ class Trainer:
             value = self.loss_fn(self.module(xb), yb)
             value.backward()
             self.optimizer.step()
-            running += value.item() * len(idx)
-            seen += len(idx)
+            weight = int((yb != -100).sum()) if self.ragged else len(idx)
+            running += value.item() * weight
+            seen += weight
         return running / seen
 
 
