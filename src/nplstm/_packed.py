@@ -278,15 +278,18 @@ def padded(v: np.ndarray, n: int) -> np.ndarray:
 
 # ------------------------------------------------------------ the time loop
 @numba.njit(**_JIT)
-def _run(x, proj, z, G, hf, hp, c, outputs, gates_t, c_t, h_t, hfull_t, batch_sizes,
+def _run(x, proj, z, G, hf, hp, c, outputs, gates_t, c_t, h_t, hfull_t, batch_sizes, row0,
          panels, bias, hr_panels, zero, P, H, Npad, Ppad, fold, limit):  # pragma: no cover - compiled
-    """Steps 0..T-1 of one layer and direction, all rows; see :func:`forward`.
+    """Steps 0..T-1 of one layer and direction for rows row0 .. row0 + B - 1; see :func:`forward`.
 
     z (B, K = P + I) holds [h_{t-1}, x_t] per row (h first, as the fused
     weights); G (B, Npad) the pre-activations; hf (B, H) o ⊙ tanh(c) (h
     itself without a projection, then copied into z); hp (B, Ppad) the
-    projected h.  ``fold``: the product covers [h, x] from the bias;
-    otherwise only h, from proj[t] (which holds x_t W_xᵀ + b).
+    projected h; c (B, H) the slice's cell states.  x, outputs, the tape and
+    batch_sizes are the whole batch's (row0 picks the slice: one thread's
+    rows keep the arrays' types).  ``fold``: the product covers [h, x] from
+    the bias; otherwise only h, from proj[t] (which holds x_t W_xᵀ + b, rows
+    of this slice only).
     """
     T = x.shape[0] if fold else proj.shape[0]
     B, K = z.shape
@@ -297,10 +300,12 @@ def _run(x, proj, z, G, hf, hp, c, outputs, gates_t, c_t, h_t, hfull_t, batch_si
     Kuse = K if fold else P
     scratch = np.empty(H4, dtype=G.dtype)
     zp, Gp, wp, bp = data(z), data(G), data(panels), data(bias)
+    r1 = row0 + B
     for t in range(T):
-        n = B if batch_sizes is None else min(B, batch_sizes[t])
+        n = B if batch_sizes is None else min(B, max(0, batch_sizes[t] - row0))
+        e = row0 + n
         if fold:
-            z[:n, P:] = x[t, :n]
+            z[:n, P:] = x[t, row0:e]
             _gemm(n, Kuse, Npad, zp, K, wp, ps, Gp, Npad, bp, 0)
         elif proj.shape[2] == Npad:  # padded projections (from _project): the product starts from them
             _gemm(n, Kuse, Npad, zp, K, wp, ps, Gp, Npad, data(proj[t]), Npad)
@@ -308,21 +313,21 @@ def _run(x, proj, z, G, hf, hp, c, outputs, gates_t, c_t, h_t, hfull_t, batch_si
             G[:n, :H4] = proj[t, :n]
             _gemm(n, Kuse, Npad, zp, K, wp, ps, Gp, Npad, Gp, Npad)
         for r in range(n):
-            activate_row(G[r], c[r], hf[r], H, limit, scratch if gates_t is None else gates_t[t, r])
+            activate_row(G[r], c[r], hf[r], H, limit, scratch if gates_t is None else gates_t[t, row0 + r])
         if hr_panels is None:
             z[:n, :P] = hf[:n]
         else:
             _gemm(n, H, Ppad, data(hf), H, data(hr_panels), ps_hr, data(hp), Ppad, data(zero), 0)
             z[:n, :P] = hp[:n, :P]
         if outputs is not None:
-            outputs[t, :n] = z[:n, :P]
-            outputs[t, n:] = 0
+            outputs[t, row0:e] = z[:n, :P]
+            outputs[t, e:r1] = 0
         if c_t is not None:
-            c_t[t, :n] = c[:n]
+            c_t[t, row0:e] = c[:n]
         if h_t is not None:
-            h_t[t, :n] = z[:n, :P]
+            h_t[t, row0:e] = z[:n, :P]
         if hfull_t is not None:
-            hfull_t[t, :n] = hf[:n]
+            hfull_t[t, row0:e] = hf[:n]
 
 
 @numba.njit(**_JIT)
@@ -479,6 +484,7 @@ def forward(
     tape: Any = None,
     batch_sizes: np.ndarray | None = None,
     fold: bool | None = None,
+    rows: tuple[int, int] | None = None,
 ) -> None:
     """Run one layer and direction over all steps of ``x``, updating ``h`` and ``c`` in place.
 
@@ -502,9 +508,13 @@ def forward(
         Non-increasing active rows per step (rows sorted by length).
     fold : bool, optional
         Fold the input projection into the step (default: when B >= 2 and no ``proj``).
+    rows : (start, stop), optional
+        Run only these rows of the batch (one thread's share; folded mode only).
+        ``h`` and ``c`` are still the whole batch's.
     """
     dt = weights.dtype
-    B = h.shape[0]
+    row0, row1 = (0, h.shape[0]) if rows is None else rows
+    B = row1 - row0
     P, H, I = weights.P, weights.H, weights.I
     if fold is None:
         fold = proj is None and B >= 2
@@ -520,8 +530,10 @@ def forward(
             return
         proj = _align_empty(T * B * weights.Npad, dt).reshape(T, B, weights.Npad)
         _project(np.ascontiguousarray(x).reshape(T * B, I), weights.panels, weights.bias, P, proj.reshape(T * B, weights.Npad))
+    if row0 and not fold:
+        raise ValueError("a slice of rows runs only with the input projection folded into the step")
     z = np.zeros((B, P + I), dtype=dt)
-    z[:, :P] = h
+    z[:, :P] = h[row0:row1]
     G = _align_empty(B * weights.Npad, dt).reshape(B, weights.Npad)
     hf = np.empty((B, H), dtype=dt)
     hp = np.empty((B, weights.Ppad), dtype=dt)
@@ -532,10 +544,10 @@ def forward(
         gates_t, c_t, h_t = tape.gates, tape.c, tape.h
         hfull_t = tape.h_full if weights.hr_panels is not None else None
     nothing = np.empty((0, 0, 0), dtype=dt)
-    _run(x if fold else nothing, nothing if fold else proj, z, G, hf, hp, c, outputs, gates_t, c_t, h_t, hfull_t, batch_sizes,
-         weights.panels, weights.bias, weights.hr_panels, weights.zero, P, H, weights.Npad, weights.Ppad, fold,
+    _run(x if fold else nothing, nothing if fold else proj, z, G, hf, hp, c[row0:row1], outputs, gates_t, c_t, h_t, hfull_t,
+         batch_sizes, row0, weights.panels, weights.bias, weights.hr_panels, weights.zero, P, H, weights.Npad, weights.Ppad, fold,
          dt.type(PREACT_LIMIT[dt]))
-    h[...] = z[:, :P]
+    h[row0:row1] = z[:, :P]
 
 
 def _tape_slice(tape: Any, sl: slice) -> Any:

@@ -8,12 +8,13 @@ only module that calls it.
 
 The engine's interface, which any compiled implementation provides:
 
-* :func:`forward` ``(proj, W_hT, h, c, *, outputs, tape, W_hrT, batch_sizes)``:
-  steps of the standard cell over a chunk of precomputed input projections
-  ``proj = x W_xᵀ + b`` (T, B, 4H), gates in :data:`nplstm.layout.GATE_ORDER`,
-  updating ``h``, ``c`` in place, writing ``outputs`` (zeros for inactive
-  rows) and the ``tape`` (gates, c, h, h_full of the active rows).
-* :func:`backward` ``(tape, W_h, W_hr, c0, d_outputs, dh, dc, d_pre, *, dW_hr, batch_sizes)``:
+* :func:`forward` ``(WT, b, W_hr, x, h, c, *, proj, outputs, tape, batch_sizes)``:
+  the standard cell over all steps of ``x`` with the fused weights
+  ``WT = [W_h; W_x]ᵀ`` (P + I, 4H) and bias ``b``, gates in
+  :data:`nplstm.layout.GATE_ORDER`, updating ``h``, ``c`` in place, writing
+  ``outputs`` (zeros for inactive rows) and the ``tape`` (gates, c, h,
+  h_full of the active rows).
+* :func:`backward` ``(tape, W_hT, W_hr, c0, d_outputs, dh, dc, d_pre, *, dW_hr, batch_sizes)``:
   every step of that run backwards, leaving dL/d(pre-activation) in ``d_pre``
   (the loop turns it into weight and input gradients with one GEMM each).
 * Lengths: ``batch_sizes[t]`` rows are active at step t (non-increasing,
@@ -23,17 +24,10 @@ The engine's interface, which any compiled implementation provides:
 * :func:`variant` names what makes a call need another compiled
   specialisation; the "auto" policy sends only loaded ones to the engine.
 
-Where the time goes, and so how the engine is built (the numba code is in
-:mod:`nplstm._engine`):
-
-* The recurrent GEMM ``h_{t-1} W_hᵀ`` is most of the work.  Small products
-  run compiled inside the time loop; large products are faster in NumPy's
-  own OpenBLAS, so there the time loop runs in Python, one compiled call
-  per step (:func:`_steps_from_python`).
-* Rows of a batch are independent through time, so with several threads a
-  batch with small recurrent weights is split into slices that each run
-  the whole loop (``nogil``) in their own thread with single-threaded BLAS;
-  larger products are left to the BLAS's own threads (:func:`_slices`).
+The implementation is the packed engine (:mod:`nplstm._packed`, backwards
+:mod:`nplstm._packed_grad`): the weights packed once per weight version into
+register-tile panels, ``[h_{t-1}, x_t]`` times the fused weights in one
+product per step starting from the bias, one activation pass per row.
 
 ``import nplstm`` never imports numba, and with the default "auto" backend
 no call ever waits for it: :func:`use_kernel` sends every call to the
@@ -57,24 +51,18 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import _engine  # plain Python until the engine loads: numba is imported by _engine.compile_engine()
 from .checks import thread_count
-from .layout import PREACT_LIMIT
 
 __all__ = [
     "available", "set_backend", "get_backend", "set_threads", "get_threads", "variant", "use_kernel",
     "engine_state", "exercised", "load_engine", "forward", "backward", "LOAD_AFTER_SECONDS",
-    "MIN_ROWS_PER_THREAD", "MIN_WORK_PER_THREAD", "PY_STEP_MIN_FLOPS", "SLICE_MAX_WEIGHTS",
+    "MIN_ROWS_PER_THREAD", "MIN_WORK_PER_THREAD", "SLICE_MAX_WEIGHTS",
 ]
 
 
 # numba and scipy are optional, and importing numba takes a while: look, don't import.
 # numba's np.dot calls BLAS through scipy, so the engine needs both.
 _HAVE_NUMBA = importlib.util.find_spec("numba") is not None and importlib.util.find_spec("scipy") is not None
-
-#: Recurrent flops per step from which the time loop runs in Python with
-#: NumPy's GEMM (see _steps_from_python).
-PY_STEP_MIN_FLOPS = 4e6
 
 #: "auto" starts loading the engine (in a background thread) once the calls run
 #: on the NumPy path in this process are estimated to have cost this long: about
@@ -240,7 +228,8 @@ def _load() -> None:
     """Compile the kernels and run the API once per specialisation, in this (background) thread."""
     global _state
     try:
-        _engine.compile_engine()
+        from . import _packed, _packed_grad  # noqa: F401 - imports numba; numba compiles on the exercise's calls
+
         if _exercise is not None:
             _exercise()
     except Exception as exc:  # numba present but unusable here: the NumPy path is still right
@@ -279,12 +268,9 @@ def _slices(T: int, B: int, H: int, P: int, batch_sizes: np.ndarray | None) -> l
     """Row ranges for the threads: contiguous, and balanced by active steps when lengths vary.
 
     Handing a slice to another thread and waiting for it costs tens of µs,
-    so a call is split only when every thread gets enough rows and work.
-    And only for small recurrent weights: a larger per-step product is better
-    parallelised by the BLAS itself (measured alone on 2 threads, T=100:
-    B=64, H=512 took 85 ms unsplit with 2 BLAS threads against 115 ms
-    split, B=16, H=256 8.2 against 14.1; B=64, H=64 took 2.5 ms split
-    against 5.1 ms unsplit).
+    so a call is split only when every thread gets enough rows and work
+    (:data:`MIN_ROWS_PER_THREAD`, :data:`MIN_WORK_PER_THREAD`) and the
+    recurrent weights are at most :data:`SLICE_MAX_WEIGHTS`.
     """
     work = 8.0 * T * B * H * P  # flops of the recurrent products
     threads = min(get_threads(), B // MIN_ROWS_PER_THREAD, int(work // MIN_WORK_PER_THREAD))
@@ -340,96 +326,61 @@ class _single_threaded_blas:
             self._limit.restore_original_limits()
 
 
-def _steps_from_python(rows: int, H: int, P: int) -> bool:
-    """Whether to run the time loop in Python, one compiled call per step, so the recurrent GEMM can be NumPy's.
-
-    NumPy's bundled OpenBLAS runs the per-step (rows, P) x (P, 4H) product
-    faster than scipy's (which numba's np.dot calls) on this shape; once a
-    step's product is large, that gain beats the ~5 µs of a compiled call
-    per step.  Small products stay in the compiled loop on one thread.  On
-    several threads every BLAS-sized product goes to NumPy: one BLAS thread
-    pool, the one the caller's input projection uses, because scipy's pool
-    spinning next to NumPy's on 2 cores cost up to 5x in the benchmark.
-    Batches split over threads never loop in Python (they would queue on
-    the GIL).  Measured alone on 2 threads: B=16, H=256 8.2 ms (against 11.5
-    compiled, 14.1 split).
-    """
-    if rows <= _engine.SMALL_BATCH:
-        return False
-    return get_threads() > 1 or 8.0 * rows * H * P >= PY_STEP_MIN_FLOPS
-
-
 def forward(
-    proj: np.ndarray,
-    W_hT: np.ndarray,
+    WT: np.ndarray,
+    b: np.ndarray,
+    W_hr: np.ndarray | None,
+    x: np.ndarray | None,
     h: np.ndarray,
     c: np.ndarray,
     *,
+    proj: np.ndarray | None = None,
     outputs: np.ndarray | None = None,
     tape: Any = None,
-    W_hrT: np.ndarray | None = None,
     batch_sizes: np.ndarray | None = None,
 ) -> None:
-    """Run one direction of one layer over a chunk of steps, in place.
+    """Run one direction of one layer over all steps of ``x``, in place.
 
     Parameters
     ----------
-    proj : (T, B, 4H) C-contiguous array
-        ``x_t W_xᵀ + b`` for each step, gate blocks f, i, o, g.  Overwritten (scratch).
-    W_hT : (P, 4H) C-contiguous array
-        Recurrent weight, transposed.
-    h : (B, P) array
-    c : (B, H) array
+    WT : (P + I, 4H) array
+        The fused weights ``[W_h; W_x]ᵀ`` (:meth:`nplstm.params.DirectionParams.fused_matrix`).
+    b : (4H,) array
+        The fused bias.
+    W_hr : (P, H) array or None
+        LSTMP projection, ``h = h_full @ W_hrᵀ``.
+    x : (T, B, I) array, or None with ``proj``
+        Inputs (any strides).
+    h : (B, P) C-contiguous array
+    c : (B, H) C-contiguous array
         Initial state on entry, final state on exit.
+    proj : (T, B, 4H) array, optional
+        ``x_t W_xᵀ + b`` already computed (then only the first P rows of ``WT`` are read).
     outputs : (T, B, P) array, optional
         Receives h_t; rows inactive at step t get 0.
     tape : object with ``gates``, ``c``, ``h``, ``h_full`` arrays, optional
         Filled for active rows (what :func:`backward` needs).
-    W_hrT : (H, P) array, optional
-        LSTMP projection, ``h = h_full @ W_hrT``.
     batch_sizes : (T,) int64 array, optional
         Non-increasing active row counts per step; inactive rows keep h, c.
     """
-    _engine.compile_engine()
-    B = proj.shape[1]
-    dt = proj.dtype
-    limit = dt.type(PREACT_LIMIT[dt])
-    if W_hrT is not None:
-        W_hrT = np.ascontiguousarray(W_hrT)  # callers pass W_hr.T; BLAS wants one layout, and it is small
+    from . import _packed
+
+    weights = _packed.packed(WT, b, W_hr)
     if batch_sizes is not None:
         batch_sizes = np.ascontiguousarray(batch_sizes, dtype=np.int64)
-    gates_t = c_t = h_t = hfull_t = None
-    if tape is not None:
-        gates_t, c_t, h_t = tape.gates, tape.c, tape.h
-        hfull_t = tape.h_full if W_hrT is not None else None
-
-    T, _, H4 = proj.shape
-    H, P = H4 // 4, W_hT.shape[0]
-    W_hT = np.ascontiguousarray(W_hT)
-
-    slices = _slices(T, B, H, P, batch_sizes)
-    python_loop = len(slices) == 1 and _steps_from_python(B, H, P)
-
-    def job(start: int, stop: int) -> None:
-        rows = stop - start
-        act, hfull = np.empty((rows, H4), dtype=dt), np.empty((rows, H), dtype=dt)
-        work, bits = _engine.exp_work(H4, dt)
-        args = (proj, W_hT, h, c, outputs, gates_t, c_t, h_t, hfull_t, W_hrT, batch_sizes, limit, start, stop)
-        if not python_loop:
-            _engine.forward_loop(*args, 0, T, False, act, hfull, work, bits)
-            return
-        h_rows = h[start:stop]
-        for t in range(T):
-            n = _engine.active_rows(batch_sizes, t, start, stop)
-            np.matmul(h_rows[:n], W_hT, out=act[:n])
-            _engine.forward_loop(*args, t, t + 1, True, act, hfull, work, bits)
-
-    _run_sliced(job, slices)
+    B = h.shape[0]
+    T = x.shape[0] if x is not None else proj.shape[0]  # type: ignore[union-attr]
+    slices = _slices(T, B, weights.H, weights.P, batch_sizes) if proj is None else [(0, B)]
+    if len(slices) == 1:
+        _packed.forward(weights, x, h, c, proj=proj, outputs=outputs, tape=tape, batch_sizes=batch_sizes)
+        return
+    _run_sliced(lambda a, z: _packed.forward(weights, x, h, c, outputs=outputs, tape=tape, batch_sizes=batch_sizes,
+                                             fold=True, rows=(a, z)), slices)
 
 
 def backward(
     tape: Any,
-    W_h: np.ndarray,
+    W_hT: np.ndarray,
     W_hr: np.ndarray | None,
     c0: np.ndarray,
     d_outputs: np.ndarray | None,
@@ -445,57 +396,25 @@ def backward(
     Parameters
     ----------
     tape : the tape :func:`forward` filled
-    W_h : (4H, P) array
+    W_hT : (P, 4H) array
+        The recurrent weight, transposed (the first P rows of the fused matrix).
     W_hr : (P, H) array or None
     c0 : (B, H) array
         The initial cell state of the forward run.
     d_outputs : (T, B, P) array or None
         dL/dh_t.
-    dh, dc : (B, P), (B, H) arrays
+    dh, dc : (B, P), (B, H) C-contiguous arrays
         dL/dh_T, dL/dc_T on entry (per row: at its last active step); dL/dh_0, dL/dc_0 on exit.
-    d_pre : (T, B, 4H) array
+    d_pre : (T, B, 4H) C-contiguous array
         Receives dL/d(pre-activation), 0 for inactive rows.
     dW_hr : (P, H) array, optional
-        Accumulates dL/dW_hr when projecting.
+        Accumulates dL/dW_hr (needed with a projection).
     batch_sizes : (T,) int64 array, optional
         As given to :func:`forward`.
     """
-    _engine.compile_engine()
-    B = d_pre.shape[1]
-    dt = d_pre.dtype
-    limit = dt.type(PREACT_LIMIT[dt])
-    if batch_sizes is not None:
-        batch_sizes = np.ascontiguousarray(batch_sizes, dtype=np.int64)
-    T, _, H4 = d_pre.shape
-    slices = _slices(T, B, H4 // 4, W_h.shape[1], batch_sizes)
-    python_loop = len(slices) == 1 and _steps_from_python(B, H4 // 4, W_h.shape[1])
-    partial_dW = [None if W_hr is None else np.zeros_like(W_hr) for _ in slices]
-    index = {s: k for k, s in enumerate(slices)}
-    hfull_t = tape.h_full if W_hr is not None else None
-    W_h = np.ascontiguousarray(W_h)
-    W_hr = None if W_hr is None else np.ascontiguousarray(W_hr)
-    H = H4 // 4
+    from . import _packed_grad
 
-    def job(start: int, stop: int) -> None:
-        rows = stop - start
-        dhf, tanh_c = np.empty((rows, H), dtype=dt), np.empty(H, dtype=dt)
-        work, bits = _engine.exp_work(H4, dt)
-        args = (tape.gates, tape.c, hfull_t, W_h, W_hr, c0, d_outputs, dh, dc, d_pre, partial_dW[index[(start, stop)]], batch_sizes, limit, start, stop)
-        if not python_loop:
-            _engine.backward_loop(*args, 0, T, False, dhf, tanh_c, work, bits)
-            return
-        dh_rows = dh[start:stop]
-        for t in range(T - 1, -1, -1):
-            _engine.backward_loop(*args, t, t + 1, True, dhf, tanh_c, work, bits)
-            n = _engine.active_rows(batch_sizes, t, start, stop)
-            np.matmul(d_pre[t, start : start + n], W_h, out=dh_rows[:n])  # dL/dh_{t-1}
-
-    _run_sliced(job, slices)
-    if dW_hr is not None and W_hr is not None:
-        for part in partial_dW:
-            dW_hr += part
-
-
+    _packed_grad.backward(tape, W_hT, W_hr, c0, d_outputs, dh, dc, d_pre, dW_hr=dW_hr, batch_sizes=batch_sizes)
 
 
 _backend_from_environment()

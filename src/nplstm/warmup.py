@@ -6,7 +6,9 @@ background loader of the "auto" backend (:func:`nplstm.kernels.use_kernel`)
 therefore does not stop at importing numba: it runs the public API once,
 on tiny inputs, in every configuration whose arguments reach the engine
 with different types (float32/float64, inference and training, lengths,
-projection, both directions), so that no later call of a user waits.
+projection, both directions, one row or several: one row projects its
+inputs up front, several fold them into the step), so that no later call
+of a user waits.
 """
 
 from __future__ import annotations
@@ -25,11 +27,12 @@ def _exercise() -> None:
     for dtype in (np.float32, np.float64):
         for options in ({}, {"bidirectional": True}, {"proj_size": 2}):
             stack = StackedLSTM(3, 4, seed=0, dtype=dtype, **options)
-            x = np.zeros((3, 2, 3), dtype=dtype)
-            for lengths in (None, np.array([3, 2])):
-                kernels.exercised(lambda: stack.forward(x, lengths=lengths))
-                kernels.exercised(lambda: stack.forward(x, lengths=lengths, return_sequences=False))
-                kernels.exercised(lambda: _train_step(stack, x, lengths))
+            for batch in (1, 2):
+                x = np.zeros((3, batch, 3), dtype=dtype)
+                for lengths in (None, np.array([3, 2][:batch])):
+                    kernels.exercised(lambda: stack.forward(x, lengths=lengths))
+                    kernels.exercised(lambda: stack.forward(x, lengths=lengths, return_sequences=False))
+                    kernels.exercised(lambda: _train_step(stack, x, lengths))
 
 
 def _train_step(stack: object, x: np.ndarray, lengths: object) -> None:
