@@ -185,12 +185,12 @@ def run_sequence(
         Rows active at each step (non-increasing; rows sorted by length).
     cell : CellOptions
     """
+    if cell.is_default and _run_compiled(x, params, h, c, outputs, trace, batch_sizes):
+        return
     T, B, _ = x.shape
     W_xT, W_hT, b = params.fused()
     W_hr = params.W_hr
     P, H4 = W_hT.shape
-    if cell.is_default and _run_compiled(x, params, h, c, outputs, trace, batch_sizes):
-        return
     peepholes = params.peephole_rows() if cell.peepholes else None
     W_hT, halved = halved_form(W_hT, cell)  # the standard cell's σ(a) = ½ + ½·tanh(a/2), halved once here
     rows = _Rows(h, c, H4, W_hr is not None)
@@ -228,13 +228,13 @@ def _run_compiled(x: np.ndarray, params: DirectionParams, h: np.ndarray, c: np.n
                   trace: Trace | None, batch_sizes: np.ndarray | None) -> bool:
     """Run the standard cell through the compiled engine if :func:`nplstm.kernels.use_kernel` says so; whether it did."""
     T, B, I = x.shape
-    WT, b = _fused_matrix(params)
     P, H = h.shape[1], c.shape[1]
     tape = None if trace is None else (trace.gates, trace.c, trace.h, trace.h_full)
     # B = 1 projects all steps up front (one row: the weights stream from memory anyway), B >= 2 folds x into the step
     key = ("forward", B > 1) + kernels.variant(x if B > 1 else None, outputs, params.W_hr, batch_sizes, *(tape or (None,) * 4))
     if not kernels.use_kernel(T, B, H, P, I, h.dtype, training=trace is not None, key=key):
         return False
+    WT, b = _fused_matrix(params)
     kernels.forward(WT, b, params.W_hr, x, h, c, outputs=outputs, tape=trace, batch_sizes=batch_sizes)
     return True
 
