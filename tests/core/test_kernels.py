@@ -317,7 +317,6 @@ def test_backward_agrees_with_the_numpy_backward_sequence(P, lengths):
     W_hr = rng.normal(size=(P, H)) * 0.5 if P != H else None
     h0, c0 = rng.normal(size=(B, P)), rng.normal(size=(B, H))
     bs = np.array([5, 5, 4, 2, 2, 1]) if lengths else None
-    proj = x @ W_x.T + b
     W_hT, W_hrT = np.ascontiguousarray(W_h.T), None if W_hr is None else np.ascontiguousarray(W_hr.T)
     h, c = h0.copy(), c0.copy()
     tape = SimpleNamespace(gates=np.zeros((T, B, 4 * H)), c=np.zeros((T, B, H)), h=np.zeros((T, B, P)), h_full=None if W_hr is None else np.zeros((T, B, H)), pre=None)
