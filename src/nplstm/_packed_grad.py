@@ -112,38 +112,11 @@ def _run_backward(gates_t, c_t, hfull_t, c0, d_outputs, dh, dc, d_pre, dW_hr, ba
                 dh[r, j] = dhp[r, j]
 
 
-def backward(
-    tape: Any,
-    W_hT: np.ndarray,
-    W_hr: np.ndarray | None,
-    c0: np.ndarray,
-    d_outputs: np.ndarray | None,
-    dh: np.ndarray,
-    dc: np.ndarray,
-    d_pre: np.ndarray,
-    *,
-    dW_hr: np.ndarray | None = None,
-    batch_sizes: np.ndarray | None = None,
-) -> None:
-    """Backpropagate through one run of :func:`nplstm._packed.forward`, in place.
+def backward(tape: Any, W_hT: np.ndarray, W_hr: np.ndarray | None, c0: np.ndarray, d_outputs: np.ndarray | None,
+             dh: np.ndarray, dc: np.ndarray, d_pre: np.ndarray, dW_hr: np.ndarray | None, batch_sizes: np.ndarray | None) -> None:
+    """Backpropagate through one run of :func:`nplstm._packed.forward`, in place: :func:`nplstm.kernels.backward`.
 
-    Parameters
-    ----------
-    tape : the tape the forward filled (``gates``, ``c``, ``h_full``)
-    W_hT : (P, 4H) array
-        The recurrent weight, transposed (the first P rows of the fused matrix).
-    W_hr : (P, H) array or None
-    c0 : (B, H) array
-        The forward's initial cell state.
-    d_outputs : (T, B, P) array or None
-        dL/dh_t.
-    dh, dc : (B, P), (B, H) C-contiguous arrays
-        dL/dh_T, dL/dc_T on entry; dL/dh_0, dL/dc_0 on exit.
-    d_pre : (T, B, 4H) C-contiguous array
-        Receives dL/d(pre-activation), 0 for inactive rows.
-    dW_hr : (P, H) array, optional
-        Accumulates dL/dW_hr (required with a projection).
-    batch_sizes : (T,) int64 array, optional
+    ``dh``, ``dc`` and ``d_pre`` must be C-contiguous; ``dW_hr`` is required with a projection.
     """
     dt = d_pre.dtype
     B, P = dh.shape

@@ -414,7 +414,7 @@ def backward(
     """
     from . import _packed_grad
 
-    _packed_grad.backward(tape, W_hT, W_hr, c0, d_outputs, dh, dc, d_pre, dW_hr=dW_hr, batch_sizes=batch_sizes)
+    _packed_grad.backward(tape, W_hT, W_hr, c0, d_outputs, dh, dc, d_pre, dW_hr, batch_sizes)
 
 
 _backend_from_environment()
