@@ -507,7 +507,8 @@ def forward(
     batch_sizes : (T,) int64 array, optional
         Non-increasing active rows per step (rows sorted by length).
     fold : bool, optional
-        Fold the input projection into the step (default: when B >= 2 and no ``proj``).
+        Fold the input projection into the step (default: when B >= 2 and no ``proj``;
+        :func:`nplstm.kernels.forward` decides by :func:`nplstm.kernels.folds_inputs`).
     rows : (start, stop), optional
         Run only these rows of the batch (one thread's share; folded mode only).
         ``h`` and ``c`` are still the whole batch's.

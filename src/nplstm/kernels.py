@@ -56,13 +56,20 @@ from .checks import thread_count
 __all__ = [
     "available", "set_backend", "get_backend", "set_threads", "get_threads", "variant", "use_kernel",
     "engine_state", "exercised", "load_engine", "forward", "backward", "LOAD_AFTER_SECONDS",
-    "MIN_ROWS_PER_THREAD", "MIN_WORK_PER_THREAD", "SLICE_MAX_WEIGHTS",
+    "MIN_ROWS_PER_THREAD", "MIN_WORK_PER_THREAD", "SLICE_MAX_WEIGHTS", "FOLD_ONE_ROW_MAX_BYTES", "folds_inputs",
 ]
 
 
 # numba and scipy are optional, and importing numba takes a while: look, don't import.
 # numba's np.dot calls BLAS through scipy, so the engine needs both.
 _HAVE_NUMBA = importlib.util.find_spec("numba") is not None and importlib.util.find_spec("scipy") is not None
+
+#: Fused weight bytes up to which one row (B = 1) folds its input into the
+#: step's product as several rows do (they stay in L2 between steps); larger
+#: weights project the inputs up front unless I <= P/4.  Measured on the EPYC
+#: VM, float32, T=100, one row, folded/projected time: I=1 H=32 0.94, I=64 H=64
+#: 0.93, H=256 0.98, H=512 0.82 (I=64), but I=H=512 (8 MiB of weights) 1.33.
+FOLD_ONE_ROW_MAX_BYTES = 1 << 20
 
 #: "auto" starts loading the engine (in a background thread) once the calls run
 #: on the NumPy path in this process are estimated to have cost this long: about
@@ -165,6 +172,15 @@ def variant(*arrays: np.ndarray | None) -> tuple[Any, ...]:
     return tuple(None if a is None else (a.dtype.char, a.ndim, a.flags.c_contiguous) for a in arrays)
 
 
+def folds_inputs(B: int, I: int, P: int, H: int, itemsize: int) -> bool:
+    """Whether the engine folds ``x_t`` into each step's product (``[h, x] @ [W_h; W_x]ᵀ``) rather than projecting all steps first.
+
+    Several rows always fold; one row folds while its fused weights fit
+    :data:`FOLD_ONE_ROW_MAX_BYTES` or the inputs are narrow (I <= P/4).
+    """
+    return B > 1 or 4 * I <= P or (P + I) * 4 * H * itemsize <= FOLD_ONE_ROW_MAX_BYTES
+
+
 def use_kernel(T: int, B: int, H: int, P: int, I: int, dtype: np.dtype, *, training: bool, key: tuple[Any, ...] = ()) -> bool:
     """Whether a run of this shape should go through the compiled engine.
 
@@ -228,8 +244,7 @@ def _load() -> None:
     """Compile the kernels and run the API once per specialisation, in this (background) thread."""
     global _state
     try:
-        from . import _packed, _packed_grad  # noqa: F401 - imports numba; numba compiles on the exercise's calls
-
+        _packed_modules()  # imports numba; numba compiles (or loads its cache) on the exercise's calls
         if _exercise is not None:
             _exercise()
     except Exception as exc:  # numba present but unusable here: the NumPy path is still right
@@ -363,19 +378,26 @@ def forward(
     batch_sizes : (T,) int64 array, optional
         Non-increasing active row counts per step; inactive rows keep h, c.
     """
-    from . import _packed
-
-    weights = _packed.packed(WT, b, W_hr)
+    packed = _packed_modules()[0]
+    weights = packed.packed(WT, b, W_hr)
     if batch_sizes is not None:
         batch_sizes = np.ascontiguousarray(batch_sizes, dtype=np.int64)
     B = h.shape[0]
-    T = x.shape[0] if x is not None else proj.shape[0]  # type: ignore[union-attr]
-    slices = _slices(T, B, weights.H, weights.P, batch_sizes) if proj is None else [(0, B)]
+    fold = proj is None and folds_inputs(B, weights.I, weights.P, weights.H, h.itemsize)
+    slices = _slices(x.shape[0], B, weights.H, weights.P, batch_sizes) if fold and B >= 2 * MIN_ROWS_PER_THREAD else [(0, B)]  # type: ignore[union-attr]
     if len(slices) == 1:
-        _packed.forward(weights, x, h, c, proj=proj, outputs=outputs, tape=tape, batch_sizes=batch_sizes)
+        packed.forward(weights, x, h, c, proj=proj, outputs=outputs, tape=tape, batch_sizes=batch_sizes, fold=fold)
         return
-    _run_sliced(lambda a, z: _packed.forward(weights, x, h, c, outputs=outputs, tape=tape, batch_sizes=batch_sizes,
-                                             fold=True, rows=(a, z)), slices)
+    _run_sliced(lambda a, z: packed.forward(weights, x, h, c, outputs=outputs, tape=tape, batch_sizes=batch_sizes,
+                                            fold=True, rows=(a, z)), slices)
+
+
+@functools.lru_cache(maxsize=1)
+def _packed_modules() -> tuple[Any, Any]:
+    """The packed engine's modules (importing them imports numba: only once the engine runs)."""
+    from . import _packed, _packed_grad
+
+    return _packed, _packed_grad
 
 
 def backward(
@@ -412,9 +434,7 @@ def backward(
     batch_sizes : (T,) int64 array, optional
         As given to :func:`forward`.
     """
-    from . import _packed_grad
-
-    _packed_grad.backward(tape, W_hT, W_hr, c0, d_outputs, dh, dc, d_pre, dW_hr, batch_sizes)
+    _packed_modules()[1].backward(tape, W_hT, W_hr, c0, d_outputs, dh, dc, d_pre, dW_hr, batch_sizes)
 
 
 _backend_from_environment()

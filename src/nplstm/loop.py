@@ -230,8 +230,8 @@ def _run_compiled(x: np.ndarray, params: DirectionParams, h: np.ndarray, c: np.n
     T, B, I = x.shape
     P, H = h.shape[1], c.shape[1]
     tape = None if trace is None else (trace.gates, trace.c, trace.h, trace.h_full)
-    # B = 1 projects all steps up front (one row: the weights stream from memory anyway), B >= 2 folds x into the step
-    key = ("forward", B > 1) + kernels.variant(x if B > 1 else None, outputs, params.W_hr, batch_sizes, *(tape or (None,) * 4))
+    fold = kernels.folds_inputs(B, I, P, H, h.itemsize)  # x_t in each step's product, or all steps projected first
+    key = ("forward", fold) + kernels.variant(x if fold else None, outputs, params.W_hr, batch_sizes, *(tape or (None,) * 4))
     if not kernels.use_kernel(T, B, H, P, I, h.dtype, training=trace is not None, key=key):
         return False
     WT, b = _fused_matrix(params)
