@@ -28,6 +28,11 @@ The implementation is the packed engine (:mod:`nplstm._packed`, backwards
 :mod:`nplstm._packed_grad`): the weights packed once per weight version into
 register-tile panels, ``[h_{t-1}, x_t]`` times the fused weights in one
 product per step starting from the bias, one activation pass per row.
+With several threads (:func:`set_threads`) the forward of a large enough
+batch is split into slices of rows, each running the whole loop
+(``nogil``) in a thread of one pool while BLAS is held to one thread
+(:func:`_slices`, thresholds measured below); the backward runs on one
+thread, its weight-gradient GEMMs (the loop's, after the steps) on BLAS's.
 
 ``import nplstm`` never imports numba, and with the default "auto" backend
 no call ever waits for it: :func:`use_kernel` sends every call to the
@@ -73,21 +78,23 @@ FOLD_ONE_ROW_MAX_BYTES = 1 << 20
 
 #: "auto" starts loading the engine (in a background thread) once the calls run
 #: on the NumPy path in this process are estimated to have cost this long: about
-#: what loading costs from numba's cache (importing numba and the first two
-#: signatures: 0.55-0.61 s measured on the 2-core EPYC VM), so a process never
+#: what loading costs from numba's cache (importing numba and the packed engine,
+#: then its first specialisation: 0.53-0.55 s measured on the 2-core EPYC VM), so a process never
 #: spends more than about twice the best possible time before it runs compiled.
 LOAD_AFTER_SECONDS = 0.5
 
 #: Rows and recurrent flops per thread below which splitting the batch over
 #: threads does not pay (a thread hand-off costs 20-90 µs on the 2-core VM).
+#: Measured (EPYC Zen 4 VM, 2 cores shared with other jobs, float32, T=100,
+#: I=64, forward, 2-thread time / 1-thread time): H=64 B=16 1.11 (26 Mflop
+#: per thread: not split), B=64 0.54, B=256 0.53; H=256 B=16 0.58, B=64
+#: 0.51, B=256 0.49; H=512 B=16 1.13, B=64 0.93, B=256 1.18.
 MIN_ROWS_PER_THREAD = 8
-MIN_WORK_PER_THREAD = 8e6
-#: Recurrent weights (H·P) above which the batch is not split over threads.
-#: 0: never split, the default.  Splitting won alone (2 threads, T=100,
-#: B=64, H=64: 2.5 ms split against 5.1 ms), but lost 3.5x in the benchmark
-#: (41 ms against the NumPy path's 11.5): the caller's input projection runs
-#: in NumPy's OpenBLAS, whose idle threads spin on the cores the slices need.
-SLICE_MAX_WEIGHTS = 0
+MIN_WORK_PER_THREAD = 5e7
+#: Recurrent weights (H·P) above which the batch is not split over threads:
+#: from H = 512 the fused weights (4.7 MiB) no longer stay in a core's L2 and
+#: two threads streaming them gained nothing (numbers above).
+SLICE_MAX_WEIGHTS = 256 * 256
 
 _backend = "auto"
 _threads: int | None = None

@@ -582,14 +582,16 @@ def test_zero_steps_and_all_rows_finished():
     assert np.array_equal(h[2], h0[2]) and np.all(out[2:] == 0)
 
 
-def test_threads_split_small_weights_and_leave_large_products_to_blas(monkeypatch):
+def test_threads_split_large_batches_with_weights_that_stay_in_cache():
     before = kernels._threads
     try:
         kernels.set_threads(2)
-        assert kernels._slices(100, 64, 64, 64, None) == [(0, 64)]  # splitting is off by default
-        monkeypatch.setattr(kernels, "SLICE_MAX_WEIGHTS", 128 * 128)
         assert kernels._slices(100, 64, 64, 64, None) == [(0, 32), (32, 64)]
-        assert kernels._slices(100, 64, 256, 256, None) == [(0, 64)]  # BLAS parallelises that product better
-        assert kernels._slices(2, 16, 16, 16, None) == [(0, 16)]  # too little work to hand over
+        assert kernels._slices(100, 16, 256, 256, None) == [(0, 8), (8, 16)]
+        assert kernels._slices(100, 16, 64, 64, None) == [(0, 16)]  # 26 Mflop per thread: too little to hand over
+        assert kernels._slices(100, 256, 512, 512, None) == [(0, 256)]  # weights beyond L2: no gain measured
+        assert kernels._slices(2, 64, 64, 64, None) == [(0, 64)]
+        kernels.set_threads(1)
+        assert kernels._slices(100, 256, 256, 256, None) == [(0, 256)]
     finally:
         kernels.set_threads(before)
