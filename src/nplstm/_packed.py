@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numba
@@ -375,6 +375,8 @@ class PackedWeights:
     bits: np.ndarray
     source: tuple[np.ndarray, np.ndarray, np.ndarray | None]
     version: int = 0
+    #: Per thread: the row buffers of the last batch size it ran (see :func:`_buffers`).
+    local: threading.local = field(default_factory=threading.local)
 
     @property
     def dtype(self) -> np.dtype:
@@ -533,22 +535,31 @@ def forward(
         _project(np.ascontiguousarray(x).reshape(T * B, I), weights.panels, weights.bias, P, proj.reshape(T * B, weights.Npad))
     if row0 and not fold:
         raise ValueError("a slice of rows runs only with the input projection folded into the step")
-    z = np.zeros((B, P + I), dtype=dt)
+    z, G, hf, hp, nothing, limit = _buffers(weights, B)
     z[:, :P] = h[row0:row1]
-    G = _align_empty(B * weights.Npad, dt).reshape(B, weights.Npad)
-    hf = np.empty((B, H), dtype=dt)
-    hp = np.empty((B, weights.Ppad), dtype=dt)
     if batch_sizes is not None:
         batch_sizes = np.ascontiguousarray(batch_sizes, dtype=np.int64)
     gates_t = c_t = h_t = hfull_t = None
     if tape is not None:
         gates_t, c_t, h_t = tape.gates, tape.c, tape.h
         hfull_t = tape.h_full if weights.hr_panels is not None else None
-    nothing = np.empty((0, 0, 0), dtype=dt)
     _run(x if fold else nothing, nothing if fold else proj, z, G, hf, hp, c[row0:row1], outputs, gates_t, c_t, h_t, hfull_t,
-         batch_sizes, row0, weights.panels, weights.bias, weights.hr_panels, weights.zero, P, H, weights.Npad, weights.Ppad, fold,
-         dt.type(PREACT_LIMIT[dt]))
+         batch_sizes, row0, weights.panels, weights.bias, weights.hr_panels, weights.zero, P, H, weights.Npad, weights.Ppad, fold, limit)
     h[row0:row1] = z[:, :P]
+
+
+def _buffers(weights: PackedWeights, B: int) -> tuple[Any, ...]:
+    """This thread's row buffers for B rows: z (B, P + I), G (B, Npad, aligned), hf (B, H), hp (B, Ppad), an empty
+    stand-in, and the clip limit; kept on the weights per thread, so repeated calls of one size allocate nothing."""
+    found = getattr(weights.local, "buffers", None)
+    if found is not None and found[0].shape[0] == B:
+        return found  # type: ignore[no-any-return]
+    dt = weights.dtype
+    found = (np.zeros((B, weights.P + weights.I), dtype=dt), _align_empty(B * weights.Npad, dt).reshape(B, weights.Npad),
+             np.empty((B, weights.H), dtype=dt), np.empty((B, weights.Ppad), dtype=dt), np.empty((0, 0, 0), dtype=dt),
+             dt.type(PREACT_LIMIT[dt]))
+    weights.local.buffers = found
+    return found
 
 
 def _tape_slice(tape: Any, sl: slice) -> Any:

@@ -241,9 +241,10 @@ def _run_compiled(x: np.ndarray, params: DirectionParams, h: np.ndarray, c: np.n
 
 def _fused_matrix(params: DirectionParams) -> tuple[np.ndarray, np.ndarray]:
     """``([W_h; W_x]ᵀ, b)``: the parameters' own fused view when they have one (the engine caches its packing per storage)."""
-    fused = getattr(params, "fused_matrix", None)
+    if hasattr(params, "fused_matrix"):
+        return params.fused_matrix(), params.b  # type: ignore[attr-defined]
     W_xT, W_hT, b = params.fused()
-    return (fused() if fused is not None else np.concatenate([W_hT, W_xT])), b
+    return np.concatenate([W_hT, W_xT]), b
 
 
 def _projections(x: np.ndarray, W_xT: np.ndarray, b: np.ndarray, steps: int,
