@@ -553,7 +553,7 @@ def _buffers(weights: PackedWeights, B: int) -> tuple[Any, ...]:
     stand-in, and the clip limit; kept on the weights per thread, so repeated calls of one size allocate nothing."""
     found = getattr(weights.local, "buffers", None)
     if found is not None and found[0].shape[0] == B:
-        return found  # type: ignore[no-any-return]
+        return found
     dt = weights.dtype
     found = (np.zeros((B, weights.P + weights.I), dtype=dt), _align_empty(B * weights.Npad, dt).reshape(B, weights.Npad),
              np.empty((B, weights.H), dtype=dt), np.empty((B, weights.Ppad), dtype=dt), np.empty((0, 0, 0), dtype=dt),
