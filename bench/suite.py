@@ -510,6 +510,39 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds * 1e6:.0f} µs" if seconds < 1e-3 else f"{seconds * 1e3:.2f} ms"
 
 
+_FRESH_SERVING = """
+import time, numpy as np
+from nplstm import StackedLSTM, kernels
+stack = StackedLSTM({I}, {H}, seed=0, dtype=np.float32)
+x = np.random.default_rng(0).standard_normal(({T}, {B}, {I})).astype(np.float32)
+start = time.perf_counter()
+while time.perf_counter() - start < 1.0:  # the process's first second, on the "auto" policy's own terms
+    stack.forward(x)
+times = []
+for _ in range({reps}):
+    t = time.perf_counter()
+    for _ in range(200):
+        stack.forward(x)
+    times.append((time.perf_counter() - t) / 200)
+print(sorted(times)[len(times) // 2], kernels.engine_state())
+"""
+
+
+def fresh_serving(reps: int) -> tuple[float, str] | None:
+    """Seconds per serving call in a new process after its first second (default "auto" backend, no warmup), and the engine's state then."""
+    import subprocess
+
+    code = _FRESH_SERVING.format(T=SERVING.T, B=SERVING.B, I=SERVING.I, H=SERVING.H, reps=max(3, reps))
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", NPLSTM_NUM_THREADS="1")
+    env.pop("NPLSTM_BACKEND", None)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    if proc.returncode != 0:
+        print(f"fresh serving process failed: {proc.stderr.strip()[-500:]}", file=sys.stderr)
+        return None
+    seconds, state = proc.stdout.split()
+    return float(seconds), state
+
+
 def latest_baseline(exclude: Path | None = None) -> Path | None:
     """The newest saved baseline (bench/baseline-<date>.json), other than ``exclude``."""
     found = sorted(p for p in Path(__file__).resolve().parent.glob("baseline-*.json") if p != exclude)
@@ -621,7 +654,15 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             results.append(result)
             print(row(result), flush=True)
+    fresh = fresh_serving(reps) if 1 in threads and (not args.only or any(t in SERVING.name + " " for t in args.only)) else None
+    serving_ort = next((r.median_s.get("onnxruntime") for r in results if r.case == SERVING and r.threads == 1), None)
     found = targets(results, kernels.available())
+    if fresh is not None:
+        print(f"\nserving, a new process on the default backend, per call after its first second: {fresh[0] * 1e6:.0f} µs "
+              f"(engine {fresh[1]}; onnxruntime {_duration(serving_ort)} in the run above)")
+        if kernels.available() and serving_ort:
+            found.append({"target": "serving after the first second of a new process vs onnxruntime (1 thr)",
+                          "value": fresh[0] / serving_ort, "goal": "<= 1.2", "met": fresh[0] / serving_ort <= 1.2})
     print("\ntargets:")
     for t in found:
         value = "n/a" if t["value"] is None else f"{t['value']:.3g}"
@@ -631,6 +672,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": info,
         "quick": args.quick,
         "floor_gflops": floors,
+        "fresh_serving_s": None if fresh is None else fresh[0],
         "results": [
             asdict(r) | {"ratio_torch": r.ratio("torch"), "ratio_onnxruntime": r.ratio("onnxruntime"), "floor_fraction": r.floor_fraction()}
             for r in results
