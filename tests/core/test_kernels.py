@@ -595,3 +595,23 @@ def test_threads_split_large_batches_with_weights_that_stay_in_cache():
         assert kernels._slices(100, 256, 256, 256, None) == [(0, 256)]
     finally:
         kernels.set_threads(before)
+
+
+def test_the_background_loader_paces_itself_only_once_every_wanted_configuration_is_loaded(monkeypatch):
+    """Loading holds the GIL: the loader pauses between configurations nobody asked for, never before the asked-for ones."""
+    import threading
+
+    slept = []
+    monkeypatch.setattr(kernels.time, "sleep", slept.append)
+    monkeypatch.setattr(kernels, "_loader", threading.current_thread())  # as if this were the loader thread
+    monkeypatch.setattr(kernels, "_pacing", 4.0)
+    monkeypatch.setattr(kernels, "_loaded", set())
+    monkeypatch.setattr(kernels, "_wanted", {("f", False, ("asked",))})
+    kernels.exercised(lambda: None)
+    assert slept == []  # the asked-for configuration is not loaded yet: full speed
+    kernels._loaded.add(("f", False, ("asked",)))
+    kernels.exercised(lambda: None)
+    assert len(slept) == 1 and slept[0] >= 0.0
+    monkeypatch.setattr(kernels, "_pacing", 0.0)  # someone waits in load_engine / warmup: no pauses
+    kernels.exercised(lambda: None)
+    assert len(slept) == 1
