@@ -12,9 +12,10 @@ register-blocked product over the packed copy (issue 20):
 * **Tiles.**  The product is cut in MR rows x NP panels; each tile keeps
   MR·2·NP vector accumulators in registers (8-12 of the 16 ymm registers),
   streams its panels once over k and broadcasts one left-hand value per
-  row and k: one FMA per loaded weight vector and row.  One row (B = 1) is
-  a bandwidth-bound GEMV instead, split over k into four phases so eight
-  FMA chains run independently.  Tiles are written with explicit vectors
+  row and k: one FMA per loaded weight vector and row.  One row (B = 1)
+  runs 1x4-panel tiles (eight independent FMA chains).  Every tile sums
+  over k in the same order, so a row's result does not depend on the batch
+  it is in.  Tiles are written with explicit vectors
   (:mod:`nplstm._packed_simd`), generated from one template below.
 * **[h; x] in one product.**  nplstm stores the fused weight as
   ``[W_h; W_x]ᵀ`` (K = P + I rows, h first), so with z = [h_{t-1}, x_t]
@@ -53,7 +54,7 @@ import numpy as np
 from llvmlite import binding as _llvm
 
 from ._packed_act import activate_row
-from ._packed_simd import at, data, lanes, vadd, vbroadcast, vfma, vload, vstore, vzero
+from ._packed_simd import at, data, lanes, vbroadcast, vfma, vload, vstore
 from .layout import PREACT_LIMIT
 
 _JIT: dict[str, Any] = dict(cache=True, nogil=True, error_model="numpy", fastmath={"nsz", "arcp", "contract", "afn"})
@@ -146,46 +147,6 @@ def _tile(mr, np_, K, h, ldh, w, ps, out, ldo, ini, ldi):  # pragma: no cover - 
         _tile_1_1(K, h, ldh, w, ps, out, ldo, ini, ldi)
 
 
-@numba.njit(**_INLINE)
-def _gemv(K, N, h, w, ps, out, ini):  # pragma: no cover - compiled
-    """One row: out = ini + h @ W over the packed panels, a panel at a time, k in four phases (8 chains)."""
-    L = lanes(w)
-    NR = 2 * L
-    for p in range(N // NR):
-        wp = at(w, p * ps)
-        a0 = vload(ini, p * NR)
-        a1 = vload(ini, p * NR + L)
-        a2 = vzero(w)
-        a3 = vzero(w)
-        a4 = vzero(w)
-        a5 = vzero(w)
-        a6 = vzero(w)
-        a7 = vzero(w)
-        k = 0
-        while k + 4 <= K:
-            b = k * NR
-            x = vbroadcast(h, k)
-            a0 = vfma(x, vload(wp, b), a0)
-            a1 = vfma(x, vload(wp, b + L), a1)
-            x = vbroadcast(h, k + 1)
-            a2 = vfma(x, vload(wp, b + NR), a2)
-            a3 = vfma(x, vload(wp, b + NR + L), a3)
-            x = vbroadcast(h, k + 2)
-            a4 = vfma(x, vload(wp, b + 2 * NR), a4)
-            a5 = vfma(x, vload(wp, b + 2 * NR + L), a5)
-            x = vbroadcast(h, k + 3)
-            a6 = vfma(x, vload(wp, b + 3 * NR), a6)
-            a7 = vfma(x, vload(wp, b + 3 * NR + L), a7)
-            k += 4
-        while k < K:
-            x = vbroadcast(h, k)
-            a0 = vfma(x, vload(wp, k * NR), a0)
-            a1 = vfma(x, vload(wp, k * NR + L), a1)
-            k += 1
-        vstore(out, p * NR, vadd(vadd(a0, a2), vadd(a4, a6)))
-        vstore(out, p * NR + L, vadd(vadd(a1, a3), vadd(a5, a7)))
-
-
 @numba.njit(**_JIT)
 def _config(n):  # pragma: no cover - compiled
     """(MR, NP, blocked) for n rows: the tile shapes measured best on Zen 3 (issue 20's sweep); two panels
@@ -206,9 +167,6 @@ def _gemm(n, K, N, h, ldh, w, ps, out, ldo, ini, ldi):  # pragma: no cover - com
     :data:`K_BLOCK` (a panel's block plus the rows' stay in L1), each block
     after the first accumulating onto the output.
     """
-    if n == 1:
-        _gemv(K, N, h, w, ps, out, ini)
-        return
     blocks = -(-K // K_BLOCK)
     kc = -(-K // blocks)
     NR = 2 * lanes(w)
