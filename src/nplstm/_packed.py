@@ -21,11 +21,11 @@ register-blocked product over the packed copy (issue 20):
   ``[W_h; W_x]ᵀ`` (K = P + I rows, h first), so with z = [h_{t-1}, x_t]
   one product gives all four gates, its accumulators starting from the
   bias: no (T, B, 4H) projection buffer and no separate bias pass
-  ("fold" mode, used for B >= 2).  With one row the weights stream from
-  memory at every step, so there the input projection of all steps is one
-  NumPy GEMM up front and the per-step GEMV reads only the W_h rows of the
-  panels ("projection" mode, also what a caller that has the projections
-  already uses).
+  ("fold" mode).  One row with large weights streams them from memory at
+  every step, so there (:func:`nplstm.kernels.folds_inputs` decides) the
+  input projection of all steps is one packed GEMM up front and the
+  per-step product reads only the W_h rows of the panels ("projection"
+  mode, also what a caller that has the projections already uses).
 * **One activation pass per row** (:mod:`nplstm._packed_act`: exp-based σ with the pre-activation
   clip, Eigen's float32 tanh, the float64 tanh through exp: the formulas of
   :mod:`nplstm.kernels`), writing c in place and h straight into the next

@@ -182,7 +182,7 @@ def backend():
     kernels.set_backend(before)
 
 
-# Shapes: one row (GEMV), the register tiles' rows and remainders, B >= 4 split over 2 threads by the fixture.
+# Shapes: one row, the register tiles' rows and remainders, B >= 4 split over 2 threads by the fixture.
 SHAPES = [(1, 1, 1, 1), (5, 3, 4, 4), (7, 9, 5, 5), (6, 20, 8, 3), (9, 33, 16, 16), (4, 2, 6, 2)]
 
 
