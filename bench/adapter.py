@@ -78,7 +78,7 @@ class Layer:
             return {"W_x": g.W_x, "W_h": g.W_h, "b": g.b, "x": g.x}
         dh, dc = zeros.copy(), zeros.copy()
         d_pre = np.empty((T, B, 4 * H), self.dtype)
-        kernels.backward(trace, self.W_h, None, zeros, d_out, dh, dc, d_pre)
+        kernels.backward(trace, self.W_hT, None, zeros, d_out, dh, dc, d_pre)
         flat = d_pre.reshape(T * B, 4 * H)
         h_prev = np.concatenate([zeros[None], trace.h[:-1]]).reshape(T * B, H)
         return {

@@ -6,7 +6,7 @@ at the issue's shapes:
 * the machine's FMA peak, measured: 12 independent chains of 256-bit FMAs
   (the SIMD layer the engine's tiles use), GFLOP/s per core;
 * the per-step recurrent product alone (the packed tiles; B >= 2 over
-  [h, x], K = H + I; B = 1 the GEMV over h, K = H) in GFLOP/s and as a
+  [h, x], K = H + I; B = 1 the product over h, K = H) in GFLOP/s and as a
   fraction of that peak, against NumPy's matmul on the same unpacked
   shape;
 * the activation pass in ns per hidden unit;
@@ -166,7 +166,7 @@ def run(shapes: list[tuple[int, int]], reps: int, min_time: float) -> list[dict[
         lw.b[...] = rng.uniform(-0.1, 0.1, lw.b.shape)
         weights = pk.packed(lw.fused_matrix(), lw.b, None)
         K = H + I
-        Kuse = H if B == 1 else K  # the GEMV reads the W_h rows only
+        Kuse = H if B == 1 else K  # one row, projection mode (pk.forward's default): the W_h rows only
         z = rng.standard_normal((B, K)).astype(np.float32)
         G = np.empty((B, weights.Npad), np.float32)
         flops = 2.0 * B * Kuse * 4 * H

@@ -12,19 +12,20 @@ register-blocked product over the packed copy (issue 20):
 * **Tiles.**  The product is cut in MR rows x NP panels; each tile keeps
   MR·2·NP vector accumulators in registers (8-12 of the 16 ymm registers),
   streams its panels once over k and broadcasts one left-hand value per
-  row and k: one FMA per loaded weight vector and row.  One row (B = 1) is
-  a bandwidth-bound GEMV instead, split over k into four phases so eight
-  FMA chains run independently.  Tiles are written with explicit vectors
+  row and k: one FMA per loaded weight vector and row.  One row (B = 1)
+  runs 1x4-panel tiles (eight independent FMA chains).  Every tile sums
+  over k in the same order, so a row's result does not depend on the batch
+  it is in.  Tiles are written with explicit vectors
   (:mod:`nplstm._packed_simd`), generated from one template below.
 * **[h; x] in one product.**  nplstm stores the fused weight as
   ``[W_h; W_x]ᵀ`` (K = P + I rows, h first), so with z = [h_{t-1}, x_t]
   one product gives all four gates, its accumulators starting from the
   bias: no (T, B, 4H) projection buffer and no separate bias pass
-  ("fold" mode, used for B >= 2).  With one row the weights stream from
-  memory at every step, so there the input projection of all steps is one
-  NumPy GEMM up front and the per-step GEMV reads only the W_h rows of the
-  panels ("projection" mode, also what a caller that has the projections
-  already uses).
+  ("fold" mode).  One row with large weights streams them from memory at
+  every step, so there (:func:`nplstm.kernels.folds_inputs` decides) the
+  input projection of all steps is one packed GEMM up front and the
+  per-step product reads only the W_h rows of the panels ("projection"
+  mode, also what a caller that has the projections already uses).
 * **One activation pass per row** (:mod:`nplstm._packed_act`: exp-based σ with the pre-activation
   clip, Eigen's float32 tanh, the float64 tanh through exp: the formulas of
   :mod:`nplstm.kernels`), writing c in place and h straight into the next
@@ -45,7 +46,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numba
@@ -53,7 +54,7 @@ import numpy as np
 from llvmlite import binding as _llvm
 
 from ._packed_act import activate_row
-from ._packed_simd import at, data, lanes, vadd, vbroadcast, vfma, vload, vstore, vzero
+from ._packed_simd import at, data, lanes, vbroadcast, vfma, vload, vstore
 from .layout import PREACT_LIMIT
 
 _JIT: dict[str, Any] = dict(cache=True, nogil=True, error_model="numpy", fastmath={"nsz", "arcp", "contract", "afn"})
@@ -146,46 +147,6 @@ def _tile(mr, np_, K, h, ldh, w, ps, out, ldo, ini, ldi):  # pragma: no cover - 
         _tile_1_1(K, h, ldh, w, ps, out, ldo, ini, ldi)
 
 
-@numba.njit(**_INLINE)
-def _gemv(K, N, h, w, ps, out, ini):  # pragma: no cover - compiled
-    """One row: out = ini + h @ W over the packed panels, a panel at a time, k in four phases (8 chains)."""
-    L = lanes(w)
-    NR = 2 * L
-    for p in range(N // NR):
-        wp = at(w, p * ps)
-        a0 = vload(ini, p * NR)
-        a1 = vload(ini, p * NR + L)
-        a2 = vzero(w)
-        a3 = vzero(w)
-        a4 = vzero(w)
-        a5 = vzero(w)
-        a6 = vzero(w)
-        a7 = vzero(w)
-        k = 0
-        while k + 4 <= K:
-            b = k * NR
-            x = vbroadcast(h, k)
-            a0 = vfma(x, vload(wp, b), a0)
-            a1 = vfma(x, vload(wp, b + L), a1)
-            x = vbroadcast(h, k + 1)
-            a2 = vfma(x, vload(wp, b + NR), a2)
-            a3 = vfma(x, vload(wp, b + NR + L), a3)
-            x = vbroadcast(h, k + 2)
-            a4 = vfma(x, vload(wp, b + 2 * NR), a4)
-            a5 = vfma(x, vload(wp, b + 2 * NR + L), a5)
-            x = vbroadcast(h, k + 3)
-            a6 = vfma(x, vload(wp, b + 3 * NR), a6)
-            a7 = vfma(x, vload(wp, b + 3 * NR + L), a7)
-            k += 4
-        while k < K:
-            x = vbroadcast(h, k)
-            a0 = vfma(x, vload(wp, k * NR), a0)
-            a1 = vfma(x, vload(wp, k * NR + L), a1)
-            k += 1
-        vstore(out, p * NR, vadd(vadd(a0, a2), vadd(a4, a6)))
-        vstore(out, p * NR + L, vadd(vadd(a1, a3), vadd(a5, a7)))
-
-
 @numba.njit(**_JIT)
 def _config(n):  # pragma: no cover - compiled
     """(MR, NP, blocked) for n rows: the tile shapes measured best on Zen 3 (issue 20's sweep); two panels
@@ -206,9 +167,6 @@ def _gemm(n, K, N, h, ldh, w, ps, out, ldo, ini, ldi):  # pragma: no cover - com
     :data:`K_BLOCK` (a panel's block plus the rows' stay in L1), each block
     after the first accumulating onto the output.
     """
-    if n == 1:
-        _gemv(K, N, h, w, ps, out, ini)
-        return
     blocks = -(-K // K_BLOCK)
     kc = -(-K // blocks)
     NR = 2 * lanes(w)
@@ -278,15 +236,18 @@ def padded(v: np.ndarray, n: int) -> np.ndarray:
 
 # ------------------------------------------------------------ the time loop
 @numba.njit(**_JIT)
-def _run(x, proj, z, G, hf, hp, c, outputs, gates_t, c_t, h_t, hfull_t, batch_sizes,
+def _run(x, proj, z, G, hf, hp, c, outputs, gates_t, c_t, h_t, hfull_t, batch_sizes, row0,
          panels, bias, hr_panels, zero, P, H, Npad, Ppad, fold, limit):  # pragma: no cover - compiled
-    """Steps 0..T-1 of one layer and direction, all rows; see :func:`forward`.
+    """Steps 0..T-1 of one layer and direction for rows row0 .. row0 + B - 1; see :func:`forward`.
 
     z (B, K = P + I) holds [h_{t-1}, x_t] per row (h first, as the fused
     weights); G (B, Npad) the pre-activations; hf (B, H) o ⊙ tanh(c) (h
     itself without a projection, then copied into z); hp (B, Ppad) the
-    projected h.  ``fold``: the product covers [h, x] from the bias;
-    otherwise only h, from proj[t] (which holds x_t W_xᵀ + b).
+    projected h; c (B, H) the slice's cell states.  x, outputs, the tape and
+    batch_sizes are the whole batch's (row0 picks the slice: one thread's
+    rows keep the arrays' types).  ``fold``: the product covers [h, x] from
+    the bias; otherwise only h, from proj[t] (which holds x_t W_xᵀ + b, rows
+    of this slice only).
     """
     T = x.shape[0] if fold else proj.shape[0]
     B, K = z.shape
@@ -297,10 +258,12 @@ def _run(x, proj, z, G, hf, hp, c, outputs, gates_t, c_t, h_t, hfull_t, batch_si
     Kuse = K if fold else P
     scratch = np.empty(H4, dtype=G.dtype)
     zp, Gp, wp, bp = data(z), data(G), data(panels), data(bias)
+    r1 = row0 + B
     for t in range(T):
-        n = B if batch_sizes is None else min(B, batch_sizes[t])
+        n = B if batch_sizes is None else min(B, max(0, batch_sizes[t] - row0))
+        e = row0 + n
         if fold:
-            z[:n, P:] = x[t, :n]
+            z[:n, P:] = x[t, row0:e]
             _gemm(n, Kuse, Npad, zp, K, wp, ps, Gp, Npad, bp, 0)
         elif proj.shape[2] == Npad:  # padded projections (from _project): the product starts from them
             _gemm(n, Kuse, Npad, zp, K, wp, ps, Gp, Npad, data(proj[t]), Npad)
@@ -308,21 +271,21 @@ def _run(x, proj, z, G, hf, hp, c, outputs, gates_t, c_t, h_t, hfull_t, batch_si
             G[:n, :H4] = proj[t, :n]
             _gemm(n, Kuse, Npad, zp, K, wp, ps, Gp, Npad, Gp, Npad)
         for r in range(n):
-            activate_row(G[r], c[r], hf[r], H, limit, scratch if gates_t is None else gates_t[t, r])
+            activate_row(G[r], c[r], hf[r], H, limit, scratch if gates_t is None else gates_t[t, row0 + r])
         if hr_panels is None:
             z[:n, :P] = hf[:n]
         else:
             _gemm(n, H, Ppad, data(hf), H, data(hr_panels), ps_hr, data(hp), Ppad, data(zero), 0)
             z[:n, :P] = hp[:n, :P]
         if outputs is not None:
-            outputs[t, :n] = z[:n, :P]
-            outputs[t, n:] = 0
+            outputs[t, row0:e] = z[:n, :P]
+            outputs[t, e:r1] = 0
         if c_t is not None:
-            c_t[t, :n] = c[:n]
+            c_t[t, row0:e] = c[:n]
         if h_t is not None:
-            h_t[t, :n] = z[:n, :P]
+            h_t[t, row0:e] = z[:n, :P]
         if hfull_t is not None:
-            hfull_t[t, :n] = hf[:n]
+            hfull_t[t, row0:e] = hf[:n]
 
 
 @numba.njit(**_JIT)
@@ -370,6 +333,8 @@ class PackedWeights:
     bits: np.ndarray
     source: tuple[np.ndarray, np.ndarray, np.ndarray | None]
     version: int = 0
+    #: Per thread: the row buffers of the last batch size it ran (see :func:`_buffers`).
+    local: threading.local = field(default_factory=threading.local)
 
     @property
     def dtype(self) -> np.dtype:
@@ -479,6 +444,7 @@ def forward(
     tape: Any = None,
     batch_sizes: np.ndarray | None = None,
     fold: bool | None = None,
+    rows: tuple[int, int] | None = None,
 ) -> None:
     """Run one layer and direction over all steps of ``x``, updating ``h`` and ``c`` in place.
 
@@ -501,10 +467,15 @@ def forward(
     batch_sizes : (T,) int64 array, optional
         Non-increasing active rows per step (rows sorted by length).
     fold : bool, optional
-        Fold the input projection into the step (default: when B >= 2 and no ``proj``).
+        Fold the input projection into the step (default: when B >= 2 and no ``proj``;
+        :func:`nplstm.kernels.forward` decides by :func:`nplstm.kernels.folds_inputs`).
+    rows : (start, stop), optional
+        Run only these rows of the batch (one thread's share; folded mode only).
+        ``h`` and ``c`` are still the whole batch's.
     """
     dt = weights.dtype
-    B = h.shape[0]
+    row0, row1 = (0, h.shape[0]) if rows is None else rows
+    B = row1 - row0
     P, H, I = weights.P, weights.H, weights.I
     if fold is None:
         fold = proj is None and B >= 2
@@ -520,22 +491,33 @@ def forward(
             return
         proj = _align_empty(T * B * weights.Npad, dt).reshape(T, B, weights.Npad)
         _project(np.ascontiguousarray(x).reshape(T * B, I), weights.panels, weights.bias, P, proj.reshape(T * B, weights.Npad))
-    z = np.zeros((B, P + I), dtype=dt)
-    z[:, :P] = h
-    G = _align_empty(B * weights.Npad, dt).reshape(B, weights.Npad)
-    hf = np.empty((B, H), dtype=dt)
-    hp = np.empty((B, weights.Ppad), dtype=dt)
+    if row0 and not fold:
+        raise ValueError("a slice of rows runs only with the input projection folded into the step")
+    z, G, hf, hp, nothing, limit = _buffers(weights, B)
+    z[:, :P] = h[row0:row1]
     if batch_sizes is not None:
         batch_sizes = np.ascontiguousarray(batch_sizes, dtype=np.int64)
     gates_t = c_t = h_t = hfull_t = None
     if tape is not None:
         gates_t, c_t, h_t = tape.gates, tape.c, tape.h
         hfull_t = tape.h_full if weights.hr_panels is not None else None
-    nothing = np.empty((0, 0, 0), dtype=dt)
-    _run(x if fold else nothing, nothing if fold else proj, z, G, hf, hp, c, outputs, gates_t, c_t, h_t, hfull_t, batch_sizes,
-         weights.panels, weights.bias, weights.hr_panels, weights.zero, P, H, weights.Npad, weights.Ppad, fold,
-         dt.type(PREACT_LIMIT[dt]))
-    h[...] = z[:, :P]
+    _run(x if fold else nothing, nothing if fold else proj, z, G, hf, hp, c[row0:row1], outputs, gates_t, c_t, h_t, hfull_t,
+         batch_sizes, row0, weights.panels, weights.bias, weights.hr_panels, weights.zero, P, H, weights.Npad, weights.Ppad, fold, limit)
+    h[row0:row1] = z[:, :P]
+
+
+def _buffers(weights: PackedWeights, B: int) -> tuple[Any, ...]:
+    """This thread's row buffers for B rows: z (B, P + I), G (B, Npad, aligned), hf (B, H), hp (B, Ppad), an empty
+    stand-in, and the clip limit; kept on the weights per thread, so repeated calls of one size allocate nothing."""
+    found = getattr(weights.local, "buffers", None)
+    if found is not None and found[0].shape[0] == B:
+        return found
+    dt = weights.dtype
+    found = (np.zeros((B, weights.P + weights.I), dtype=dt), _align_empty(B * weights.Npad, dt).reshape(B, weights.Npad),
+             np.empty((B, weights.H), dtype=dt), np.empty((B, weights.Ppad), dtype=dt), np.empty((0, 0, 0), dtype=dt),
+             dt.type(PREACT_LIMIT[dt]))
+    weights.local.buffers = found
+    return found
 
 
 def _tape_slice(tape: Any, sl: slice) -> Any:

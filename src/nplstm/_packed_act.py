@@ -91,6 +91,18 @@ def _tanh32(x):  # pragma: no cover - compiled
 
 
 @numba.njit(**_INLINE)
+def _tanh_sat32(x):  # pragma: no cover - compiled
+    """float32 tanh: the rational, and exactly ±1 from ±9 on (where the clamped rational stops 4 ulp short)."""
+    return _ONE32 if x >= _NINE32 else (-_ONE32 if x <= -_NINE32 else _tanh32(x))
+
+
+@numba.njit(**_INLINE)
+def _tanh64(x, limit):  # pragma: no cover - compiled
+    """float64 tanh(clip(x)) as 1 - 2/(1 + e^2x): absolute error ~2e-16."""
+    return 1.0 - 2.0 / (1.0 + _exp64(2.0 * min(max(x, -limit), limit)))
+
+
+@numba.njit(**_INLINE)
 def _activate_row32(a, c, hf, H, limit, gates):  # pragma: no cover - compiled
     """float32 :func:`activate_row`."""
     one = _ONE32
@@ -98,11 +110,10 @@ def _activate_row32(a, c, hf, H, limit, gates):  # pragma: no cover - compiled
         f = one / (one + _exp32(-min(max(a[j], -limit), limit)))
         i = one / (one + _exp32(-min(max(a[H + j], -limit), limit)))
         o = one / (one + _exp32(-min(max(a[2 * H + j], -limit), limit)))
-        x = a[3 * H + j]
-        g = _ONE32 if x >= _NINE32 else (-_ONE32 if x <= -_NINE32 else _tanh32(x))  # the rational stops 4 ulp short of ±1
+        g = _tanh_sat32(a[3 * H + j])
         cn = f * c[j] + i * g
         c[j] = cn
-        hf[j] = o * (_ONE32 if cn >= _NINE32 else (-_ONE32 if cn <= -_NINE32 else _tanh32(cn)))
+        hf[j] = o * _tanh_sat32(cn)
         gates[j] = f
         gates[H + j] = i
         gates[2 * H + j] = o
@@ -116,10 +127,10 @@ def _activate_row64(a, c, hf, H, limit, gates):  # pragma: no cover - compiled
         f = 1.0 / (1.0 + _exp64(-min(max(a[j], -limit), limit)))
         i = 1.0 / (1.0 + _exp64(-min(max(a[H + j], -limit), limit)))
         o = 1.0 / (1.0 + _exp64(-min(max(a[2 * H + j], -limit), limit)))
-        g = 1.0 - 2.0 / (1.0 + _exp64(2.0 * min(max(a[3 * H + j], -limit), limit)))
+        g = _tanh64(a[3 * H + j], limit)
         cn = f * c[j] + i * g
         c[j] = cn
-        hf[j] = o * (1.0 - 2.0 / (1.0 + _exp64(2.0 * min(max(cn, -limit), limit))))
+        hf[j] = o * _tanh64(cn, limit)
         gates[j] = f
         gates[H + j] = i
         gates[2 * H + j] = o
@@ -143,3 +154,35 @@ def _activate_row_typed(a, c, hf, H, limit, gates):  # unannotated: numba compar
     if a.dtype == types.float32:
         return lambda a, c, hf, H, limit, gates: _activate_row32(a, c, hf, H, limit, gates)
     return lambda a, c, hf, H, limit, gates: _activate_row64(a, c, hf, H, limit, gates)
+
+
+def tanh_of(x: Any, limit: Any) -> Any:
+    """tanh(x) with the forward's formula for x's dtype (:func:`_tanh_sat32`, :func:`_tanh64`)."""
+    raise NotImplementedError("compiled only")
+
+
+@overload(tanh_of, inline="always", jit_options=dict(fastmath=_JIT["fastmath"], error_model="numpy"))
+def _tanh_of_typed(x, limit):
+    if x == types.float32:
+        return lambda x, limit: _tanh_sat32(x)
+    return lambda x, limit: _tanh64(x, limit)
+
+
+@numba.njit(**_INLINE)
+def backward_row(gates, c, c_prev, dh, dc, d_pre, H, limit, one):  # pragma: no cover - compiled
+    """One row of a step backwards: activations f, i, o, g (``gates``), c_t, c_{t-1}, dL/dh_full -> d_pre, dc.
+
+    ``d_pre`` (4H) receives dL/d(pre-activation); ``dc`` holds dL/dc_t on
+    entry and dL/dc_{t-1} on exit.  tanh(c_t) is recomputed with the
+    forward's formula.  ``one`` is 1 in the dtype (a Python 1.0 would turn
+    a float32 row into float64 arithmetic).
+    """
+    for j in range(H):
+        tc = tanh_of(c[j], limit)
+        f, i, o, g = gates[j], gates[H + j], gates[2 * H + j], gates[3 * H + j]
+        d_pre[2 * H + j] = dh[j] * tc * o * (one - o)
+        dcj = dc[j] + dh[j] * o * (one - tc * tc)
+        d_pre[j] = dcj * c_prev[j] * f * (one - f)
+        d_pre[H + j] = dcj * g * i * (one - i)
+        d_pre[3 * H + j] = dcj * i * (one - g * g)
+        dc[j] = dcj * f

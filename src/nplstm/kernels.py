@@ -8,12 +8,13 @@ only module that calls it.
 
 The engine's interface, which any compiled implementation provides:
 
-* :func:`forward` ``(proj, W_hT, h, c, *, outputs, tape, W_hrT, batch_sizes)``:
-  steps of the standard cell over a chunk of precomputed input projections
-  ``proj = x W_xᵀ + b`` (T, B, 4H), gates in :data:`nplstm.layout.GATE_ORDER`,
-  updating ``h``, ``c`` in place, writing ``outputs`` (zeros for inactive
-  rows) and the ``tape`` (gates, c, h, h_full of the active rows).
-* :func:`backward` ``(tape, W_h, W_hr, c0, d_outputs, dh, dc, d_pre, *, dW_hr, batch_sizes)``:
+* :func:`forward` ``(WT, b, W_hr, x, h, c, *, proj, outputs, tape, batch_sizes)``:
+  the standard cell over all steps of ``x`` with the fused weights
+  ``WT = [W_h; W_x]ᵀ`` (P + I, 4H) and bias ``b``, gates in
+  :data:`nplstm.layout.GATE_ORDER`, updating ``h``, ``c`` in place, writing
+  ``outputs`` (zeros for inactive rows) and the ``tape`` (gates, c, h,
+  h_full of the active rows).
+* :func:`backward` ``(tape, W_hT, W_hr, c0, d_outputs, dh, dc, d_pre, *, dW_hr, batch_sizes)``:
   every step of that run backwards, leaving dL/d(pre-activation) in ``d_pre``
   (the loop turns it into weight and input gradients with one GEMM each).
 * Lengths: ``batch_sizes[t]`` rows are active at step t (non-increasing,
@@ -23,17 +24,15 @@ The engine's interface, which any compiled implementation provides:
 * :func:`variant` names what makes a call need another compiled
   specialisation; the "auto" policy sends only loaded ones to the engine.
 
-Where the time goes, and so how the engine is built (the numba code is in
-:mod:`nplstm._engine`):
-
-* The recurrent GEMM ``h_{t-1} W_hᵀ`` is most of the work.  Small products
-  run compiled inside the time loop; large products are faster in NumPy's
-  own OpenBLAS, so there the time loop runs in Python, one compiled call
-  per step (:func:`_steps_from_python`).
-* Rows of a batch are independent through time, so with several threads a
-  batch with small recurrent weights is split into slices that each run
-  the whole loop (``nogil``) in their own thread with single-threaded BLAS;
-  larger products are left to the BLAS's own threads (:func:`_slices`).
+The implementation is the packed engine (:mod:`nplstm._packed`, backwards
+:mod:`nplstm._packed_grad`): the weights packed once per weight version into
+register-tile panels, ``[h_{t-1}, x_t]`` times the fused weights in one
+product per step starting from the bias, one activation pass per row.
+With several threads (:func:`set_threads`) the forward of a large enough
+batch is split into slices of rows, each running the whole loop
+(``nogil``) in a thread of one pool while BLAS is held to one thread
+(:func:`_slices`, thresholds measured below); the backward runs on one
+thread, its weight-gradient GEMMs (the loop's, after the steps) on BLAS's.
 
 ``import nplstm`` never imports numba, and with the default "auto" backend
 no call ever waits for it: :func:`use_kernel` sends every call to the
@@ -51,20 +50,19 @@ import functools
 import importlib.util
 import os
 import threading
+import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 import numpy as np
 
-from . import _engine  # plain Python until the engine loads: numba is imported by _engine.compile_engine()
 from .checks import thread_count
-from .layout import PREACT_LIMIT
 
 __all__ = [
     "available", "set_backend", "get_backend", "set_threads", "get_threads", "variant", "use_kernel",
     "engine_state", "exercised", "load_engine", "forward", "backward", "LOAD_AFTER_SECONDS",
-    "MIN_ROWS_PER_THREAD", "MIN_WORK_PER_THREAD", "PY_STEP_MIN_FLOPS", "SLICE_MAX_WEIGHTS",
+    "LOADER_PACING", "MIN_ROWS_PER_THREAD", "MIN_WORK_PER_THREAD", "SLICE_MAX_WEIGHTS", "FOLD_ONE_ROW_MAX_BYTES", "folds_inputs",
 ]
 
 
@@ -72,27 +70,32 @@ __all__ = [
 # numba's np.dot calls BLAS through scipy, so the engine needs both.
 _HAVE_NUMBA = importlib.util.find_spec("numba") is not None and importlib.util.find_spec("scipy") is not None
 
-#: Recurrent flops per step from which the time loop runs in Python with
-#: NumPy's GEMM (see _steps_from_python).
-PY_STEP_MIN_FLOPS = 4e6
+#: Fused weight bytes up to which one row (B = 1) folds its input into the
+#: step's product as several rows do (they stay in L2 between steps); larger
+#: weights project the inputs up front unless I <= P/4.  Measured on the EPYC
+#: VM, float32, T=100, one row, folded/projected time: I=1 H=32 0.94, I=64 H=64
+#: 0.93, H=256 0.98, H=512 0.82 (I=64), but I=H=512 (8 MiB of weights) 1.33.
+FOLD_ONE_ROW_MAX_BYTES = 1 << 20
 
 #: "auto" starts loading the engine (in a background thread) once the calls run
 #: on the NumPy path in this process are estimated to have cost this long: about
-#: what loading costs from numba's cache (importing numba and the first two
-#: signatures: 0.55-0.61 s measured on the 2-core EPYC VM), so a process never
+#: what loading costs from numba's cache (importing numba and the packed engine,
+#: then its first specialisation: 0.53-0.55 s measured on the 2-core EPYC VM), so a process never
 #: spends more than about twice the best possible time before it runs compiled.
 LOAD_AFTER_SECONDS = 0.5
 
 #: Rows and recurrent flops per thread below which splitting the batch over
 #: threads does not pay (a thread hand-off costs 20-90 µs on the 2-core VM).
+#: Measured (EPYC Zen 4 VM, 2 cores shared with other jobs, float32, T=100,
+#: I=64, forward, 2-thread time / 1-thread time): H=64 B=16 1.11 (26 Mflop
+#: per thread: not split), B=64 0.54, B=256 0.53; H=256 B=16 0.58, B=64
+#: 0.51, B=256 0.49; H=512 B=16 1.13, B=64 0.93, B=256 1.18.
 MIN_ROWS_PER_THREAD = 8
-MIN_WORK_PER_THREAD = 8e6
-#: Recurrent weights (H·P) above which the batch is not split over threads.
-#: 0: never split, the default.  Splitting won alone (2 threads, T=100,
-#: B=64, H=64: 2.5 ms split against 5.1 ms), but lost 3.5x in the benchmark
-#: (41 ms against the NumPy path's 11.5): the caller's input projection runs
-#: in NumPy's OpenBLAS, whose idle threads spin on the cores the slices need.
-SLICE_MAX_WEIGHTS = 0
+MIN_WORK_PER_THREAD = 5e7
+#: Recurrent weights (H·P) above which the batch is not split over threads:
+#: from H = 512 the fused weights (4.7 MiB) no longer stay in a core's L2 and
+#: two threads streaming them gained nothing (numbers above).
+SLICE_MAX_WEIGHTS = 256 * 256
 
 _backend = "auto"
 _threads: int | None = None
@@ -111,6 +114,14 @@ _exercise: Callable[[], None] | None = None
 _forced = threading.local()
 #: The specialisations (dtype, training, variant) the loader has run: "auto" sends only these to the engine.
 _loaded: set[tuple[Any, ...]] = set()
+#: The specialisations calls have asked for while not loaded.
+_wanted: set[tuple[Any, ...]] = set()
+#: Once every wanted specialisation is loaded, the background loader pauses this many times as
+#: long as it took between the remaining ones: numba loads its cache holding the GIL, and a
+#: serving thread's compiled calls would otherwise wait for it (0.1-0.3 ms per call measured).
+#: 0 while someone waits for the engine (load_engine / warmup).
+LOADER_PACING = 4.0
+_pacing = LOADER_PACING
 
 
 def available() -> bool:
@@ -177,6 +188,15 @@ def variant(*arrays: np.ndarray | None) -> tuple[Any, ...]:
     return tuple(None if a is None else (a.dtype.char, a.ndim, a.flags.c_contiguous) for a in arrays)
 
 
+def folds_inputs(B: int, I: int, P: int, H: int, itemsize: int) -> bool:
+    """Whether the engine folds ``x_t`` into each step's product (``[h, x] @ [W_h; W_x]ᵀ``) rather than projecting all steps first.
+
+    Several rows always fold; one row folds while its fused weights fit
+    :data:`FOLD_ONE_ROW_MAX_BYTES` or the inputs are narrow (I <= P/4).
+    """
+    return B > 1 or 4 * I <= P or (P + I) * 4 * H * itemsize <= FOLD_ONE_ROW_MAX_BYTES
+
+
 def use_kernel(T: int, B: int, H: int, P: int, I: int, dtype: np.dtype, *, training: bool, key: tuple[Any, ...] = ()) -> bool:
     """Whether a run of this shape should go through the compiled engine.
 
@@ -200,9 +220,13 @@ def use_kernel(T: int, B: int, H: int, P: int, I: int, dtype: np.dtype, *, train
         return True
     if _backend == "numba":
         return True
-    if (np.dtype(dtype).char, training, key) in _loaded:
+    wanted = (np.dtype(dtype).char, training, key)
+    if wanted in _loaded:
         return True
+    if _state == "loading":
+        _wanted.add(wanted)  # the loader goes at full speed until these are loaded
     if _state == "cold":
+        _wanted.add(wanted)
         per_step = (40e-6 if training else 20e-6) + 8.0 * B * H * (I + P) / 20e9 * (3 if training else 1)
         _numpy_seconds += T * per_step
         if _numpy_seconds >= LOAD_AFTER_SECONDS:
@@ -229,18 +253,21 @@ def _start_loading() -> threading.Thread | None:
 def exercised(run: Callable[[], object]) -> None:
     """Run ``run`` with the engine forced on in this thread; then let "auto" use what it loaded."""
     _forced.on, _forced.keys = True, set()
+    start = time.perf_counter()
     try:
         run()
         _loaded.update(_forced.keys)
     finally:
         _forced.on = False
+    if _pacing and threading.current_thread() is _loader and _wanted <= _loaded:
+        time.sleep(_pacing * (time.perf_counter() - start))
 
 
 def _load() -> None:
     """Compile the kernels and run the API once per specialisation, in this (background) thread."""
     global _state
     try:
-        _engine.compile_engine()
+        _packed_modules()  # imports numba; numba compiles (or loads its cache) on the exercise's calls
         if _exercise is not None:
             _exercise()
     except Exception as exc:  # numba present but unusable here: the NumPy path is still right
@@ -252,8 +279,11 @@ def _load() -> None:
 
 def load_engine(*, wait: bool = True, timeout: float | None = None) -> bool:
     """Load the compiled engine now (see :func:`nplstm.warmup`); True when it is ready."""
+    global _pacing
     if not _HAVE_NUMBA:
         return False
+    if wait:
+        _pacing = 0.0  # someone is waiting: no pauses
     loader = _start_loading()
     if wait and loader is not None:
         loader.join(timeout)
@@ -279,12 +309,9 @@ def _slices(T: int, B: int, H: int, P: int, batch_sizes: np.ndarray | None) -> l
     """Row ranges for the threads: contiguous, and balanced by active steps when lengths vary.
 
     Handing a slice to another thread and waiting for it costs tens of µs,
-    so a call is split only when every thread gets enough rows and work.
-    And only for small recurrent weights: a larger per-step product is better
-    parallelised by the BLAS itself (measured alone on 2 threads, T=100:
-    B=64, H=512 took 85 ms unsplit with 2 BLAS threads against 115 ms
-    split, B=16, H=256 8.2 against 14.1; B=64, H=64 took 2.5 ms split
-    against 5.1 ms unsplit).
+    so a call is split only when every thread gets enough rows and work
+    (:data:`MIN_ROWS_PER_THREAD`, :data:`MIN_WORK_PER_THREAD`) and the
+    recurrent weights are at most :data:`SLICE_MAX_WEIGHTS`.
     """
     work = 8.0 * T * B * H * P  # flops of the recurrent products
     threads = min(get_threads(), B // MIN_ROWS_PER_THREAD, int(work // MIN_WORK_PER_THREAD))
@@ -340,96 +367,68 @@ class _single_threaded_blas:
             self._limit.restore_original_limits()
 
 
-def _steps_from_python(rows: int, H: int, P: int) -> bool:
-    """Whether to run the time loop in Python, one compiled call per step, so the recurrent GEMM can be NumPy's.
-
-    NumPy's bundled OpenBLAS runs the per-step (rows, P) x (P, 4H) product
-    faster than scipy's (which numba's np.dot calls) on this shape; once a
-    step's product is large, that gain beats the ~5 µs of a compiled call
-    per step.  Small products stay in the compiled loop on one thread.  On
-    several threads every BLAS-sized product goes to NumPy: one BLAS thread
-    pool, the one the caller's input projection uses, because scipy's pool
-    spinning next to NumPy's on 2 cores cost up to 5x in the benchmark.
-    Batches split over threads never loop in Python (they would queue on
-    the GIL).  Measured alone on 2 threads: B=16, H=256 8.2 ms (against 11.5
-    compiled, 14.1 split).
-    """
-    if rows <= _engine.SMALL_BATCH:
-        return False
-    return get_threads() > 1 or 8.0 * rows * H * P >= PY_STEP_MIN_FLOPS
-
-
 def forward(
-    proj: np.ndarray,
-    W_hT: np.ndarray,
+    WT: np.ndarray,
+    b: np.ndarray,
+    W_hr: np.ndarray | None,
+    x: np.ndarray | None,
     h: np.ndarray,
     c: np.ndarray,
     *,
+    proj: np.ndarray | None = None,
     outputs: np.ndarray | None = None,
     tape: Any = None,
-    W_hrT: np.ndarray | None = None,
     batch_sizes: np.ndarray | None = None,
 ) -> None:
-    """Run one direction of one layer over a chunk of steps, in place.
+    """Run one direction of one layer over all steps of ``x``, in place.
 
     Parameters
     ----------
-    proj : (T, B, 4H) C-contiguous array
-        ``x_t W_xᵀ + b`` for each step, gate blocks f, i, o, g.  Overwritten (scratch).
-    W_hT : (P, 4H) C-contiguous array
-        Recurrent weight, transposed.
-    h : (B, P) array
-    c : (B, H) array
+    WT : (P + I, 4H) array
+        The fused weights ``[W_h; W_x]ᵀ`` (:meth:`nplstm.params.DirectionParams.fused_matrix`).
+    b : (4H,) array
+        The fused bias.
+    W_hr : (P, H) array or None
+        LSTMP projection, ``h = h_full @ W_hrᵀ``.
+    x : (T, B, I) array, or None with ``proj``
+        Inputs (any strides).
+    h : (B, P) C-contiguous array
+    c : (B, H) C-contiguous array
         Initial state on entry, final state on exit.
+    proj : (T, B, 4H) array, optional
+        ``x_t W_xᵀ + b`` already computed (then only the first P rows of ``WT`` are read).
     outputs : (T, B, P) array, optional
         Receives h_t; rows inactive at step t get 0.
     tape : object with ``gates``, ``c``, ``h``, ``h_full`` arrays, optional
         Filled for active rows (what :func:`backward` needs).
-    W_hrT : (H, P) array, optional
-        LSTMP projection, ``h = h_full @ W_hrT``.
     batch_sizes : (T,) int64 array, optional
         Non-increasing active row counts per step; inactive rows keep h, c.
     """
-    _engine.compile_engine()
-    B = proj.shape[1]
-    dt = proj.dtype
-    limit = dt.type(PREACT_LIMIT[dt])
-    if W_hrT is not None:
-        W_hrT = np.ascontiguousarray(W_hrT)  # callers pass W_hr.T; BLAS wants one layout, and it is small
+    packed = _packed_modules()[0]
+    weights = packed.packed(WT, b, W_hr)
     if batch_sizes is not None:
         batch_sizes = np.ascontiguousarray(batch_sizes, dtype=np.int64)
-    gates_t = c_t = h_t = hfull_t = None
-    if tape is not None:
-        gates_t, c_t, h_t = tape.gates, tape.c, tape.h
-        hfull_t = tape.h_full if W_hrT is not None else None
+    B = h.shape[0]
+    fold = proj is None and folds_inputs(B, weights.I, weights.P, weights.H, h.itemsize)
+    slices = _slices(x.shape[0], B, weights.H, weights.P, batch_sizes) if fold and B >= 2 * MIN_ROWS_PER_THREAD else [(0, B)]  # type: ignore[union-attr]
+    if len(slices) == 1:
+        packed.forward(weights, x, h, c, proj=proj, outputs=outputs, tape=tape, batch_sizes=batch_sizes, fold=fold)
+        return
+    _run_sliced(lambda a, z: packed.forward(weights, x, h, c, outputs=outputs, tape=tape, batch_sizes=batch_sizes,
+                                            fold=True, rows=(a, z)), slices)
 
-    T, _, H4 = proj.shape
-    H, P = H4 // 4, W_hT.shape[0]
-    W_hT = np.ascontiguousarray(W_hT)
 
-    slices = _slices(T, B, H, P, batch_sizes)
-    python_loop = len(slices) == 1 and _steps_from_python(B, H, P)
+@functools.lru_cache(maxsize=1)
+def _packed_modules() -> tuple[Any, Any]:
+    """The packed engine's modules (importing them imports numba: only once the engine runs)."""
+    from . import _packed, _packed_grad
 
-    def job(start: int, stop: int) -> None:
-        rows = stop - start
-        act, hfull = np.empty((rows, H4), dtype=dt), np.empty((rows, H), dtype=dt)
-        work, bits = _engine.exp_work(H4, dt)
-        args = (proj, W_hT, h, c, outputs, gates_t, c_t, h_t, hfull_t, W_hrT, batch_sizes, limit, start, stop)
-        if not python_loop:
-            _engine.forward_loop(*args, 0, T, False, act, hfull, work, bits)
-            return
-        h_rows = h[start:stop]
-        for t in range(T):
-            n = _engine.active_rows(batch_sizes, t, start, stop)
-            np.matmul(h_rows[:n], W_hT, out=act[:n])
-            _engine.forward_loop(*args, t, t + 1, True, act, hfull, work, bits)
-
-    _run_sliced(job, slices)
+    return _packed, _packed_grad
 
 
 def backward(
     tape: Any,
-    W_h: np.ndarray,
+    W_hT: np.ndarray,
     W_hr: np.ndarray | None,
     c0: np.ndarray,
     d_outputs: np.ndarray | None,
@@ -445,57 +444,23 @@ def backward(
     Parameters
     ----------
     tape : the tape :func:`forward` filled
-    W_h : (4H, P) array
+    W_hT : (P, 4H) array
+        The recurrent weight, transposed (the first P rows of the fused matrix).
     W_hr : (P, H) array or None
     c0 : (B, H) array
         The initial cell state of the forward run.
     d_outputs : (T, B, P) array or None
         dL/dh_t.
-    dh, dc : (B, P), (B, H) arrays
+    dh, dc : (B, P), (B, H) C-contiguous arrays
         dL/dh_T, dL/dc_T on entry (per row: at its last active step); dL/dh_0, dL/dc_0 on exit.
-    d_pre : (T, B, 4H) array
+    d_pre : (T, B, 4H) C-contiguous array
         Receives dL/d(pre-activation), 0 for inactive rows.
     dW_hr : (P, H) array, optional
-        Accumulates dL/dW_hr when projecting.
+        Accumulates dL/dW_hr (needed with a projection).
     batch_sizes : (T,) int64 array, optional
         As given to :func:`forward`.
     """
-    _engine.compile_engine()
-    B = d_pre.shape[1]
-    dt = d_pre.dtype
-    limit = dt.type(PREACT_LIMIT[dt])
-    if batch_sizes is not None:
-        batch_sizes = np.ascontiguousarray(batch_sizes, dtype=np.int64)
-    T, _, H4 = d_pre.shape
-    slices = _slices(T, B, H4 // 4, W_h.shape[1], batch_sizes)
-    python_loop = len(slices) == 1 and _steps_from_python(B, H4 // 4, W_h.shape[1])
-    partial_dW = [None if W_hr is None else np.zeros_like(W_hr) for _ in slices]
-    index = {s: k for k, s in enumerate(slices)}
-    hfull_t = tape.h_full if W_hr is not None else None
-    W_h = np.ascontiguousarray(W_h)
-    W_hr = None if W_hr is None else np.ascontiguousarray(W_hr)
-    H = H4 // 4
-
-    def job(start: int, stop: int) -> None:
-        rows = stop - start
-        dhf, tanh_c = np.empty((rows, H), dtype=dt), np.empty(H, dtype=dt)
-        work, bits = _engine.exp_work(H4, dt)
-        args = (tape.gates, tape.c, hfull_t, W_h, W_hr, c0, d_outputs, dh, dc, d_pre, partial_dW[index[(start, stop)]], batch_sizes, limit, start, stop)
-        if not python_loop:
-            _engine.backward_loop(*args, 0, T, False, dhf, tanh_c, work, bits)
-            return
-        dh_rows = dh[start:stop]
-        for t in range(T - 1, -1, -1):
-            _engine.backward_loop(*args, t, t + 1, True, dhf, tanh_c, work, bits)
-            n = _engine.active_rows(batch_sizes, t, start, stop)
-            np.matmul(d_pre[t, start : start + n], W_h, out=dh_rows[:n])  # dL/dh_{t-1}
-
-    _run_sliced(job, slices)
-    if dW_hr is not None and W_hr is not None:
-        for part in partial_dW:
-            dW_hr += part
-
-
+    _packed_modules()[1].backward(tape, W_hT, W_hr, c0, d_outputs, dh, dc, d_pre, dW_hr, batch_sizes)
 
 
 _backend_from_environment()

@@ -4,7 +4,7 @@ Internally the four gates are fused into one weight in the order
 :data:`GATE_ORDER` = f, i, o, g (the candidate last, as the one gate that
 needs tanh); :func:`split_gates` is the one helper that slices them.  This
 module depends on NumPy alone, so the NumPy step (:mod:`nplstm.cell`) and
-the compiled engine (:mod:`nplstm._engine`) both read it.
+the compiled engine (:mod:`nplstm._packed`, :mod:`nplstm._packed_grad`) both read it.
 """
 
 from __future__ import annotations

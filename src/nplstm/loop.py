@@ -30,15 +30,12 @@ from .layout import split_gates
 
 __all__ = [
     "Trace", "Packing", "flip", "DirectionParams", "DirectionGradients", "run_sequence", "backward_sequence",
-    "run_direction", "backward_direction", "PROJECTION_CHUNK", "KERNEL_CHUNK_BYTES",
+    "run_direction", "backward_direction", "PROJECTION_CHUNK",
 ]
 
 #: Steps whose input projection is computed in one GEMM on the NumPy path.
 #: Bounds the extra memory of inference to O(chunk·B·H) while keeping the GEMM large.
 PROJECTION_CHUNK = 16
-
-#: Bytes of input projections handed to the compiled engine per call (it costs a few µs per call).
-KERNEL_CHUNK_BYTES = 4 << 20
 
 
 # ------------------------------------------------------------ what a run records
@@ -193,21 +190,12 @@ def run_sequence(
         product at every step (the compiled engine has no masks: this runs
         the NumPy step).
     """
+    if recurrent_mask is None and cell.is_default and _run_compiled(x, params, h, c, outputs, trace, batch_sizes):
+        return
     T, B, _ = x.shape
     W_xT, W_hT, b = params.fused()
     W_hr = params.W_hr
     P, H4 = W_hT.shape
-    dtype = h.dtype
-    key = ("forward",) + kernels.variant(outputs, W_hr, batch_sizes, *((None,) * 4 if trace is None else (trace.gates, trace.c, trace.h, trace.h_full)))
-    if recurrent_mask is None and cell.is_default and kernels.use_kernel(
-            T, B, H4 // 4, P, x.shape[2], dtype, training=trace is not None, key=key):
-        steps = max(PROJECTION_CHUNK, KERNEL_CHUNK_BYTES // max(1, B * H4 * dtype.itemsize))
-        W_hrT = W_hr.T if W_hr is not None else None
-        for start, stop, block in _projections(x, W_xT, b, steps):
-            kernels.forward(block, W_hT, h, c, outputs=None if outputs is None else outputs[start:stop],
-                            tape=None if trace is None else trace.steps(start, stop),  # the engine fills tape.h as well
-                            W_hrT=W_hrT, batch_sizes=None if batch_sizes is None else batch_sizes[start:stop])
-        return
     peepholes = params.peephole_rows() if cell.peepholes else None
     W_hT, halved = halved_form(W_hT, cell)  # the standard cell's σ(a) = ½ + ½·tanh(a/2), halved once here
     rows = _Rows(h, c, H4, W_hr is not None)
@@ -241,6 +229,29 @@ def run_sequence(
                 trace.c[t, :n] = c_n
                 if trace.h_full is not None:
                     trace.h_full[t, :n] = h_full
+
+
+def _run_compiled(x: np.ndarray, params: DirectionParams, h: np.ndarray, c: np.ndarray, outputs: np.ndarray | None,
+                  trace: Trace | None, batch_sizes: np.ndarray | None) -> bool:
+    """Run the standard cell through the compiled engine if :func:`nplstm.kernels.use_kernel` says so; whether it did."""
+    T, B, I = x.shape
+    P, H = h.shape[1], c.shape[1]
+    tape = None if trace is None else (trace.gates, trace.c, trace.h, trace.h_full)
+    fold = kernels.folds_inputs(B, I, P, H, h.itemsize)  # x_t in each step's product, or all steps projected first
+    key = ("forward", fold) + kernels.variant(x if fold else None, outputs, params.W_hr, batch_sizes, *(tape or (None,) * 4))
+    if not kernels.use_kernel(T, B, H, P, I, h.dtype, training=trace is not None, key=key):
+        return False
+    WT, b = _fused_matrix(params)
+    kernels.forward(WT, b, params.W_hr, x, h, c, outputs=outputs, tape=trace, batch_sizes=batch_sizes)
+    return True
+
+
+def _fused_matrix(params: DirectionParams) -> tuple[np.ndarray, np.ndarray]:
+    """``([W_h; W_x]ᵀ, b)``: the parameters' own fused view when they have one (the engine caches its packing per storage)."""
+    if hasattr(params, "fused_matrix"):
+        return params.fused_matrix(), params.b  # type: ignore[attr-defined]
+    W_xT, W_hT, b = params.fused()
+    return np.concatenate([W_hT, W_xT]), b
 
 
 def _projections(x: np.ndarray, W_xT: np.ndarray, b: np.ndarray, steps: int,
@@ -337,7 +348,7 @@ def backward_sequence(
     key = ("backward",) + kernels.variant(trace.gates, trace.c, trace.h_full, W_hr, d_outputs, batch_sizes)
     if recurrent_mask is None and cell.is_default and kernels.use_kernel(
             T, B, H, W_h.shape[1], x.shape[2], dt, training=True, key=key):
-        kernels.backward(trace, W_h, W_hr, c0, d_outputs, dh, dc, d_pre, dW_hr=dW_hr, batch_sizes=batch_sizes)
+        kernels.backward(trace, W_hT, W_hr, c0, d_outputs, dh, dc, d_pre, dW_hr=dW_hr, batch_sizes=batch_sizes)
     else:
         scratch = np.empty((B, H), dtype=dt)
         for t in range(T - 1, -1, -1):

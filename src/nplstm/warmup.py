@@ -6,7 +6,9 @@ background loader of the "auto" backend (:func:`nplstm.kernels.use_kernel`)
 therefore does not stop at importing numba: it runs the public API once,
 on tiny inputs, in every configuration whose arguments reach the engine
 with different types (float32/float64, inference and training, lengths,
-projection, both directions), so that no later call of a user waits.
+projection, both directions, inputs folded into each step or projected
+up front: :func:`nplstm.kernels.folds_inputs`), so that no later call of a
+user waits.
 """
 
 from __future__ import annotations
@@ -23,13 +25,16 @@ def _exercise() -> None:
     from .stack import StackedLSTM
 
     for dtype in (np.float32, np.float64):
+        # one row with wide inputs and weights over kernels.FOLD_ONE_ROW_MAX_BYTES projects its inputs first
+        wide = kernels.FOLD_ONE_ROW_MAX_BYTES // (16 * np.dtype(dtype).itemsize) + 1
         for options in ({}, {"bidirectional": True}, {"proj_size": 2}):
-            stack = StackedLSTM(3, 4, seed=0, dtype=dtype, **options)
-            x = np.zeros((3, 2, 3), dtype=dtype)
-            for lengths in (None, np.array([3, 2])):
-                kernels.exercised(lambda: stack.forward(x, lengths=lengths))
-                kernels.exercised(lambda: stack.forward(x, lengths=lengths, return_sequences=False))
-                kernels.exercised(lambda: _train_step(stack, x, lengths))
+            for batch, inputs in ((1, 3), (1, wide), (2, 3)):
+                stack = StackedLSTM(inputs, 4, seed=0, dtype=dtype, **options)
+                x = np.zeros((3, batch, inputs), dtype=dtype)
+                for lengths in (None, np.array([3, 2][:batch])):
+                    kernels.exercised(lambda: stack.forward(x, lengths=lengths))
+                    kernels.exercised(lambda: stack.forward(x, lengths=lengths, return_sequences=False))
+                    kernels.exercised(lambda: _train_step(stack, x, lengths))
 
 
 def _train_step(stack: object, x: np.ndarray, lengths: object) -> None:

@@ -37,13 +37,16 @@ def test_quick_benchmark_runs_and_reports(tmp_path):
     if data["machine"]["numba_kernel"]:
         assert "training step T=100 B=16 H=64 float32 vs torch autograd" in targets
         assert all("numpy" in r["median_s"] for r in data["results"])  # the NumPy-only path is timed alongside
-        if data["machine"]["via"] == "api":  # and the packed engine of issue 20, run directly, on every inference row
-            sequences = [r for r in data["results"] if r["case"]["kind"] == "sequence"]
-            assert sequences and all(r["median_s"]["packed"] > 0 for r in sequences)
-            assert all(r["packed_ratio_onnxruntime"] > 0 for r in sequences if "onnxruntime" in r["median_s"])
-            assert "pk/ort" in proc.stdout
+        assert "serving T=52 B=1 H=32 float32 vs onnxruntime per call" in targets
     if "matplotlib" in sys.modules or __import__("importlib").util.find_spec("matplotlib"):
         assert (tmp_path / "b.png").stat().st_size > 1000
+
+    # --markdown RUN.json: the README's table from a saved run, one row per result, the CPU named
+    proc = run_bench("--markdown", out, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    table = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
+    assert len(table) == 1 + len(data["results"]) and table[0].startswith("| case | threads | nplstm | / torch")
+    assert data["machine"]["cpu"] in proc.stdout and "serving (per call) T=52 B=1 I=1 H=32" in proc.stdout
 
     # --compare OLD NEW: per-row speedups between two saved runs, without running
     old = json.loads(out.read_text())

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nplstm import _engine, kernels
+from nplstm import kernels
 from nplstm.cell import step_
 
 needs_numba = pytest.mark.skipif(not kernels.available(), reason="numba/scipy are not installed")
@@ -94,6 +94,16 @@ def problem(rng, T, B, H, P, dtype, lengths=False, scale=0.5):
     return proj, W_hT, W_hrT, h0, c0, batch_sizes
 
 
+def as_inputs(proj):
+    """Inputs x, fused weights W_xᵀ and bias whose projection x W_xᵀ + b is exactly ``proj``.
+
+    x is proj itself and W_xᵀ the identity, split so that no product rounds:
+    every pre-activation is one input times 1 plus zeros, in any summation order.
+    """
+    H4 = proj.shape[2]
+    return proj, np.eye(H4, dtype=proj.dtype), np.zeros(H4, proj.dtype)
+
+
 def new_tape(T, B, H, P, dtype, projection):
     return SimpleNamespace(
         gates=np.full((T, B, 4 * H), np.nan, dtype),
@@ -103,13 +113,19 @@ def new_tape(T, B, H, P, dtype, projection):
     )
 
 
-def run_fast(proj, W_hT, W_hrT, h0, c0, batch_sizes, *, tape=True):
+def run_fast(proj, W_hT, W_hrT, h0, c0, batch_sizes, *, tape=True, mode="proj"):
+    """The engine on these pre-activation inputs: given as projections ("proj"), or as inputs x ("x": B >= 2 folds them into the step)."""
     T, B, H4 = proj.shape
     H, P, dt = H4 // 4, W_hT.shape[0], proj.dtype
     h, c = h0.copy(), c0.copy()
     out = np.full((T, B, P), np.nan, dt)
     tp = new_tape(T, B, H, P, dt, W_hrT is not None) if tape else None
-    kernels.forward(proj.copy(), W_hT, h, c, outputs=out, tape=tp, W_hrT=W_hrT, batch_sizes=batch_sizes)
+    W_hr = None if W_hrT is None else np.ascontiguousarray(W_hrT.T)
+    if mode == "proj":
+        kernels.forward(W_hT, np.zeros(H4, dt), W_hr, None, h, c, proj=proj.copy(), outputs=out, tape=tp, batch_sizes=batch_sizes)
+    else:
+        x, W_xT, b = as_inputs(proj)
+        kernels.forward(np.concatenate([W_hT, W_xT]), b, W_hr, x, h, c, outputs=out, tape=tp, batch_sizes=batch_sizes)
     return out, tp, h, c
 
 
@@ -120,7 +136,7 @@ def run_fast_backward(tape, W_hT, W_hrT, c0, d_out, dh_T, dc_T, batch_sizes):
     d_pre = np.full((T, B, H4), np.nan, dt)
     W_hr = None if W_hrT is None else np.ascontiguousarray(W_hrT.T)
     dW_hr = None if W_hr is None else np.zeros_like(W_hr)
-    kernels.backward(tape, np.ascontiguousarray(W_hT.T), W_hr, c0, d_out, dh, dc, d_pre, dW_hr=dW_hr, batch_sizes=batch_sizes)
+    kernels.backward(tape, W_hT, W_hr, c0, d_out, dh, dc, d_pre, dW_hr=dW_hr, batch_sizes=batch_sizes)
     return d_pre, dh, dc, dW_hr
 
 
@@ -153,10 +169,9 @@ def test_rows_are_split_over_threads_by_their_active_steps(threads):
     assert kernels._slices(10, 10, 4, 4, sizes) == [(0, 10)]
 
 
-@pytest.fixture(params=["compiled loop", "python loop"])
-def loop(request, monkeypatch):
-    """Both ways of running the steps: all in one compiled call, or one call per step with NumPy's GEMM."""
-    monkeypatch.setattr(kernels, "PY_STEP_MIN_FLOPS", float("inf") if request.param == "compiled loop" else 0.0)
+@pytest.fixture(params=["proj", "x"])
+def mode(request):
+    """Both ways into the engine: precomputed input projections, or the inputs (one row: projected up front; more: folded)."""
     return request.param
 
 
@@ -167,7 +182,7 @@ def backend():
     kernels.set_backend(before)
 
 
-# Shapes: B <= SMALL_BATCH takes the compiled product, larger B BLAS; B >= 16 splits over 2 threads.
+# Shapes: one row, the register tiles' rows and remainders, B >= 4 split over 2 threads by the fixture.
 SHAPES = [(1, 1, 1, 1), (5, 3, 4, 4), (7, 9, 5, 5), (6, 20, 8, 3), (9, 33, 16, 16), (4, 2, 6, 2)]
 
 
@@ -176,13 +191,13 @@ SHAPES = [(1, 1, 1, 1), (5, 3, 4, 4), (7, 9, 5, 5), (6, 20, 8, 3), (9, 33, 16, 1
 @pytest.mark.parametrize("n_threads", [1, 2])
 @pytest.mark.parametrize("lengths", [False, True])
 @pytest.mark.parametrize("T,B,H,P", SHAPES)
-def test_forward_matches_float64_reference(T, B, H, P, lengths, n_threads, threads, loop):
+def test_forward_matches_float64_reference(T, B, H, P, lengths, n_threads, threads, mode):
     threads(n_threads)
     rng = np.random.default_rng(T * 1000 + B * 10 + H)
     args = problem(rng, T, B, H, P, np.float64, lengths)
     proj, W_hT, W_hrT, h0, c0, bs = args
     ref_out, ref_tape, ref_h, ref_c = reference_forward(proj, W_hT, h0, c0, W_hrT, bs)
-    out, tape, h, c = run_fast(proj, W_hT, W_hrT, h0, c0, bs)
+    out, tape, h, c = run_fast(proj, W_hT, W_hrT, h0, c0, bs, mode=mode)
     for got, ref in [(out, ref_out), (h, ref_h), (c, ref_c)]:
         assert rel_err(got, ref) <= 1e-12
     active = np.ones((T, B), bool) if bs is None else np.arange(B)[None, :] < bs[:, None]
@@ -253,11 +268,11 @@ def test_forward_and_backward_property_float64(T, B, H, proj_size, lengths, seed
 @pytest.mark.parametrize("n_threads", [1, 2])
 @pytest.mark.parametrize("lengths", [False, True])
 @pytest.mark.parametrize("T,B,H,P", SHAPES)
-def test_backward_matches_float64_reference(T, B, H, P, lengths, n_threads, dtype, tol, threads, loop):
+def test_backward_matches_float64_reference(T, B, H, P, lengths, n_threads, dtype, tol, threads, mode):
     threads(n_threads)
     rng = np.random.default_rng(T * 1000 + B * 10 + H + 1)
     proj, W_hT, W_hrT, h0, c0, bs = problem(rng, T, B, H, P, dtype, lengths)
-    _, tape, _, _ = run_fast(proj, W_hT, W_hrT, h0, c0, bs)
+    _, tape, _, _ = run_fast(proj, W_hT, W_hrT, h0, c0, bs, mode=mode)
     d_out = rng.normal(size=(T, B, P)).astype(dtype)
     dh_T, dc_T = rng.normal(size=(B, P)).astype(dtype), rng.normal(size=(B, H)).astype(dtype)
     # the reference differentiates the engine's own (float64-cast) tape, so only the backward is compared
@@ -291,7 +306,7 @@ class FusedWeights:
 @needs_numba
 @pytest.mark.parametrize("lengths", [False, True])
 @pytest.mark.parametrize("P", [4, 2])
-def test_backward_agrees_with_the_numpy_backward_sequence(P, lengths, loop):
+def test_backward_agrees_with_the_numpy_backward_sequence(P, lengths):
     """loop.backward_sequence (the NumPy path) gives the same gradients from the same tape."""
     from nplstm.loop import backward_sequence
 
@@ -302,11 +317,10 @@ def test_backward_agrees_with_the_numpy_backward_sequence(P, lengths, loop):
     W_hr = rng.normal(size=(P, H)) * 0.5 if P != H else None
     h0, c0 = rng.normal(size=(B, P)), rng.normal(size=(B, H))
     bs = np.array([5, 5, 4, 2, 2, 1]) if lengths else None
-    proj = x @ W_x.T + b
     W_hT, W_hrT = np.ascontiguousarray(W_h.T), None if W_hr is None else np.ascontiguousarray(W_hr.T)
     h, c = h0.copy(), c0.copy()
     tape = SimpleNamespace(gates=np.zeros((T, B, 4 * H)), c=np.zeros((T, B, H)), h=np.zeros((T, B, P)), h_full=None if W_hr is None else np.zeros((T, B, H)), pre=None)
-    kernels.forward(proj.copy(), W_hT, h, c, tape=tape, W_hrT=W_hrT, batch_sizes=bs)
+    kernels.forward(np.concatenate([W_hT, W_x.T]), b, W_hr, x, h, c, tape=tape, batch_sizes=bs)
     d_out, dh_T, dc_T = rng.normal(size=(T, B, P)), rng.normal(size=(B, P)), rng.normal(size=(B, H))
     if bs is not None:
         d_out *= np.arange(B)[None, :, None] < bs[:, None, None]  # outputs of inactive steps are constant 0
@@ -432,18 +446,29 @@ def test_float32_recurrent_overflow_behaves_like_the_numpy_path(T):
 
 @needs_numba
 def test_fast_exp_and_tanh_accuracy():
-    """The hand-written float32/float64 exp and tanh against numpy over their whole clipped range."""
-    _engine.compile_engine()
+    """The engine's hand-written exp-based σ and tanh against numpy over their whole clipped range (one activation row)."""
+    import numba
+
+    from nplstm._packed_act import activate_row, tanh_of
+
+    @numba.njit
+    def gates_and_tanh(a, limit):
+        H = a.size // 4
+        c, hf, gates = np.zeros(H, a.dtype), np.empty(H, a.dtype), np.empty(4 * H, a.dtype)
+        activate_row(a, c, hf, H, limit, gates)  # c = 0 + i·g, so hf = o·tanh(i·g)
+        th = np.empty(a.size, a.dtype)
+        for j in range(a.size):
+            th[j] = tanh_of(a[j], limit)
+        return gates, th
+
     for dtype, limit, tol in [(np.float32, 40.0, 2e-7), (np.float64, 350.0, 4e-16)]:
-        x = np.concatenate([np.linspace(-limit, limit, 200_001), [0.0, 1e-30, -1e-30, 1e-8, -3e-5]]).astype(dtype)
-        work, bits = _engine.exp_work(x.size, np.dtype(dtype))
-        sig = x.copy()
-        _engine._sigmoid_(sig, x.size, dtype(limit), work[0], bits, work[1])
+        x = np.concatenate([np.linspace(-limit, limit, 200_000), [0.0, 1e-30, -1e-30, 1e-8, -3e-5, -2e-7, 5.0, 9.5]]).astype(dtype)
+        gates, th = gates_and_tanh(x, dtype(limit))
         x64 = x.astype(np.float64)
-        ref = 1.0 / (1.0 + np.exp(-x64))
-        assert np.max(np.abs(sig - ref) / ref) <= tol * 2
-        th = x.copy()
-        _engine._tanh_(th, x.size, dtype(limit), work[0], bits, work[1])
+        H = x.size // 4
+        sig = 1.0 / (1.0 + np.exp(-x64[: 3 * H]))
+        assert np.max(np.abs(gates[: 3 * H] - sig) / sig) <= tol * 2
+        assert np.max(np.abs(gates[3 * H :] - np.tanh(x64[3 * H :]))) <= tol * 2
         assert np.max(np.abs(th - np.tanh(x64))) <= tol * 2
 
 
@@ -499,7 +524,7 @@ print(len(main_calls), states[0], states[-1], "numba" in sys.modules)
 if {wait}:
     kernels.load_engine(timeout=900)
     stack.forward(x)
-    print(len(main_calls), kernels.engine_state())
+    print(len(main_calls), kernels.engine_state(), "nplstm._packed" in sys.modules)
 """
 
 
@@ -511,7 +536,7 @@ def test_a_serving_process_ends_up_compiled_without_any_call_waiting():
     first, then = proc.stdout.splitlines()
     # the first calls ran on the NumPy path (none entered the engine) while the loader started
     assert first.split()[0] == "0" and first.split()[2] in ("loading", "ready")
-    assert then.split() == ["1", "ready"]
+    assert then.split() == ["1", "ready", "True"]  # the call after loading ran the packed engine
 
 
 def test_a_short_script_never_loads_numba():
@@ -557,17 +582,36 @@ def test_zero_steps_and_all_rows_finished():
     assert np.array_equal(h[2], h0[2]) and np.all(out[2:] == 0)
 
 
-def test_threads_split_small_weights_and_leave_large_products_to_blas(monkeypatch):
+def test_threads_split_large_batches_with_weights_that_stay_in_cache():
     before = kernels._threads
     try:
         kernels.set_threads(2)
-        assert kernels._slices(100, 64, 64, 64, None) == [(0, 64)]  # splitting is off by default
-        monkeypatch.setattr(kernels, "SLICE_MAX_WEIGHTS", 128 * 128)
         assert kernels._slices(100, 64, 64, 64, None) == [(0, 32), (32, 64)]
-        assert kernels._slices(100, 64, 256, 256, None) == [(0, 64)]  # BLAS parallelises that product better
-        assert kernels._slices(2, 16, 16, 16, None) == [(0, 16)]  # too little work to hand over
-        assert kernels._steps_from_python(64, 64, 64) and not kernels._steps_from_python(4, 256, 256)
+        assert kernels._slices(100, 16, 256, 256, None) == [(0, 8), (8, 16)]
+        assert kernels._slices(100, 16, 64, 64, None) == [(0, 16)]  # 26 Mflop per thread: too little to hand over
+        assert kernels._slices(100, 256, 512, 512, None) == [(0, 256)]  # weights beyond L2: no gain measured
+        assert kernels._slices(2, 64, 64, 64, None) == [(0, 64)]
         kernels.set_threads(1)
-        assert kernels._steps_from_python(64, 256, 256) and not kernels._steps_from_python(64, 64, 64)
+        assert kernels._slices(100, 256, 256, 256, None) == [(0, 256)]
     finally:
         kernels.set_threads(before)
+
+
+def test_the_background_loader_paces_itself_only_once_every_wanted_configuration_is_loaded(monkeypatch):
+    """Loading holds the GIL: the loader pauses between configurations nobody asked for, never before the asked-for ones."""
+    import threading
+
+    slept = []
+    monkeypatch.setattr(kernels.time, "sleep", slept.append)
+    monkeypatch.setattr(kernels, "_loader", threading.current_thread())  # as if this were the loader thread
+    monkeypatch.setattr(kernels, "_pacing", 4.0)
+    monkeypatch.setattr(kernels, "_loaded", set())
+    monkeypatch.setattr(kernels, "_wanted", {("f", False, ("asked",))})
+    kernels.exercised(lambda: None)
+    assert slept == []  # the asked-for configuration is not loaded yet: full speed
+    kernels._loaded.add(("f", False, ("asked",)))
+    kernels.exercised(lambda: None)
+    assert len(slept) == 1 and slept[0] >= 0.0
+    monkeypatch.setattr(kernels, "_pacing", 0.0)  # someone waits in load_engine / warmup: no pauses
+    kernels.exercised(lambda: None)
+    assert len(slept) == 1

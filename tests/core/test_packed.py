@@ -270,3 +270,141 @@ def test_nan_stays_nan(pk, dtype):
         ref_out, _, ref_h, _ = reference(lw, x, h0, c0)
     np.testing.assert_array_equal(np.isnan(out), np.isnan(ref_out))
     assert np.isnan(out[1:, 2]).all() and np.isfinite(out[:, [0, 1, 3]]).all()
+
+
+# ------------------------------------------------ the accuracy contract, through the public API
+# The engine forced on ("numba" backend) against the NumPy path ("numpy"), both in the model's dtype, on the same
+# model: every batch size from 1 to 9, a hidden size that is not a multiple of the panel width (13), variable
+# lengths, the projection, both directions, two layers; forward outputs and final states, and every gradient.
+API_TOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
+
+
+@pytest.fixture
+def engine_calls(monkeypatch):
+    """Counts of the engine's forward and backward calls (to know the "numba" runs did go through it)."""
+    calls = {"forward": 0, "backward": 0}
+    for name in calls:
+        original = getattr(kernels, name)
+
+        def spy(*args, _name=name, _original=original, **kwargs):
+            calls[_name] += 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(kernels, name, spy)
+    before = kernels.get_backend()
+    yield calls
+    kernels.set_backend(before)
+
+
+def both_paths(run):
+    """``run()`` with the engine forced on, then on the NumPy path."""
+    kernels.set_backend("numba")
+    fast = run()
+    kernels.set_backend("numpy")
+    return fast, run()
+
+
+def assert_close(fast, ref, tol, what):
+    if isinstance(ref, dict):
+        assert fast.keys() == ref.keys()
+        for k in ref:
+            assert_close(fast[k], ref[k], tol, f"{what}[{k}]")
+        return
+    if isinstance(ref, (tuple, list)):
+        for k, (f, r) in enumerate(zip(fast, ref)):
+            assert_close(f, r, tol, f"{what}[{k}]")
+        return
+    if ref is None:
+        assert fast is None, what
+        return
+    assert np.asarray(fast).dtype == np.asarray(ref).dtype, what
+    assert rel_err(fast, np.asarray(ref, np.float64)) <= tol, what
+
+
+def random_lengths(rng, T, B):
+    lengths = rng.integers(1, T + 1, size=B)
+    lengths[rng.integers(B)] = T
+    return lengths
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("B", range(1, 10))
+def test_stacked_lstm_forward_and_gradients_match_the_numpy_path(B, dtype, engine_calls):
+    from nplstm import StackedLSTM
+
+    rng = np.random.default_rng(100 + B)
+    T, I, H = 7, 5, 13
+    tol = API_TOL[np.dtype(dtype)]
+    for options, lengths in [({}, None), ({"bidirectional": True, "proj_size": 6}, random_lengths(rng, T, B)),
+                             ({"proj_size": 4}, None), ({"bidirectional": True}, random_lengths(rng, T, B))]:
+        stack = StackedLSTM(I, H, num_layers=2, seed=B, dtype=dtype, **options)
+        for p in stack.parameters().values():
+            p[...] = rng.uniform(-0.6, 0.6, p.shape)
+        x = rng.normal(size=(T, B, I)).astype(dtype)
+        P = options.get("proj_size") or H
+        D = 2 if options.get("bidirectional") else 1
+        h0, c0 = rng.normal(size=(2 * D, B, P)).astype(dtype), rng.normal(size=(2 * D, B, H)).astype(dtype)
+        d_out = rng.normal(size=(T, B, D * P)).astype(dtype)
+        d_h, d_c = rng.normal(size=h0.shape).astype(dtype), rng.normal(size=c0.shape).astype(dtype)
+
+        def run():
+            inference = stack.forward(x, (h0, c0), lengths=lengths)
+            out, state, tape = stack.forward_train(x, (h0, c0), lengths=lengths)
+            return inference, (out, state), stack.backward(tape, d_out, d_h, d_c)
+
+        calls = dict(engine_calls)
+        fast, ref = both_paths(run)
+        assert engine_calls["forward"] > calls["forward"] and engine_calls["backward"] > calls["backward"]
+        assert_close(fast, ref, tol, str(options))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("B", [1, 2, 3, 5, 8, 9])
+def test_lstm_layer_forward_and_backward_match_the_numpy_path(B, dtype, engine_calls):
+    from nplstm import LSTM
+
+    rng = np.random.default_rng(B)
+    T, I, H = 9, 3, 21
+    lstm = LSTM(I, H, seed=B, dtype=dtype, batch_first=True)
+    for p in lstm.engine.parameters().values():
+        p[...] = rng.uniform(-0.5, 0.5, p.shape)
+    x = rng.normal(size=(B, T, I)).astype(dtype)
+    lengths = random_lengths(rng, T, B)
+    d_out = rng.normal(size=(B, T, H)).astype(dtype)
+
+    def run():
+        first = lstm.forward(x, lengths=lengths)
+        last = lstm.forward(x, lengths=lengths, return_sequences=False)
+        out, h, c, tape = lstm.forward_train(x, lengths=lengths)
+        return first, last, (out, h, c), lstm.backward(d_out, tape=tape)
+
+    fast, ref = both_paths(run)
+    assert engine_calls["forward"] and engine_calls["backward"]
+    assert_close(fast, ref, API_TOL[np.dtype(dtype)], "LSTM")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sequence_model_training_matches_the_numpy_path(dtype, engine_calls):
+    """fit (Adam, mini-batches of 1-9 rows, lengths, two bidirectional projected layers): the same weights after it."""
+    from nplstm import SequenceModel, fit
+
+    rng = np.random.default_rng(4)
+    N, T, I = 45, 6, 3
+    X = rng.normal(size=(N, T, I)).astype(dtype)
+    Y = rng.normal(size=(N, 2)).astype(dtype)
+    lengths = random_lengths(rng, T, N)
+
+    def run():
+        model = SequenceModel(I, 11, 2, num_layers=2, bidirectional=True, proj_size=5, seed=0, dtype=dtype)
+        grads = []
+        for B in range(1, 10):  # one backward per batch size, then a few epochs whose last batch is a remainder
+            _, _, tape = model.forward_train(X[:B], lengths=lengths[:B])
+            grads.append(model.backward(tape, np.ones((B, 2), dtype)))
+        fit(model, X, Y, lengths=lengths, epochs=3, batch_size=7, seed=1, progress=False)
+        return grads, dict(model.parameters()), model.predict(X, lengths=lengths)
+
+    fast, ref = both_paths(run)
+    assert engine_calls["forward"] and engine_calls["backward"]
+    # float32: three epochs of Adam compound rounding differences of ~1e-7 per step, so the weights are held to 1e-4
+    assert_close(fast[0], ref[0], API_TOL[np.dtype(dtype)], "gradients")
+    assert_close(fast[1:], ref[1:], 1e-4 if dtype == np.float32 else 1e-10, "after fit")
