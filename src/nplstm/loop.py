@@ -238,6 +238,8 @@ def _run_compiled(x: np.ndarray, params: DirectionParams, h: np.ndarray, c: np.n
     P, H = h.shape[1], c.shape[1]
     tape = None if trace is None else (trace.gates, trace.c, trace.h, trace.h_full)
     fold = kernels.folds_inputs(B, I, P, H, h.itemsize)  # x_t in each step's product, or all steps projected first
+    if fold:  # one layout of x for the engine (batch-first inputs arrive as a transposed view): one specialisation, not two
+        x = np.ascontiguousarray(x)
     key = ("forward", fold) + kernels.variant(x if fold else None, outputs, params.W_hr, batch_sizes, *(tape or (None,) * 4))
     if not kernels.use_kernel(T, B, H, P, I, h.dtype, training=trace is not None, key=key):
         return False

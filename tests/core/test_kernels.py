@@ -615,3 +615,52 @@ def test_the_background_loader_paces_itself_only_once_every_wanted_configuration
     monkeypatch.setattr(kernels, "_pacing", 0.0)  # someone waits in load_engine / warmup: no pauses
     kernels.exercised(lambda: None)
     assert len(slept) == 1
+
+
+@pytest.mark.skipif(not kernels.available(), reason="needs numba")
+@pytest.mark.parametrize("kind", ["many-to-one f32, 2 layers", "many-to-one f64", "many-to-many", "ragged many-to-one",
+                                  "tokens, ragged many-to-many", "bidirectional, last step", "textbook layer"])
+def test_once_loaded_the_common_calls_of_the_api_never_fall_back_to_numpy(kind, monkeypatch):
+    """"auto" sends only loaded specialisations to the engine: every one the API's everyday calls need must be loaded.
+
+    Found by the training benchmark: batch-first inputs reached the engine as a transposed
+    view and a many-to-one backward had no per-step gradients, two specialisations the
+    loader never loaded, so fit ran on the NumPy path forever.
+    """
+    from nplstm import LSTM, SequenceModel, fit
+
+    assert kernels.load_engine(wait=True)
+    monkeypatch.setattr(kernels, "_backend", "auto")
+    missed = []
+    use_kernel = kernels.use_kernel
+
+    def spy(*args, **kwargs):
+        used = use_kernel(*args, **kwargs)
+        if not used:
+            missed.append((args[5], kwargs.get("training"), kwargs.get("key")))
+        return used
+
+    monkeypatch.setattr(kernels, "use_kernel", spy)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(20, 7, 3))
+    Y = rng.normal(size=(20, 1))
+    ragged = [rng.normal(size=(int(rng.integers(2, 8)), 3)) for _ in range(20)]
+    ids = [rng.integers(1, 9, size=int(rng.integers(3, 8))) for _ in range(20)]
+    if kind == "textbook layer":
+        lstm = LSTM(3, 5, seed=0)
+        lstm.forward(X[0], np.zeros((5, 1)), np.zeros((5, 1)))
+        lstm.forward(X[:4].transpose(1, 0, 2), np.zeros((4, 5)), np.zeros((4, 5)), train=True)
+        lstm.backward(np.ones((7, 4, 5)))
+    else:
+        model, x, y, loss = {
+            "many-to-one f32, 2 layers": (SequenceModel(3, 8, 1, num_layers=2, dtype=np.float32), X.astype(np.float32), Y.astype(np.float32), "mse"),
+            "many-to-one f64": (SequenceModel(3, 8, 1), X, Y, "mse"),
+            "many-to-many": (SequenceModel(3, 8, 2, many_to_many=True), X, rng.normal(size=(20, 7, 2)), "mse"),
+            "ragged many-to-one": (SequenceModel(3, 8, 1), ragged, Y, "mse"),
+            "tokens, ragged many-to-many": (SequenceModel(4, 8, 9, num_embeddings=9, many_to_many=True, activation="softmax"),
+                                            [s[:-1] for s in ids], [s[1:] for s in ids], "cross_entropy"),
+            "bidirectional, last step": (SequenceModel(3, 8, 1, bidirectional=True, output="last"), X, Y, "mse"),
+        }[kind]
+        fit(model, x, y, loss=loss, epochs=1, batch_size=8, verbose=0)
+        model.predict(x)
+    assert not missed, sorted(set(map(str, missed)))
