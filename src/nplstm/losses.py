@@ -180,6 +180,9 @@ class BinaryCrossEntropy(Loss):
 class CrossEntropy(Loss):
     """Cross-entropy of integer labels under ``softmax(logits)`` over the last axis (``torch.nn.functional.cross_entropy``).
 
+    ``logits`` (..., K), ``labels`` (...) ints in [0, K).  Computed from
+    log-softmax (max subtracted), so large logits neither overflow nor give NaN.
+
     Parameters
     ----------
     label_smoothing : float in [0, 1)
@@ -188,9 +191,6 @@ class CrossEntropy(Loss):
         Per-class weights (a mapping leaves unnamed classes at 1).  The mean
         is weighted as torch's: ``sum_i l_i / sum_i weight[label_i]`` where
         ``l_i = (1 - ε)·weight[y_i]·(-log p_i[y_i]) + ε/K·sum_c weight[c]·(-log p_i[c])``.
-
-    ``logits`` (..., K), ``labels`` (...) ints in [0, K).  Computed from
-    log-softmax (max subtracted), so large logits neither overflow nor give NaN.
     """
 
     name = "cross_entropy"
