@@ -4,19 +4,11 @@ import os
 
 import numpy as np
 import pytest
+from training_support import assert_weights_equal, snapshot
 
 from nplstm import SGD, Adam, SequenceModel, fit
 from nplstm.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from nplstm.training import evaluate, truncated_bptt
-
-
-def snapshot(model):
-    return {k: v.copy() for k, v in model.parameters().items()}
-
-
-def assert_weights_equal(model, weights):
-    for name, value in model.parameters().items():
-        np.testing.assert_array_equal(value, weights[name], err_msg=name)
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ clipping); a log off a terminal; (N,) targets and (N, 1) labels; predict on ragg
 
 import numpy as np
 import pytest
+from training_support import FakeTerminal
 
 from nplstm import SGD, Adam, SequenceModel, fit
 from nplstm.losses import CrossEntropy, Huber
@@ -180,18 +181,6 @@ def test_the_defaults_are_adam_1e_3_without_clipping(data):
 
 
 # -------------------------------------------------------------------- log
-class FakeTerminal:
-    def __init__(self):
-        self.text = []
-
-    def isatty(self):
-        return True
-
-    def write(self, s):
-        self.text.append(s)
-
-    def flush(self):
-        pass
 
 
 def test_off_a_terminal_fit_prints_one_line_per_epoch(data, capsys):

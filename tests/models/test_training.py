@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+from training_support import FakeTerminal
 
 from nplstm.head import Linear
 from nplstm.losses import mse, softmax_cross_entropy
@@ -193,22 +194,6 @@ def test_truncated_bptt_with_a_full_window_is_full_bptt(rng):
     full = lambda: mse(model.predict(x), y)[0]  # noqa: E731
     for name, param in model.parameters().items():
         assert rel_error(opt.seen[0][name], numeric_gradient(full, param)) < 1e-6, name
-
-
-class FakeTerminal:
-    """A stderr that says it is a terminal and keeps what is written."""
-
-    def __init__(self):
-        self.text = []
-
-    def isatty(self):
-        return True
-
-    def write(self, s):
-        self.text.append(s)
-
-    def flush(self):
-        pass
 
 
 def test_progress_bar_on_a_terminal_only(monkeypatch):

@@ -9,19 +9,11 @@ with evaluate(), and restored weights compared with snapshots taken by the test.
 
 import numpy as np
 import pytest
+from training_support import assert_weights_equal, snapshot
 
 from nplstm import LSTM, SGD, Adam, SequenceModel, StackedLSTM, fit
 from nplstm.model import pad_sequences
 from nplstm.training import TrainingDivergedError, evaluate, truncated_bptt
-
-
-def snapshot(model):
-    return {k: v.copy() for k, v in model.parameters().items()}
-
-
-def assert_weights_equal(model, weights):
-    for name, value in model.parameters().items():
-        np.testing.assert_array_equal(value, weights[name], err_msg=name)
 
 
 # ------------------------------------------------------- 3. truncated_bptt
