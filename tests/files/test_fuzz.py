@@ -481,9 +481,10 @@ def test_edited_keras_configs_import_equal_to_keras_or_are_refused(name, keras_o
         edited = json.loads(members["config.json"])
         for where, value in edits:
             node = edited
-            for step in where[:-1]:
-                node = node[step] if isinstance(node, (dict, list)) else None
-            if isinstance(node, dict):  # an earlier edit may have replaced a parent by a scalar
+            for step in where[:-1]:  # an earlier edit may have replaced a parent by a scalar or a list
+                fits = isinstance(node, dict) and step in node or isinstance(node, list) and isinstance(step, int) and step < len(node)
+                node = node[step] if fits else None
+            if isinstance(node, dict):
                 node[where[-1]] = value
         if added is not None:
             layer = edited["config"]["layers"][min(added[0], len(edited["config"]["layers"]) - 1)]["config"]
