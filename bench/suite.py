@@ -579,7 +579,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=None, help="samples per contender (default 9; quick: 3)")
     parser.add_argument("--min-time", type=float, default=None, help="seconds per sample (default 0.05; quick 0.01)")
     parser.add_argument("--json", type=Path, default=None, help="where to write the results (default bench/results/<time>.json)")
-    parser.add_argument("--png", type=Path, default=None, help="where to draw the ratio plot (default next to the JSON)")
+    parser.add_argument("--png", type=Path, default=None, help="where to draw the ratio plot (default bench/results/, named as the JSON)")
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument("--only", nargs="+", default=None, metavar="TEXT", help="run only the cases whose name contains one of these (e.g. 'B=64 ' train)")
     parser.add_argument("--via", choices=("auto", "api", "adapter"), default="auto", help="public API, or the engine called directly (bench/adapter.py)")
@@ -625,7 +625,7 @@ def main(argv: list[str] | None = None) -> int:
     min_time = args.min_time or (0.01 if args.quick else 0.05)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     json_path = args.json or RESULTS / f"{'quick' if args.quick else 'full'}-{stamp}.json"
-    png_path = args.png or json_path.with_suffix(".png")
+    png_path = args.png or RESULTS / json_path.with_suffix(".png").name  # a saved baseline's plot stays out of the repository
     via = args.via
     if via == "auto":
         via = "api" if api_uses_engine() else "adapter"
@@ -689,6 +689,7 @@ def main(argv: list[str] | None = None) -> int:
         print(markdown(payload))
     if not args.no_plot:
         try:
+            png_path.parent.mkdir(parents=True, exist_ok=True)
             plot(results, png_path)
             print(f"plot: {png_path}")
         except ImportError:
