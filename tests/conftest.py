@@ -15,9 +15,11 @@ if os.environ.get("CI") == "true":
 # the independent reference and the shared checks (tests/_support) import by bare name from every test folder
 sys.path.insert(0, str(Path(__file__).parent / "_support"))
 
-from nplstm import kernels  # noqa: E402
+from nplstm import kernels, loop  # noqa: E402
 
-BACKENDS = ["numpy"] + (["numba"] if kernels.available() else [])
+# "numpy" lets run_sequence choose how a step meets its inputs (stacked under h at small H, the
+# tests' usual sizes); "numpy-projected" forces the projected-ahead form at every size.
+BACKENDS = ["numpy", "numpy-projected"] + (["numba"] if kernels.available() else [])
 
 if kernels.available():
     # "auto" moves to the engine once it is loaded: load it before any test, so which
@@ -32,12 +34,15 @@ def rng():
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def each_backend(request):
-    """Run a whole test module once per step-loop path (NumPy, and numba when installed).
+    """Run a whole test module once per step-loop path (NumPy's two input forms, and numba when installed).
 
     With numba installed, "auto" sends small problems (most tests) to the
     compiled kernel; this makes the NumPy path face the same tests.
     """
-    before = kernels.get_backend()
-    kernels.set_backend(request.param)
+    before, widest_stacked = kernels.get_backend(), loop.STACKED_MAX_GATES
+    kernels.set_backend("numpy" if request.param.startswith("numpy") else request.param)
+    if request.param == "numpy-projected":
+        loop.STACKED_MAX_GATES = 0
     yield request.param
     kernels.set_backend(before)
+    loop.STACKED_MAX_GATES = widest_stacked
