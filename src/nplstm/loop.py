@@ -31,7 +31,7 @@ from .layout import split_gates
 
 __all__ = [
     "Trace", "Packing", "flip", "DirectionParams", "DirectionGradients", "run_sequence", "backward_sequence",
-    "run_direction", "backward_direction", "PROJECTION_CHUNK",
+    "run_direction", "backward_direction", "PROJECTION_CHUNK", "STACKED_MAX_GATES",
 ]
 
 #: Steps whose input projection is computed in one GEMM on the NumPy path.
