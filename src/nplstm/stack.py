@@ -77,6 +77,19 @@ class StackLayout:
     B: int
 
 
+class _DropoutRate:
+    """A dropout probability, checked on every assignment (a rate of 1.5 would scale the kept units by -2)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name, self.slot = name, "_" + name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        return self if obj is None else getattr(obj, self.slot)
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        setattr(obj, self.slot, dropout_rate(value, self.name))
+
+
 class StackedLSTM:
     """An LSTM of ``num_layers`` layers, optionally bidirectional, like ``torch.nn.LSTM``.
 
@@ -128,6 +141,9 @@ class StackedLSTM:
     """
 
     KIND = "StackedLSTM"
+    dropout = _DropoutRate()
+    input_dropout = _DropoutRate()
+    recurrent_dropout = _DropoutRate()
 
     def __init__(
         self,
@@ -161,8 +177,8 @@ class StackedLSTM:
             warnings.warn(f"dropout={dropout} acts between layers, so it does nothing with num_layers=1 "
                           "(input_dropout and recurrent_dropout act within a layer)", UserWarning, stacklevel=2)
         self.dropout = dropout
-        self.input_dropout = dropout_rate(input_dropout, "input_dropout")
-        self.recurrent_dropout = dropout_rate(recurrent_dropout, "recurrent_dropout")
+        self.input_dropout = input_dropout
+        self.recurrent_dropout = recurrent_dropout
         self.bias = bool(bias)
         self.batch_first = bool(batch_first)
         self.bidirectional = bool(bidirectional)

@@ -10,9 +10,10 @@ chunk, lengths, a projection, float32 and float64.
 
 import numpy as np
 import pytest
-from reference import random_weights, reference_lstm
 
 from nplstm import LSTM, kernels, loop
+
+from reference import random_weights, reference_lstm
 
 
 @pytest.fixture(params=["stacked", "projected"])

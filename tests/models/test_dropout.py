@@ -300,6 +300,20 @@ def test_bad_rates_are_refused_by_name(kwargs, message):
         SequenceModel(2, 3, 1, **kwargs)
 
 
+@pytest.mark.parametrize("name, value", [("dropout", 1.5), ("input_dropout", 1.0), ("recurrent_dropout", -0.1),
+                                         ("recurrent_dropout", "0.5"), ("dropout", None)])
+def test_a_bad_rate_assigned_later_is_refused_by_name_and_the_rate_kept(name, value):
+    """An attribute assignment meets the constructor's check (1.5 would scale the kept units by -2, silently)."""
+    stack = StackedLSTM(2, 3, num_layers=2, dropout=0.25, input_dropout=0.25, recurrent_dropout=0.25, seed=0)
+    model = SequenceModel(2, 3, 1, num_layers=2, dropout=0.25, seed=0)
+    for target in (stack, model.lstm):
+        with pytest.raises(ValueError, match=rf"{name} must be a number in \[0, 1\); got {value!r}"):
+            setattr(target, name, value)
+        assert getattr(target, name) == (0.25 if target is stack or name == "dropout" else 0.0)
+    stack.recurrent_dropout = 0.5
+    assert stack.recurrent_dropout == 0.5 and "recurrent_dropout=0.5" in repr(stack)
+
+
 def test_a_bad_rng_is_refused_by_name(rng):
     stack = StackedLSTM(2, 3, input_dropout=0.5, seed=0)
     with pytest.raises(ValueError, match="rng must be a non-negative integer, a numpy.random.Generator or None"):
