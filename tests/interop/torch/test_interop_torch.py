@@ -165,6 +165,24 @@ def test_a_cell_variant_is_not_exported_as_a_plain_lstm():
         torch_module(stack)
 
 
+def test_exporting_dropout_torch_cannot_hold_warns_by_name_and_keeps_what_it_can(recwarn):
+    stack = StackedLSTM(2, 3, num_layers=2, dropout=0.25, recurrent_dropout=0.5, seed=0)
+    with pytest.warns(UserWarning, match=r"torch.nn.LSTM has no recurrent_dropout: .*\{'recurrent_dropout': 0.5\}"):
+        module = torch_module(stack)
+    assert module.dropout == 0.25
+    x = np.random.default_rng(1).normal(size=(4, 2, 2))
+    with torch.no_grad():
+        ref = module.eval()(torch.from_numpy(x))[0].numpy()
+    np.testing.assert_allclose(stack.forward(x)[0], ref, atol=1e-12)  # inference is the same
+    stack.input_dropout = 0.1
+    with pytest.warns(UserWarning, match="no input_dropout or recurrent_dropout"):
+        torch_module(stack)
+    stack.input_dropout = stack.recurrent_dropout = 0.0
+    recwarn.clear()
+    torch_module(stack)
+    assert not [w for w in recwarn if "torch.nn.LSTM has no" in str(w.message)]
+
+
 # ------------------------------------------- issue 18 item 1: a state dict has no layout
 def batch_first_module_and_input():
     module = random_torch_lstm(dict(input_size=3, hidden_size=5, num_layers=2, bidirectional=True,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -76,8 +77,19 @@ def _stack_state_dict(stack: StackedLSTM, prefix: str | None) -> dict[str, np.nd
 
 
 def torch_module(stack: StackedLSTM) -> Any:
-    """A ``torch.nn.LSTM`` with this stack's configuration and weights."""
+    """A ``torch.nn.LSTM`` with this stack's configuration and weights.
+
+    ``dropout`` (between layers) carries over; ``torch.nn.LSTM`` has no
+    ``input_dropout`` or ``recurrent_dropout``, so a stack with either warns
+    that the module computes the same outputs but trains without them.
+    """
     import torch
+
+    dropped = {name: rate for name in ("input_dropout", "recurrent_dropout") if (rate := getattr(stack, name))}
+    if dropped:
+        warnings.warn(f"torch.nn.LSTM has no {' or '.join(dropped)}: the module computes the same outputs, but "
+                      f"training it in torch drops {dropped} (only dropout={stack.dropout}, between layers, carries over)",
+                      UserWarning, stacklevel=2)
 
     module = torch.nn.LSTM(
         stack.input_size,
