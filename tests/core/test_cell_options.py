@@ -167,6 +167,15 @@ CASES.update({
 })
 
 
+
+def assert_matches_reference_over_lengths(stack: StackedLSTM, x, h0, c0, lengths):
+    """The stack's outputs and final states over ``lengths`` equal :func:`reference_stack`'s (float64, 1e-12)."""
+    out, (h, c) = stack.forward(x, (h0, c0), lengths=lengths)
+    ref_out, ref_h, ref_c, _ = reference_stack(stack, x, h0, c0, lengths)
+    np.testing.assert_allclose(out, ref_out, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(h, ref_h, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(c, ref_c, rtol=0, atol=1e-12)
+
 def make_stack(opts: CellOptions, rng, *, dtype=np.float64, num_layers=1, bidirectional=False, proj_size=0, I=3, H=4):
     stack = StackedLSTM(I, H, num_layers, bidirectional=bidirectional, proj_size=proj_size, cell=opts, seed=0, dtype=dtype)
     for name, value in stack.parameters().items():
@@ -204,12 +213,7 @@ def test_bidirectional_two_layers_with_lengths_match_the_naive_reference(case):
     rng = np.random.default_rng(7)
     stack = make_stack(CASES[case], rng, num_layers=2, bidirectional=True)
     x, h0, c0 = make_inputs(stack, rng, T=6, B=4)
-    lengths = np.array([4, 6, 1, 5])
-    out, (h, c) = stack.forward(x, (h0, c0), lengths=lengths)
-    ref_out, ref_h, ref_c, _ = reference_stack(stack, x, h0, c0, lengths)
-    np.testing.assert_allclose(out, ref_out, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(h, ref_h, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(c, ref_c, rtol=0, atol=1e-12)
+    assert_matches_reference_over_lengths(stack, x, h0, c0, np.array([4, 6, 1, 5]))
 
 
 def test_single_layer_lstm_and_its_stream_run_the_variant(rng):
@@ -571,12 +575,7 @@ def test_projected_variant_matches_the_naive_reference():
     rng = np.random.default_rng(2)
     stack = make_stack(CASES["combined"], rng, num_layers=2, bidirectional=True, proj_size=2)
     x, h0, c0 = make_inputs(stack, rng, T=5, B=3)
-    lengths = np.array([5, 1, 3])
-    out, (h, c) = stack.forward(x, (h0, c0), lengths=lengths)
-    ref_out, ref_h, ref_c, _ = reference_stack(stack, x, h0, c0, lengths)
-    np.testing.assert_allclose(out, ref_out, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(h, ref_h, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(c, ref_c, rtol=0, atol=1e-12)
+    assert_matches_reference_over_lengths(stack, x, h0, c0, np.array([5, 1, 3]))
 
 
 def test_a_weights_file_with_a_malformed_cell_is_refused(tmp_path):

@@ -13,7 +13,21 @@ import pytest
 
 from nplstm import LSTM, kernels, loop
 
-from reference import random_weights, reference_lstm
+from reference import load_into, random_weights, reference_lstm
+
+
+def record_input_forms(monkeypatch) -> list[str]:
+    """The names of the input forms run_sequence builds from now on, in order."""
+    chosen: list[str] = []
+    for name in ("_StackedInputs", "_ProjectedInputs"):
+        kind = getattr(loop, name)
+
+        def __init__(self, *args, _kind=kind, _name=name):
+            chosen.append(_name)
+            _kind.__init__(self, *args)
+
+        monkeypatch.setattr(loop, name, type(name, (kind,), {"__init__": __init__}))
+    return chosen
 
 
 @pytest.fixture(params=["stacked", "projected"])
@@ -21,30 +35,9 @@ def input_form(request, monkeypatch):
     """Force one input form at every size (run_sequence would choose by H and I)."""
     monkeypatch.setattr(kernels, "_backend", "numpy")
     monkeypatch.setattr(loop, "STACKED_MAX_GATES", 1 << 30 if request.param == "stacked" else 0)
-    chosen = []
-    for name in ("_StackedInputs", "_ProjectedInputs"):
-        kind = getattr(loop, name)
-        monkeypatch.setattr(loop, name, type(name, (kind,), {"__init__": _recording(kind, chosen, name)}))
+    chosen = record_input_forms(monkeypatch)
     yield request.param
     assert set(chosen) == {f"_{request.param.capitalize()}Inputs"}, "the forced form ran"
-
-
-def _recording(kind, chosen, name):
-    def __init__(self, *args):
-        chosen.append(name)
-        kind.__init__(self, *args)
-    return __init__
-
-
-def _layer(rng, I, H, dtype, proj_size=0):
-    lstm = LSTM(I, H, dtype=dtype, proj_size=proj_size)
-    if not proj_size:
-        for name, value in random_weights(rng, I, H).items():
-            setattr(lstm, name, value)
-    else:  # the same draw scale for the projected layer's (H, P + I) gates
-        for name in ("Wf", "Wi", "Wc", "Wo", "bf", "bi", "bc", "bo"):
-            setattr(lstm, name, rng.normal(scale=0.5, size=getattr(lstm, name).shape))
-    return lstm
 
 
 @pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
@@ -52,9 +45,7 @@ def _layer(rng, I, H, dtype, proj_size=0):
 def test_each_input_form_gives_the_reference_over_lengths(input_form, rng, B, dtype, tol):
     T, I, H = 37, 5, 13  # three chunks of PROJECTION_CHUNK steps; H not a multiple of 16
     weights = random_weights(rng, I, H)
-    lstm = LSTM(I, H, dtype=dtype)
-    for name, value in weights.items():
-        setattr(lstm, name, value)
+    lstm = load_into(LSTM(I, H, dtype=dtype), weights)
     x = rng.normal(size=(T, B, I))
     h0, c0 = rng.normal(size=(B, H)), rng.normal(size=(B, H))
     lengths = rng.integers(1, T + 1, size=B)
@@ -72,7 +63,9 @@ def test_each_input_form_gives_the_reference_over_lengths(input_form, rng, B, dt
 def test_each_input_form_gives_the_same_projected_layer_and_gradients(rng, B, monkeypatch):
     """With a projection (and on the tape backward reads) the two forms agree to rounding."""
     T, I, H, P = 21, 6, 11, 5
-    lstm = _layer(rng, I, H, np.float64, proj_size=P)
+    lstm = LSTM(I, H, proj_size=P, dtype=np.float64)
+    for name in ("Wf", "Wi", "Wc", "Wo", "bf", "bi", "bc", "bo"):  # (H, P + I) gates, non-zero biases
+        setattr(lstm, name, rng.normal(scale=0.5, size=getattr(lstm, name).shape))
     x = rng.normal(size=(T, B, I))
     lengths = rng.integers(1, T + 1, size=B)
     lengths[0] = T
@@ -101,9 +94,6 @@ def test_each_input_form_gives_the_same_projected_layer_and_gradients(rng, B, mo
 ])
 def test_the_step_stacks_its_inputs_only_where_it_measured_faster(rng, monkeypatch, I, H, proj_size, expected):
     monkeypatch.setattr(kernels, "_backend", "numpy")
-    chosen = []
-    for name in ("_StackedInputs", "_ProjectedInputs"):
-        kind = getattr(loop, name)
-        monkeypatch.setattr(loop, name, type(name, (kind,), {"__init__": _recording(kind, chosen, name)}))
+    chosen = record_input_forms(monkeypatch)
     LSTM(I, H, proj_size=proj_size).forward(rng.normal(size=(3, 2, I)))
     assert chosen == [expected]
