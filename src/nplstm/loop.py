@@ -39,7 +39,7 @@ __all__ = [
 PROJECTION_CHUNK = 16
 
 #: The widest gate row (4H) whose steps stack x_t under h_{t-1} into one product (:class:`_StackedInputs`):
-#: measured 7–11 % faster at 4H ≤ 256 with I ≤ P, slower from 4H = 512 (OpenBLAS, 1 thread).
+#: 0.91–0.98× the projected form's time at 4H ≤ 256 with I ≤ P, 1.07–1.57× from 4H = 1024 (OpenBLAS, 1 thread).
 STACKED_MAX_GATES = 256
 
 

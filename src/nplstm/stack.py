@@ -169,14 +169,13 @@ class StackedLSTM:
         self.proj_size = positive_int(proj_size, "proj_size", minimum=0)
         if self.proj_size >= self.hidden_size:
             raise ValueError(f"proj_size must be smaller than hidden_size {hidden_size}; got {proj_size}")
-        dropout = dropout_rate(dropout)
+        self.dropout = dropout  # checked on assignment (_DropoutRate)
         if cell is not None and not isinstance(cell, CellOptions):
             raise TypeError(f"cell must be an nplstm.cell.CellOptions or None; got {type(cell).__name__}")
         self.cell = cell if cell is not None else DEFAULT_CELL
-        if dropout and num_layers == 1:
-            warnings.warn(f"dropout={dropout} acts between layers, so it does nothing with num_layers=1 "
+        if self.dropout and num_layers == 1:
+            warnings.warn(f"dropout={self.dropout} acts between layers, so it does nothing with num_layers=1 "
                           "(input_dropout and recurrent_dropout act within a layer)", UserWarning, stacklevel=2)
-        self.dropout = dropout
         self.input_dropout = input_dropout
         self.recurrent_dropout = recurrent_dropout
         self.bias = bool(bias)
